@@ -1,0 +1,94 @@
+"""Open the catalog database, apply migrations, hand out sessions.
+
+SQLite (WAL) is the embedded default; any SQLAlchemy URL works for the same code.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.core.errors import CatalogError
+
+_HERE = Path(__file__).parent
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE / "migrations"))
+    return cfg
+
+
+class Catalog:
+    """The relational catalog of one workspace.
+
+    >>> cat = Catalog.open("sqlite:///:memory:")
+    >>> cat.schema_revision() == cat.head_revision()
+    True
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> "Catalog":
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        catalog = cls(engine)
+        if migrate:
+            catalog.migrate()
+        return catalog
+
+    @classmethod
+    def for_workspace(cls, data_dir: Path) -> "Catalog":
+        return cls.open(f"sqlite:///{data_dir / 'catalog.db'}")
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision`` (idempotent; keeps all data)."""
+        cfg = _alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"cannot migrate catalog {self.engine.url!r}: {exc}") from exc
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""The ``bastion`` command line: a thin layer over :class:`bastion.Workspace`."""

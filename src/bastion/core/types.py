@@ -1,0 +1,142 @@
+"""Domain types shared by every stage. No vendor type appears here."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.core.errors import AccessError
+
+EVERYONE = "everyone"
+_PRINCIPAL_RE = re.compile(r"^(everyone|user:[^\s,]+|group:[^\s,]+)$")
+
+
+def parse_principal(text: str) -> str:
+    """Validate one principal string (``user:<id>``, ``group:<name>`` or ``everyone``)."""
+    value = text.strip()
+    if not _PRINCIPAL_RE.match(value):
+        raise AccessError(
+            f"invalid principal {text!r}: use 'user:<id>', 'group:<name>' or 'everyone'"
+        )
+    return value
+
+
+def parse_acl(text: str | None) -> frozenset[str]:
+    """Parse a comma- or newline-separated ACL. Empty or None means nobody may read."""
+    if not text:
+        return frozenset()
+    parts = [p for p in re.split(r"[,\n]", text) if p.strip() and not p.strip().startswith("#")]
+    return frozenset(parse_principal(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user id and the groups the catalog says they belong to.
+
+    >>> p = Principal("alice", frozenset({"finance"}))
+    >>> sorted(p.labels())
+    ['everyone', 'group:finance', 'user:alice']
+    """
+
+    user_id: str
+    groups: frozenset[str] = frozenset()
+
+    def labels(self) -> frozenset[str]:
+        """The ACL labels this principal matches. ``everyone`` means any known user."""
+        return frozenset({f"user:{self.user_id}", EVERYONE} | {f"group:{g}" for g in self.groups})
+
+    def can_read(self, acl: frozenset[str] | set[str] | list[str]) -> bool:
+        """True when the ACL names this user, one of their groups, or everyone."""
+        return bool(self.labels() & set(acl))
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """One document as a connector yields it, before parsing.
+
+    ``content`` holds the raw bytes; ``content_hash`` is their sha256 (hex).
+    """
+
+    source: str
+    key: str  # stable id inside the source (relative path, or SQL row id)
+    uri: str  # what a person can open: file path or table#id
+    content_hash: str
+    size: int
+    mtime: float | None
+    acl: frozenset[str]
+    media_type: str  # file suffix such as "pdf", or "sql-row"
+    content: bytes | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A structural unit of a parsed document: a heading's body, a page, a row."""
+
+    text: str
+    page: int | None = None
+    heading: str | None = None
+    start: int = 0  # character offset in the document's full text
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """Text with structure, as a parser produces it."""
+
+    sections: list[Section]
+    parser: str
+    title: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrievable piece of a document version, with what a citation needs."""
+
+    chunk_id: str
+    doc_id: str
+    version_id: str
+    ordinal: int
+    text: str
+    page: int | None
+    section: str | None
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result the principal is allowed to see."""
+
+    chunk_id: str
+    doc_id: str
+    document: str
+    path: str
+    source: str
+    page: int | None
+    section: str | None
+    score: float
+    text: str
+    char_start: int
+    char_end: int
+    version_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "document": self.document,
+            "doc_id": self.doc_id,
+            "path": self.path,
+            "source": self.source,
+            "page": self.page,
+            "section": self.section,
+            "score": round(self.score, 6),
+            "text": self.text,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "version_id": self.version_id,
+        }

@@ -1,0 +1,78 @@
+"""Users, groups and memberships: where a :class:`Principal` comes from."""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, select
+
+from bastion.catalog.db import Catalog
+from bastion.catalog.models import GroupRow, MembershipRow, UserRow
+from bastion.core.errors import AccessError
+from bastion.core.types import Principal
+
+_NAME = re.compile(r"^[A-Za-z0-9_.@\-\u0080-\uffff]{1,200}$")
+
+
+def _check(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise AccessError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_', '-', '@' (no spaces or commas)")
+    return name
+
+
+class Directory:
+    """The catalog's users and groups.
+
+    >>> d = Directory(Catalog.open("sqlite:///:memory:"))
+    >>> d.add_user("alice", groups=["finance"]).labels() >= {"group:finance"}
+    True
+    """
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def add_user(self, user_id: str, groups: list[str] | None = None, display_name: str | None = None) -> Principal:
+        """Create a user, or replace an existing user's groups."""
+        _check("user", user_id)
+        groups = [_check("group", g) for g in (groups or [])]
+        with self.catalog.session() as s:
+            if s.get(UserRow, user_id) is None:
+                s.add(UserRow(id=user_id, display_name=display_name))
+            s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id))
+            for g in sorted(set(groups)):
+                if s.get(GroupRow, g) is None:
+                    s.add(GroupRow(name=g))
+                s.flush()
+                s.add(MembershipRow(user_id=user_id, group_name=g))
+        return self.principal(user_id)
+
+    def remove_user(self, user_id: str) -> None:
+        with self.catalog.session() as s:
+            if s.get(UserRow, user_id) is None:
+                raise AccessError(f"unknown user {user_id!r}")
+            s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id))
+            s.execute(delete(UserRow).where(UserRow.id == user_id))
+
+    def remove_from_group(self, user_id: str, group: str) -> None:
+        with self.catalog.session() as s:
+            s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id, MembershipRow.group_name == group))
+
+    def principal(self, user_id: str) -> Principal:
+        """The principal of a known user; unknown users get an error, never a default."""
+        with self.catalog.session() as s:
+            if s.get(UserRow, user_id) is None:
+                raise AccessError(f"unknown user {user_id!r}; add it with `bastion user add {user_id} --groups ...`")
+            groups = s.scalars(select(MembershipRow.group_name).where(MembershipRow.user_id == user_id))
+            return Principal(user_id, frozenset(groups))
+
+    def users(self) -> list[Principal]:
+        with self.catalog.session() as s:
+            ids = s.scalars(select(UserRow.id).order_by(UserRow.id)).all()
+        return [self.principal(u) for u in ids]
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> member user ids."""
+        with self.catalog.session() as s:
+            out: dict[str, list[str]] = {g: [] for g in s.scalars(select(GroupRow.name).order_by(GroupRow.name))}
+            for user, group in s.execute(select(MembershipRow.user_id, MembershipRow.group_name).order_by(MembershipRow.user_id)):
+                out.setdefault(group, []).append(user)
+        return out

@@ -1,0 +1,251 @@
+"""Incremental, idempotent, crash-safe sync of one source.
+
+Order of writes for every batch of changed documents (the catalog is the source of truth):
+
+1. catalog: record the intent (document rows ``pending``, new version rows ``pending``);
+2. embeddings: computed only for text not yet in the cache, and cached at once;
+3. index: one ``replace_documents`` commit swaps all chunks of the batch's documents;
+4. catalog: versions ``indexed``, documents ``active`` pointing at the new version.
+
+A process killed anywhere leaves either the old or the new chunks of each document in the
+index, and a catalog that still differs from the source for every document not finished,
+so the next sync redoes exactly those (chunk ids are deterministic, so a redo overwrites
+instead of duplicating, and cached vectors make it cheap). A document that disappeared
+from the source is deleted from the index even if its first sync never finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from bastion.catalog.db import Catalog
+from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, SourceRow, utcnow
+from bastion.chunking import Chunker
+from bastion.connectors.protocol import Connector, SourceItem
+from bastion.core.errors import ParseError
+from bastion.core.types import Chunk
+from bastion.embedding.cache import CachedEmbedder
+from bastion.ingest.report import SyncReport
+from bastion.logging import log
+from bastion.parsing import parse
+from bastion.retrieval.analyzer import analyze
+from bastion.stores.protocol import ChunkStore, StoredChunk
+
+Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
+
+
+def doc_id_for(source_id: int, key: str) -> str:
+    return hashlib.sha256(f"{source_id}\x00{key}".encode()).hexdigest()[:32]
+
+
+def version_id_for(doc_id: str, content_hash: str) -> str:
+    return hashlib.sha256(f"{doc_id}\x00{content_hash}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Pending:
+    item: SourceItem
+    doc_id: str
+    version_id: str
+    content_hash: str
+    size: int
+    chunks: list[Chunk]
+    title: str | None
+    kind: str  # added | updated | acl_changed
+    parser: str
+    pages: int
+
+
+class SyncPipeline:
+    """Sync sources into the index through the catalog."""
+
+    def __init__(self, catalog: Catalog, store: ChunkStore, embedder: CachedEmbedder, chunker: Chunker,
+                 batch_chunks: int = 256):
+        self.catalog, self.store, self.embedder, self.chunker = catalog, store, embedder, chunker
+        self.batch_chunks = batch_chunks
+
+    # -- entry point ---------------------------------------------------------------------
+    def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None) -> SyncReport:
+        started = time.perf_counter()
+        report = SyncReport(source=source.name)
+        progress = progress or (lambda *_: None)
+        report.run_id = self._start_run(source.name)
+        embedded_before = self.embedder.embedded
+        try:
+            items = list(connector.scan())
+            progress("scan", 0, len(items))
+            known = self._known(source.id)
+            pending: list[_Pending] = []
+            seen: set[str] = set()
+            for item in items:
+                doc_id = doc_id_for(source.id, item.key)
+                seen.add(doc_id)
+                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report)
+                if entry is not None:
+                    pending.append(entry)
+                    if sum(len(p.chunks) for p in pending) >= self.batch_chunks:
+                        self._commit_batch(source, pending, report, progress)
+                        pending = []
+                progress("scan", 1, None)
+            self._commit_batch(source, pending, report, progress)
+            self._delete_missing(source, known, seen, report)
+            if report.chunks_written or report.documents_deleted:
+                self.store.optimize()
+        except BaseException as exc:
+            report.chunks_embedded = self.embedder.embedded - embedded_before
+            self._finish_run(report, "failed", started, reason=f"{type(exc).__name__}: {exc}")
+            raise
+        report.chunks_embedded = self.embedder.embedded - embedded_before
+        self._finish_run(report, "completed", started)
+        return report
+
+    # -- runs ----------------------------------------------------------------------------
+    def _start_run(self, source: str) -> int:
+        with self.catalog.session() as s:
+            s.execute(update(IngestRunRow).where(IngestRunRow.status == "running",
+                                                 IngestRunRow.source == source).values(status="interrupted"))
+            run = IngestRunRow(source=source, status="running", embedder_id=self.embedder.embedder.id, counts={}, errors=[])
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def _finish_run(self, report: SyncReport, status: str, started: float, reason: str | None = None) -> None:
+        report.seconds = round(time.perf_counter() - started, 3)
+        errors = report.errors + ([{"file": None, "reason": reason}] if reason else [])
+        with self.catalog.session() as s:
+            s.execute(update(IngestRunRow).where(IngestRunRow.id == report.run_id).values(
+                status=status, finished_at=utcnow(), counts=report.counts(), errors=errors))
+        log("sync.finished", status=status, **report.counts())
+
+    # -- diff ----------------------------------------------------------------------------
+    def _known(self, source_id: int) -> dict[str, DocumentRow]:
+        with self.catalog.session() as s:
+            rows = s.scalars(select(DocumentRow).where(DocumentRow.source_id == source_id,
+                                                       DocumentRow.status != "deleted"))
+            return {r.id: r for r in rows}
+
+    def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport) -> _Pending | None:
+        if item.error:
+            self._record_failure(item, source_id, doc_id, doc, None, item.error, report, acl_problem=not item.acl)
+            return None
+        same_acl = doc is not None and frozenset(doc.acl) == item.acl
+        same_stat = (doc is not None and item.mtime is not None and doc.seen_mtime == item.mtime
+                     and (item.size is None or doc.seen_size == item.size))
+        if doc is not None and same_stat and same_acl and doc.status in ("active", "failed"):
+            if doc.status == "active":
+                report.documents_unchanged += 1
+            else:
+                report.error(item.key, doc.error or "failed before")
+            return None
+        try:
+            content = item.load()
+        except OSError as exc:
+            self._record_failure(item, source_id, doc_id, doc, None, f"cannot read: {exc}", report)
+            return None
+        content_hash = hashlib.sha256(content).hexdigest()
+        if doc is not None and doc.status == "active" and doc.seen_hash == content_hash and same_acl:
+            self._touch(doc_id, item)
+            report.documents_unchanged += 1
+            return None
+        if doc is not None and doc.status == "failed" and doc.seen_hash == content_hash:
+            report.error(item.key, doc.error or "failed before")
+            return None
+        version_id = version_id_for(doc_id, content_hash)
+        try:
+            parsed = parse(content, item.media_type)
+        except ParseError as exc:
+            self._record_failure(item, source_id, doc_id, doc, content_hash, str(exc), report, size=len(content))
+            return None
+        chunks = self.chunker.chunk(parsed, doc_id, version_id)
+        if doc is None or doc.current_version_id is None:
+            kind = "added"
+        elif doc.seen_hash == content_hash and doc.status == "active":
+            kind = "acl_changed"
+        else:
+            kind = "updated"
+        pages = len({s.page for s in parsed.sections if s.page}) or 1
+        return _Pending(item, doc_id, version_id, content_hash, len(content), chunks,
+                        item.title or parsed.title, kind, parsed.parser, pages)
+
+    def _touch(self, doc_id: str, item: SourceItem) -> None:
+        with self.catalog.session() as s:
+            s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(seen_mtime=item.mtime, seen_size=item.size))
+
+    def _record_failure(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content_hash: str | None,
+                        reason: str, report: SyncReport, size: int | None = None, acl_problem: bool = False) -> None:
+        """Record a per-document error. The previous good version stays searchable, unless
+        the problem is the ACL itself: then the document is withdrawn (fail closed)."""
+        report.error(item.key, reason)
+        if acl_problem and doc is not None and doc.current_version_id:
+            self.store.replace_documents([doc_id], [])
+        with self.catalog.session() as s:
+            row = s.get(DocumentRow, doc_id)
+            if row is None:
+                row = DocumentRow(id=doc_id, source_id=source_id, key=item.key, uri=item.uri, acl=[])
+                s.add(row)
+            keep_old = row.current_version_id is not None and not acl_problem
+            row.status = "active" if keep_old else "failed"
+            if acl_problem:
+                row.current_version_id = None
+                row.acl = []
+            row.error, row.seen_hash, row.seen_size, row.seen_mtime = reason, content_hash, item.size or size, item.mtime
+            if content_hash:
+                s.merge(DocumentVersionRow(id=version_id_for(doc_id, content_hash), document_id=doc_id,
+                                           content_hash=content_hash, size=size or 0, mtime=item.mtime,
+                                           status="failed", error=reason, run_id=report.run_id))
+
+    # -- write ---------------------------------------------------------------------------
+    def _commit_batch(self, source: SourceRow, batch: list[_Pending], report: SyncReport, progress: Progress) -> None:
+        if not batch:
+            return
+        with self.catalog.session() as s:  # 1. intent
+            for p in batch:
+                row = s.get(DocumentRow, p.doc_id)
+                if row is None:
+                    s.add(DocumentRow(id=p.doc_id, source_id=source.id, key=p.item.key, uri=p.item.uri,
+                                      title=p.title, acl=sorted(p.item.acl), status="pending"))
+                s.merge(DocumentVersionRow(id=p.version_id, document_id=p.doc_id, content_hash=p.content_hash,
+                                           size=p.size, mtime=p.item.mtime, parser=p.parser, status="pending",
+                                           chunk_count=len(p.chunks), run_id=report.run_id))
+        texts = [c.text for p in batch for c in p.chunks]
+        vectors = self.embedder.embed(texts, progress=lambda n: progress("embed", n, None))  # 2.
+        rows, i = [], 0
+        for p in batch:
+            for c in p.chunks:
+                rows.append(StoredChunk(
+                    chunk_id=c.chunk_id, doc_id=p.doc_id, version_id=p.version_id, source=source.name,
+                    document=p.title or p.item.key, path=p.item.key, page=c.page, section=c.section,
+                    ordinal=c.ordinal, text=c.text, terms=" ".join(analyze(c.text)), char_start=c.char_start,
+                    char_end=c.char_end, acl=tuple(sorted(p.item.acl)), vector=vectors[i]))
+                i += 1
+        self.store.replace_documents([p.doc_id for p in batch], rows)  # 3. one atomic commit
+        with self.catalog.session() as s:  # 4. done
+            for p in batch:
+                row = s.get(DocumentRow, p.doc_id)
+                if row.current_version_id and row.current_version_id != p.version_id:
+                    s.execute(update(DocumentVersionRow).where(DocumentVersionRow.id == row.current_version_id)
+                              .values(status="superseded"))
+                s.execute(update(DocumentVersionRow).where(DocumentVersionRow.id == p.version_id).values(status="indexed"))
+                row.current_version_id, row.status, row.error = p.version_id, "active", None
+                row.acl, row.uri, row.title = sorted(p.item.acl), p.item.uri, p.title
+                row.seen_hash, row.seen_size, row.seen_mtime = p.content_hash, p.item.size, p.item.mtime
+        for p in batch:
+            setattr(report, f"documents_{p.kind}", getattr(report, f"documents_{p.kind}") + 1)
+            report.pages += p.pages if p.kind != "acl_changed" else 0
+        report.chunks_written += len(rows)
+
+    def _delete_missing(self, source: SourceRow, known: dict[str, DocumentRow], seen: set[str], report: SyncReport) -> None:
+        gone = [doc_id for doc_id in known if doc_id not in seen]
+        if not gone:
+            return
+        self.store.replace_documents(gone, [])
+        with self.catalog.session() as s:
+            s.execute(update(DocumentRow).where(DocumentRow.id.in_(gone)).values(status="deleted", current_version_id=None))
+            s.execute(update(DocumentVersionRow).where(DocumentVersionRow.document_id.in_(gone),
+                                                       DocumentVersionRow.status.in_(["indexed", "pending"]))
+                      .values(status="superseded"))
+        report.documents_deleted += sum(1 for d in gone if known[d].current_version_id or known[d].status == "pending")

@@ -1,0 +1,39 @@
+"""What one sync did, as the CLI prints it and ``--json`` returns it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class SyncReport:
+    source: str
+    run_id: int | None = None
+    documents_added: int = 0
+    documents_updated: int = 0
+    documents_acl_changed: int = 0
+    documents_deleted: int = 0
+    documents_unchanged: int = 0
+    documents_failed: int = 0
+    chunks_embedded: int = 0
+    chunks_written: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+    errors: list[dict] = field(default_factory=list)
+
+    def error(self, file: str, reason: str) -> None:
+        self.documents_failed += 1
+        self.errors.append({"file": file, "reason": reason})
+
+    def counts(self) -> dict:
+        data = asdict(self)
+        data.pop("errors")
+        return data
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def merge(self, other: "SyncReport") -> None:
+        for name, value in other.counts().items():
+            if isinstance(value, (int, float)) and name != "run_id":
+                setattr(self, name, getattr(self, name) + value)
+        self.errors.extend(other.errors)

@@ -1,0 +1,46 @@
+"""CSV and XLSX: one record per row, each value labelled with its column header."""
+from __future__ import annotations
+
+import csv
+import io
+
+from bastion.core.errors import ParseError
+from bastion.core.types import ParsedDocument
+from bastion.parsing._sections import build
+from bastion.parsing.text import decode
+
+
+def _records(header: list[str], rows: list[list[str]], sheet: str | None) -> list[tuple[str, int | None, str | None]]:
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
+    parts = []
+    for n, row in enumerate(rows, start=1):
+        fields = [f"{h}: {str(v).strip()}" for h, v in zip(header, row) if v is not None and str(v).strip()]
+        if fields:
+            label = f"{sheet} row {n}" if sheet else f"row {n}"
+            parts.append(("; ".join(fields), None, label))
+    return parts
+
+
+def parse_csv(content: bytes) -> ParsedDocument:
+    text = decode(content)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise ParseError("CSV needs a header row and at least one data row")
+    return build(_records(rows[0], rows[1:], None), "csv")
+
+
+def parse_xlsx(content: bytes) -> ParsedDocument:
+    import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    parts = []
+    for sheet in book.worksheets:
+        rows = [list(r) for r in sheet.iter_rows(values_only=True) if any(v is not None for v in r)]
+        if len(rows) >= 2:
+            parts.extend(_records([str(h or "") for h in rows[0]], rows[1:], sheet.title))
+    book.close()
+    return build(parts, "openpyxl")

@@ -1,0 +1,1 @@
+"""Hybrid retrieval with the access filter inside the store query."""

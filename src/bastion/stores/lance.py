@@ -1,0 +1,206 @@
+"""Embedded chunk index on LanceDB.
+
+One table ``chunks``: vector, text, analysed BM25 terms (FTS index, whitespace tokenizer),
+ACL labels (LABEL_LIST index) and citation fields. Writes go through ``merge_insert`` with
+``when_not_matched_by_source_delete``, so one commit swaps the old chunks of a set of
+documents for the new ones: readers see either the old version or the new, never both.
+Readers use a zero read-consistency interval and see each commit at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bastion.core.errors import EmbedderMismatch, MissingExtraError, StoreError
+from bastion.stores.protocol import StoreHit, StoredChunk
+
+TABLE = "chunks"
+META_FILE = "bastion-index.json"
+_COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
+            "ordinal", "text", "char_start", "char_end"]
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("version_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("document", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("page", pa.int32()),
+        pa.field("section", pa.string()),
+        pa.field("ordinal", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("terms", pa.string()),
+        pa.field("char_start", pa.int32()),
+        pa.field("char_end", pa.int32()),
+        pa.field("acl", pa.list_(pa.string())),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def acl_filter(labels: frozenset[str], source: str | None = None) -> str:
+    """The SQL predicate that admits only chunks whose ACL shares a label with the principal."""
+    if not labels:
+        raise StoreError("a query needs at least one principal label")
+    where = f"array_has_any(acl, [{', '.join(_quote(l) for l in sorted(labels))}])"
+    if source is not None:
+        where += f" AND source = {_quote(source)}"
+    return where
+
+
+class LanceStore:
+    """LanceDB-backed :class:`ChunkStore`.
+
+    >>> store = LanceStore("/tmp/idx", embedder_id="hash-64", dimension=64)   # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
+                 exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
+                 ann_min_rows: int = 100_000):
+        try:
+            import lancedb
+        except ImportError as exc:  # pragma: no cover - base dependency
+            raise MissingExtraError("LanceDB is missing: pip install lancedb") from exc
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.embedder_id, self.dimension = embedder_id, dimension
+        self.exact_threshold, self.nprobes, self.refine_factor = exact_threshold, nprobes, refine_factor
+        self.ann_min_rows = ann_min_rows
+        self._check_meta()
+        self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+        if TABLE in self._db.list_tables().tables:
+            self._table = self._db.open_table(TABLE)
+        else:
+            self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
+        self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+
+    def _check_meta(self) -> None:
+        meta_path = self.path / META_FILE
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta["embedder_id"] != self.embedder_id or meta["dimension"] != self.dimension:
+                raise EmbedderMismatch(
+                    f"index {self.path} was built with embedder {meta['embedder_id']!r} "
+                    f"({meta['dimension']} dimensions); the workspace now uses {self.embedder_id!r} "
+                    f"({self.dimension} dimensions). Restore the old embedder setting, or run "
+                    "`bastion index rebuild` to re-embed everything with the new one."
+                )
+            return
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"embedder_id": self.embedder_id, "dimension": self.dimension}))
+        os.replace(tmp, meta_path)
+
+    # -- writes ---------------------------------------------------------------------------
+    def _to_arrow(self, chunks: list[StoredChunk]) -> pa.Table:
+        cols: dict[str, list] = {f.name: [] for f in _schema(self.dimension)}
+        for c in chunks:
+            for name in _COLUMNS + ["terms"]:
+                cols[name].append(getattr(c, name))
+            cols["acl"].append(list(c.acl))
+            cols["vector"].append(np.asarray(c.vector, dtype=np.float32))
+        vectors = np.stack(cols.pop("vector")) if chunks else np.zeros((0, self.dimension), np.float32)
+        arrays = {k: pa.array(v, type=_schema(self.dimension).field(k).type) for k, v in cols.items()}
+        arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dimension)
+        return pa.table(arrays, schema=_schema(self.dimension))
+
+    def replace_documents(self, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        if not doc_ids:
+            return
+        for c in chunks:
+            if c.vector.shape != (self.dimension,):
+                raise EmbedderMismatch(f"vector of chunk {c.chunk_id} has shape {c.vector.shape}, index expects ({self.dimension},)")
+        scope = f"doc_id IN ({', '.join(_quote(d) for d in sorted(set(doc_ids)))})"
+        data = self._to_arrow(chunks)
+        (self._table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(scope)
+            .execute(data))
+
+    def optimize(self) -> None:
+        """Build missing indexes, fold new rows into existing ones, compact small files."""
+        rows = self._table.count_rows()
+        if rows == 0:
+            return
+        made = False
+        if "terms" not in self._indexed_columns:
+            self._table.create_fts_index(
+                "terms", base_tokenizer="whitespace", lower_case=False, stem=False,
+                remove_stop_words=False, ascii_folding=False, with_position=False, replace=True)
+            made = True
+        if "acl" not in self._indexed_columns:
+            self._table.create_scalar_index("acl", index_type="LABEL_LIST", replace=True)
+            made = True
+        if "doc_id" not in self._indexed_columns:
+            self._table.create_scalar_index("doc_id", index_type="BTREE", replace=True)
+            made = True
+        if "vector" not in self._indexed_columns and rows >= self.ann_min_rows:
+            self.build_vector_index()
+            made = True
+        self._table.optimize(cleanup_older_than=timedelta(hours=1))
+        if made:
+            self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+
+    def build_vector_index(self, num_partitions: int | None = None, num_sub_vectors: int | None = None) -> None:
+        rows = self._table.count_rows()
+        parts = num_partitions or max(1, min(4096, int(rows ** 0.5)))
+        subs = num_sub_vectors or (self.dimension // 8 if self.dimension % 8 == 0 else 1)
+        self._table.create_index(metric="cosine", num_partitions=parts, num_sub_vectors=subs,
+                                 vector_column_name="vector", replace=True)
+        self._indexed_columns.add("vector")
+
+    # -- reads ----------------------------------------------------------------------------
+    def _exact(self, where: str) -> bool:
+        if "vector" not in self._indexed_columns:
+            return True  # no ANN index: the scan is exact anyway
+        return self._table.count_rows(where) <= self.exact_threshold
+
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+        where = acl_filter(labels, source)
+        query = (self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+                 .distance_type("cosine").where(where, prefilter=True).limit(k)
+                 .select(_COLUMNS + ["_distance"]))
+        exact = self._exact(where)
+        if exact:
+            query = query.bypass_vector_index()
+        else:
+            query = query.nprobes(self.nprobes).refine_factor(self.refine_factor)
+        rows = query.to_list()
+        if not exact and len(rows) < k:  # the ANN probe missed authorised rows: fall back to exact
+            rows = query.bypass_vector_index().to_list()
+        return [StoreHit(row=r, score=1.0 - float(r.pop("_distance"))) for r in rows]
+
+    def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+        if not terms:
+            return []
+        where = acl_filter(labels, source)
+        query = (self._table.search(" ".join(terms), query_type="fts", fts_columns="terms")
+                 .where(where, prefilter=True).limit(k).select(_COLUMNS + ["_score"]))
+        rows = query.to_list()
+        return [StoreHit(row=r, score=float(r.pop("_score"))) for r in rows]
+
+    def chunk_keys(self) -> list[tuple[str, str, str]]:
+        t = self._table.to_arrow().select(["chunk_id", "doc_id", "version_id"]) if self.count() else None
+        if t is None:
+            return []
+        return list(zip(*(t.column(c).to_pylist() for c in ("chunk_id", "doc_id", "version_id"))))
+
+    def rows_for(self, doc_ids: list[str]) -> list[dict]:
+        if not doc_ids:
+            return []
+        scope = f"doc_id IN ({', '.join(_quote(d) for d in doc_ids)})"
+        return self._table.search().where(scope).limit(None).select(_COLUMNS + ["acl"]).to_list()
+
+    def count(self) -> int:
+        return self._table.count_rows()

@@ -1,0 +1,144 @@
+"""A workspace: ``bastion.toml`` plus a data folder holding the catalog and the index.
+
+The Python API the CLI (and later the HTTP API) is a thin layer over.
+
+>>> ws = Workspace.init("/tmp/ws")                                  # doctest: +SKIP
+>>> ws.directory.add_user("alice", groups=["finance"])               # doctest: +SKIP
+>>> ws.sources.add_folder("docs", "examples/corpus", acl="everyone")  # doctest: +SKIP
+>>> ws.sync()                                                        # doctest: +SKIP
+>>> ws.search("travel hotel cap", ws.principal("alice"))             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from bastion.catalog.db import Catalog
+from bastion.core.config import CONFIG_FILE, DEFAULT_TOML, WorkspaceConfig, load_config
+from bastion.core.errors import BastionError, WorkspaceError
+from bastion.core.types import Hit, Principal
+from bastion.embedding.protocol import Embedder
+from bastion.ingest.report import SyncReport
+from bastion.directory import Directory
+from bastion.sources import SourceRegistry
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    """``--home``, else ``BASTION_HOME``, else the current folder."""
+    return Path(home or os.environ.get("BASTION_HOME") or ".").expanduser().resolve()
+
+
+class Workspace:
+    """One Bastion installation's state."""
+
+    def __init__(self, home: Path, config: WorkspaceConfig, *, embedder: Embedder | None = None):
+        self.home = home
+        self.config = config
+        self.data_dir = home / "data"
+        self._embedder = embedder
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def init(cls, home: str | Path | None = None, *, exist_ok: bool = False) -> "Workspace":
+        path = resolve_home(home)
+        if (path / CONFIG_FILE).exists() and not exist_ok:
+            raise WorkspaceError(f"{path} already holds a workspace ({CONFIG_FILE} exists)")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "data").mkdir(exist_ok=True)
+        if not (path / CONFIG_FILE).exists():
+            (path / CONFIG_FILE).write_text(DEFAULT_TOML, encoding="utf-8")
+        ws = cls.open(path)
+        ws.catalog  # creates and migrates the catalog
+        return ws
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, *, embedder: Embedder | None = None) -> "Workspace":
+        path = resolve_home(home)
+        if not (path / CONFIG_FILE).exists():
+            raise WorkspaceError(
+                f"no Bastion workspace at {path} (no {CONFIG_FILE}); create one with `bastion init {path}` "
+                "or point BASTION_HOME / --home at an existing one"
+            )
+        return cls(path, load_config(path), embedder=embedder)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        self.data_dir.mkdir(exist_ok=True)
+        return Catalog.for_workspace(self.data_dir)
+
+    @cached_property
+    def directory(self) -> Directory:
+        return Directory(self.catalog)
+
+    @cached_property
+    def sources(self) -> SourceRegistry:
+        return SourceRegistry(self.catalog, self.config.ingest)
+
+    def principal(self, user_id: str) -> Principal:
+        """The principal of a known user, with their current groups."""
+        return self.directory.principal(user_id)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from bastion.embedding.factory import build_embedder
+
+            self._embedder = build_embedder(self.config.embedder)
+        return self._embedder
+
+    @cached_property
+    def store(self):
+        from bastion.stores.lance import LanceStore
+
+        s = self.config.search
+        return LanceStore(self.data_dir / "index", embedder_id=self.embedder.id, dimension=self.embedder.dimension,
+                          exact_threshold=s.exact_threshold, nprobes=s.nprobes, refine_factor=s.refine_factor,
+                          ann_min_rows=self.config.index.ann_min_rows)
+
+    def close(self) -> None:
+        if "catalog" in self.__dict__:
+            self.catalog.close()
+
+    # -- sync ------------------------------------------------------------------------------
+    @contextmanager
+    def _sync_lock(self) -> Iterator[None]:
+        self.data_dir.mkdir(exist_ok=True)
+        with open(self.data_dir / "sync.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError("another sync is running in this workspace; wait for it to finish") from None
+            yield  # the lock dies with the process, so a killed sync never blocks the next
+
+    def sync(self, source: str | None = None, progress=None) -> list[SyncReport]:
+        """Sync one source (by name) or all of them; returns one report per source."""
+        from bastion.chunking import Chunker
+        from bastion.embedding.cache import CachedEmbedder
+        from bastion.ingest.pipeline import SyncPipeline
+
+        sources = [self.sources.get(source)] if source else self.sources.list()
+        if not sources:
+            raise BastionError("no sources to sync; add one with `bastion source add NAME --path DIR`")
+        c = self.config
+        chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
+        pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker)
+        with self._sync_lock():
+            return [pipeline.sync(row, self.sources.connector(row), progress) for row in sources]
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | None = None,
+               mode: str | None = None) -> list[Hit]:
+        """Hybrid search as ``principal``; only chunks whose ACL admits them are considered."""
+        from bastion.retrieval.hybrid import HybridRetriever
+
+        if not isinstance(principal, Principal):
+            raise TypeError("search() needs a Principal; get one with workspace.principal(user_id)")
+        s = self.config.search
+        if source is not None:
+            self.sources.get(source)  # unknown source: clear error instead of silently empty results
+        retriever = HybridRetriever(self.store, self.embedder.embed_query, candidates=s.candidates, rrf_k=s.rrf_k)
+        return retriever.search(query, principal, k or s.k, source=source, mode=mode or s.mode)
