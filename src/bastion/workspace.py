@@ -125,7 +125,8 @@ class Workspace:
             raise BastionError("no sources to sync; add one with `bastion source add NAME --path DIR`")
         c = self.config
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
-        pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker)
+        pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
+                                batch_chunks=c.ingest.batch_chunks)
         with self._sync_lock():
             return [pipeline.sync(row, self.sources.connector(row), progress) for row in sources]
 

@@ -65,6 +65,8 @@ class IngestConfig(_Strict):
 
     max_file_mb: float = Field(50.0, gt=0)
     max_rows_per_table: int = Field(1_000_000, ge=1)
+    # chunks per atomic index commit; smaller commits lose less work to a crash
+    batch_chunks: int = Field(256, ge=1, le=100_000)
 
 
 class SearchConfig(_Strict):

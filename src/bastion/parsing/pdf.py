@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import io
+import re
 
 from bastion.core.errors import ParseError
 from bastion.core.types import ParsedDocument
 from bastion.parsing._sections import build
+
+# PDF layout breaks lines inside Chinese words; a break between two CJK characters is not a space
+_CJK_BREAK = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef])\n(?=[\u3000-\u9fff\uff00-\uffef])")
 
 
 def parse(content: bytes) -> ParsedDocument:
@@ -16,7 +20,7 @@ def parse(content: bytes) -> ParsedDocument:
         reader = PdfReader(io.BytesIO(content))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("encrypted PDF (password required)")
-        pages = [(page.extract_text() or "", i + 1, None) for i, page in enumerate(reader.pages)]
+        pages = [(_CJK_BREAK.sub("", page.extract_text() or ""), i + 1, None) for i, page in enumerate(reader.pages)]
     except PdfReadError as exc:
         raise ParseError(f"corrupt PDF: {exc}") from exc
     except ParseError:

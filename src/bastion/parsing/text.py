@@ -20,6 +20,8 @@ def decode(content: bytes) -> str:
     for bom, enc in ((b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if content.startswith(bom):
             return content.decode(enc)
+    if b"\x00" in content[:4096]:
+        raise ParseError("binary content where text was expected")
     try:
         return content.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -41,8 +43,6 @@ def decode(content: bytes) -> str:
 
 
 def parse(content: bytes) -> ParsedDocument:
-    if b"\x00" in content[:4096] and not content.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ParseError("binary content in a text file")
     text = decode(content)
     paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
     return build([(p, None, None) for p in paragraphs], "text")

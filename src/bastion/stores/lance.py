@@ -130,21 +130,22 @@ class LanceStore:
 
     def optimize(self) -> None:
         """Build missing indexes, fold new rows into existing ones, compact small files."""
+        from lancedb.index import FTS, BTree, LabelList
+
         rows = self._table.count_rows()
         if rows == 0:
             return
         made = False
-        if "terms" not in self._indexed_columns:
-            self._table.create_fts_index(
-                "terms", base_tokenizer="whitespace", lower_case=False, stem=False,
-                remove_stop_words=False, ascii_folding=False, with_position=False, replace=True)
-            made = True
-        if "acl" not in self._indexed_columns:
-            self._table.create_scalar_index("acl", index_type="LABEL_LIST", replace=True)
-            made = True
-        if "doc_id" not in self._indexed_columns:
-            self._table.create_scalar_index("doc_id", index_type="BTREE", replace=True)
-            made = True
+        wanted = {
+            "terms": FTS(base_tokenizer="whitespace", lower_case=False, stem=False, remove_stop_words=False,
+                         ascii_folding=False, with_position=False),
+            "acl": LabelList(),
+            "doc_id": BTree(),
+        }
+        for column, config in wanted.items():
+            if column not in self._indexed_columns:
+                self._table.create_index(column, config=config, replace=True)
+                made = True
         if "vector" not in self._indexed_columns and rows >= self.ann_min_rows:
             self.build_vector_index()
             made = True
@@ -156,8 +157,10 @@ class LanceStore:
         rows = self._table.count_rows()
         parts = num_partitions or max(1, min(4096, int(rows ** 0.5)))
         subs = num_sub_vectors or (self.dimension // 8 if self.dimension % 8 == 0 else 1)
-        self._table.create_index(metric="cosine", num_partitions=parts, num_sub_vectors=subs,
-                                 vector_column_name="vector", replace=True)
+        from lancedb.index import IvfPq
+
+        self._table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=parts,
+                                                        num_sub_vectors=subs), replace=True)
         self._indexed_columns.add("vector")
 
     # -- reads ----------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""LanceStore passes the access-control contract every store must pass."""
+from bastion.stores.lance import LanceStore
+from bastion.testing.contract import AccessControlContract
+
+
+class TestLanceAccessControl(AccessControlContract):
+    def make_store(self, path, embedder):
+        return LanceStore(path, embedder_id=embedder.id, dimension=embedder.dimension)
+
+
+class TestLanceAccessControlWithAnnIndex(AccessControlContract):
+    """Same rules once an ANN index exists and small filtered sets take the exact path."""
+
+    def make_store(self, path, embedder):
+        store = LanceStore(path, embedder_id=embedder.id, dimension=embedder.dimension, ann_min_rows=256,
+                           exact_threshold=5)
+        original = store.replace_documents
+
+        def replace_and_index(doc_ids, chunks):
+            original(doc_ids, chunks)
+            store.optimize()
+
+        store.replace_documents = replace_and_index
+        return store
