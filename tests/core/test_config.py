@@ -1,0 +1,46 @@
+"""Configuration is strict: a typo fails loudly and names the key."""
+import pytest
+
+from bastion.core.config import WorkspaceConfig, load_config
+from bastion.core.errors import ConfigError, WorkspaceError
+from bastion.workspace import Workspace
+
+
+def test_default_config_round_trips(tmp_path):
+    ws = Workspace.init(tmp_path)
+    assert ws.config == WorkspaceConfig()
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ("[search]\nkk = 3\n", "unknown key 'search.kk'"),
+    ("[serach]\nk = 3\n", "unknown key 'serach'"),
+    ("[search]\nk = 'ten'\n", "search.k"),
+    ("[chunking]\nmax_tokens = 64\noverlap_tokens = 64\n", "overlap_tokens"),
+    ("[embedder]\nbackend = 'openai'\n", "embedder.url"),
+    ("[search\nk = 3\n", "not valid TOML"),
+])
+def test_bad_config_names_the_problem(tmp_path, toml, needle):
+    (tmp_path / "bastion.toml").write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert needle in str(err.value)
+
+
+def test_environment_overrides_a_value(tmp_path, monkeypatch):
+    (tmp_path / "bastion.toml").write_text("[search]\nk = 5\n")
+    monkeypatch.setenv("BASTION_SEARCH__K", "7")
+    assert load_config(tmp_path).search.k == 7
+    monkeypatch.setenv("BASTION_SEARCH__BOGUS", "1")
+    with pytest.raises(ConfigError, match="search.bogus"):
+        load_config(tmp_path)
+
+
+def test_open_without_workspace_says_how_to_create_one(tmp_path):
+    with pytest.raises(WorkspaceError, match="bastion init"):
+        Workspace.open(tmp_path / "nowhere")
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    Workspace.init(tmp_path)
+    with pytest.raises(WorkspaceError, match="already"):
+        Workspace.init(tmp_path)
