@@ -36,7 +36,10 @@ def _timestamp(value) -> float | None:
         return value.timestamp()
     if isinstance(value, (int, float)):
         return float(value)
-    return datetime.fromisoformat(str(value)).timestamp()
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:  # not a timestamp we can read: compare the row's content instead
+        return None
 
 
 class SqlConnector:
@@ -66,11 +69,17 @@ class SqlConnector:
             engine = create_engine(self.url)
         except SQLAlchemyError as exc:
             raise IngestError(f"invalid SQL source URL {_redact(self.url)!r}: {exc}") from exc
+        except ImportError as exc:  # e.g. mysql:// picks MySQLdb, which may not be installed
+            raise IngestError(
+                f"SQL source URL {_redact(self.url)!r} needs the database driver {exc.name or exc}, which is not "
+                "installed; install it, or name an installed driver in the URL "
+                "(e.g. 'postgresql+psycopg://', 'mysql+pymysql://')") from exc
         try:
-            with engine.connect() as conn:
-                result = conn.execute(text(self._sql()))
+            # closing the result frees the cursor even while a raised error's traceback holds this
+            # frame (an open SQLite statement would keep the source database locked)
+            with engine.connect() as conn, conn.execute(text(self._sql())) as result:
                 columns = list(result.keys())
-                missing = ({self.id_column} | self.fields | {c for c in (self.updated_at_column, self.acl_column) if c}) - set(columns)
+                missing = ({self.id_column} | self.fields | {c for c in (self.updated_at_column, self.acl_column, self.title_column) if c}) - set(columns)
                 if missing:
                     raise IngestError(f"SQL source has no column(s) {sorted(missing)}; it has {columns}")
                 rows = result.mappings().fetchmany(self.max_rows + 1)
