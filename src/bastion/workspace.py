@@ -141,5 +141,6 @@ class Workspace:
         s = self.config.search
         if source is not None:
             self.sources.get(source)  # unknown source: clear error instead of silently empty results
-        retriever = HybridRetriever(self.store, self.embedder.embed_query, candidates=s.candidates, rrf_k=s.rrf_k)
+        retriever = HybridRetriever(self.store, self.embedder.embed_query, candidates=s.candidates, rrf_k=s.rrf_k,
+                                     bm25_weight=s.bm25_weight)
         return retriever.search(query, principal, k or s.k, source=source, mode=mode or s.mode)

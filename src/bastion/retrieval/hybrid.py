@@ -35,9 +35,9 @@ class HybridRetriever:
     """Search as a principal. The principal is a required argument: there is no anonymous read."""
 
     def __init__(self, store: ChunkStore, embed_query: Callable[[str], np.ndarray], *, candidates: int = 50,
-                 rrf_k: int = 60):
+                 rrf_k: int = 10, bm25_weight: float = 1.25):
         self.store, self.embed_query = store, embed_query
-        self.candidates, self.rrf_k = candidates, rrf_k
+        self.candidates, self.rrf_k, self.bm25_weight = candidates, rrf_k, bm25_weight
 
     def search(self, query: str, principal: Principal, k: int = 10, *, source: str | None = None,
                mode: str = "hybrid") -> list[Hit]:
@@ -49,7 +49,8 @@ class HybridRetriever:
             return [_hit(h, h.score) for h in dense[:k]]
         if mode == "bm25":
             return [_hit(h, h.score) for h in terms[:k]]
-        fused = rrf([[h.row["chunk_id"] for h in dense], [h.row["chunk_id"] for h in terms]], self.rrf_k)
+        fused = rrf([[h.row["chunk_id"] for h in dense], [h.row["chunk_id"] for h in terms]], self.rrf_k,
+                    weights=[1.0, self.bm25_weight])
         by_id = {h.row["chunk_id"]: h for h in terms} | {h.row["chunk_id"]: h for h in dense}
         best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [_hit(by_id[cid], score) for cid, score in best]

@@ -1,0 +1,609 @@
+"""Search latency and recall of Bastion's LanceStore at 10k / 100k / 1M chunks, under ACL filters.
+
+What is measured (one run, same machine, so ratios between cells are meaningful)
+---------------------------------------------------------------------------------
+For each corpus size and each ACL selectivity (the share of chunks the principal may read):
+
+* **dense**  -- ``LanceStore.search_dense(vector, labels, k=10)``: latency p50/p95 and
+  recall@10 against the *exact* filtered top-10, computed here by numpy brute force
+  (cosine) over only the authorised chunks.
+* **bm25**   -- ``HybridRetriever.search(mode="bm25", k=10)``: latency p50/p95.
+* **hybrid** -- ``HybridRetriever.search(mode="hybrid", k=10)`` with ``candidates=50``;
+  ``embed_query`` is a lookup of a precomputed query vector, so no model time is included.
+* **relevant recall** -- the same, counting only exact top-10 neighbours with cosine >= 0.3, i.e. chunks
+  of the query's own topic (other topics score <= ~0.25). When the principal may read few chunks of the
+  query's topic, the rest of the exact top-10 are noise-level chunks of unrelated topics whose order PQ
+  cannot resolve; strict recall@10 then counts them, relevant recall does not. "(n)" is the number of
+  queries that had any relevant neighbour.
+* **short**  -- how many queries returned fewer than k=10 hits although at least 10
+  authorised (and, for BM25, term-matching) chunks exist. Must be 0.
+* **path**   -- whether the store took its exact path (``count_rows(filter) <=
+  exact_threshold`` -> ``bypass_vector_index``) or its IVF_PQ path (nprobes/refine_factor,
+  with the exact fallback when the probe returns fewer than k rows). For IVF_PQ cells the
+  raw ANN result (no fallback) is also measured, to show what the fallback hides.
+* **while a sync writes** -- query p50/p95 idle, then while a background writer (a thread
+  with its own ``LanceStore`` on the same directory, or ``--writer process``) calls
+  ``replace_documents`` with 500 new chunks (50 new doc ids) every ~0.5 s, then idle again.
+  Reported as busy p95 / idle p95.
+
+Latencies are wall-clock per call (``time.perf_counter``), warm-up queries excluded; every
+cell uses the same ``--queries`` query set, and dense/bm25/hybrid are interleaved per query so
+background noise hits all three alike.
+
+The synthetic corpus
+--------------------
+* 1000 topics; each topic has 8 sub-topics. A chunk vector (384 dims) is
+  ``normalize(topic + 0.6*subtopic + 0.8*noise)`` with unit-norm topic, subtopic and noise
+  directions, so chunks form clusters (sub-topics) within clusters (topics): same sub-topic
+  cosine ~0.68, same topic ~0.5, different topics ~0. A query is a fresh point drawn the same
+  way from a random topic/sub-topic, so its exact top-10 are near-ties inside one sub-topic
+  (hard for PQ, which is the point).
+* Text: 30 words drawn Zipf-wise from the topic's own 40-word vocabulary (vocabularies
+  overlap between topics, drawn from 20,000 pseudo-words) + 15 words drawn Zipf-wise from
+  300 common words. Words are chosen so the analyser leaves them unchanged (``terms == text``).
+  A query's text is 3 Zipf draws from its topic's vocabulary + 1 common word.
+* ACL labels: every chunk carries ``group:all`` (100 %); a uniformly random 50 % also
+  ``group:g50``, 10 % ``group:g10``, 1 % ``group:g1`` (the hard case: SCATTERED over all
+  topics), and the chunks of 1 % of the topics ``group:g1c`` (1 %, CLUSTERED: most queries
+  come from topics the principal cannot read, so its nearest authorised chunks are far).
+  The principal is ``Principal("bench", {group})``, whose labels are
+  ``{user:bench, everyone, group:<g>}`` exactly as in production (no chunk carries
+  ``everyone`` or ``user:bench``, so the filter admits exactly the group's share).
+
+Loading and indexing: rows are bulk-loaded with ``store._table.add`` in batches of 100,000
+(pre-built Arrow tables, not ``replace_documents``: its merge_insert is the sync path and is
+measured by the writer instead), then ``store.optimize()`` builds FTS, LABEL_LIST, BTREE and,
+when rows >= ``ann_min_rows`` (100,000), IVF_PQ with ``sqrt(rows)`` partitions (1000 at 1M)
+and dim/8 = 48 sub-vectors -- the store's defaults, i.e. the same as
+``build_vector_index(num_partitions=1000, num_sub_vectors=48)`` at 1M. The store's search settings
+(exact_threshold, nprobes, refine_factor) are its defaults unless given on the command line.
+The "search paths forced" table (``--diag-queries``) runs the exact path and the IVF_PQ probe alone at
+several nprobes for every cell, whatever the store would pick, to show where the threshold belongs.
+
+    python bench/search_scale.py --sizes 10000,100000 --json bench/results/scale-small.json
+    nohup python bench/search_scale.py --sizes 1000000 --json bench/results/scale-1m.json > bench/results/scale-1m.log 2>&1 &
+
+Goals (checked at every size, stated for 1M): dense p95 <= 20 ms, hybrid p95 <= 40 ms,
+recall@10 >= 0.95 at every selectivity, p95 while a sync writes <= 2x idle.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bastion.core.types import Principal
+from bastion.retrieval.analyzer import analyze
+from bastion.retrieval.hybrid import HybridRetriever
+from bastion.stores.lance import _COLUMNS, LanceStore, _schema, acl_filter
+from bastion.stores.protocol import StoredChunk
+
+DIM = 384
+TOPICS, SUBTOPICS = 1000, 8
+SUB_W, NOISE_W = 0.6, 0.8
+TOPIC_VOCAB, GLOBAL_VOCAB, COMMON_VOCAB = 40, 20_000, 300
+TOPIC_WORDS, COMMON_WORDS = 30, 15
+K, CANDIDATES = 10, 50
+LOAD_BATCH = 100_000
+# name -> (group label, share)
+ACLS = {"1% scattered": "g1", "1% clustered": "g1c", "10%": "g10", "50%": "g50", "100%": "all"}
+RELEVANT_COS = 0.3  # same-topic neighbours score >= ~0.4, other topics <= ~0.25 (384 dims): see the docstring
+GOAL_DENSE_P95, GOAL_HYBRID_P95, GOAL_RECALL, GOAL_SYNC_RATIO = 20.0, 40.0, 0.95, 2.0
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _zipf(n: int, s: float = 1.07) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** s
+    return p / p.sum()
+
+
+def _pseudo_words(rng: np.random.Generator, n: int) -> list[str]:
+    """Distinct pronounceable words that the analyser (lower-case, stop words, Snowball) leaves unchanged."""
+    cons, vows = list("bcdfghjklmnprstvz"), list("aeiou")
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        syl = rng.integers(2, 5)
+        w = "".join(rng.choice(cons) + rng.choice(vows) for _ in range(syl)) + rng.choice(cons)
+        if w not in seen and analyze(w) == [w]:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+class TopicModel:
+    """Topic centres, sub-topic directions and vocabularies; deterministic in the seed."""
+
+    def __init__(self, seed: int):
+        rng = np.random.default_rng(seed)
+        self.centres = _norm(rng.standard_normal((TOPICS, DIM), dtype=np.float32))
+        self.subs = _norm(rng.standard_normal((TOPICS, SUBTOPICS, DIM), dtype=np.float32))
+        words = _pseudo_words(rng, GLOBAL_VOCAB + COMMON_VOCAB)
+        self.vocab = words  # ids 0..GLOBAL_VOCAB-1 topic words, then common words
+        self.topic_vocab = np.stack([rng.choice(GLOBAL_VOCAB, TOPIC_VOCAB, replace=False) for _ in range(TOPICS)])
+        self.p_topic, self.p_common = _zipf(TOPIC_VOCAB), _zipf(COMMON_VOCAB)
+
+    def vectors(self, rng: np.random.Generator, topic: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        noise = _norm(rng.standard_normal((len(topic), DIM), dtype=np.float32))
+        return _norm(self.centres[topic] + SUB_W * self.subs[topic, sub] + NOISE_W * noise).astype(np.float32)
+
+    def words(self, rng: np.random.Generator, topic: np.ndarray, n_topic: int, n_common: int) -> np.ndarray:
+        local = rng.choice(TOPIC_VOCAB, size=(len(topic), n_topic), p=self.p_topic)
+        tw = self.topic_vocab[topic[:, None], local]
+        cw = GLOBAL_VOCAB + rng.choice(COMMON_VOCAB, size=(len(topic), n_common), p=self.p_common)
+        return np.concatenate([tw, cw], axis=1).astype(np.int32)
+
+    def text(self, row) -> str:
+        return " ".join(self.vocab[i] for i in row)
+
+
+class Corpus:
+    """n chunks: topic, sub-topic, vector, word ids and ACL group membership."""
+
+    def __init__(self, model: TopicModel, n: int, seed: int):
+        rng = np.random.default_rng(seed + n)
+        self.n = n
+        self.topic = rng.integers(0, TOPICS, n)
+        self.sub = rng.integers(0, SUBTOPICS, n)
+        self.vectors = np.empty((n, DIM), np.float32)
+        for s in range(0, n, LOAD_BATCH):
+            self.vectors[s:s + LOAD_BATCH] = model.vectors(rng, self.topic[s:s + LOAD_BATCH], self.sub[s:s + LOAD_BATCH])
+        self.words = model.words(rng, self.topic, TOPIC_WORDS, COMMON_WORDS)
+        perm = rng.permutation(n)
+        self.members = {"all": np.ones(n, bool)}
+        for g, share in (("g1", 0.01), ("g10", 0.10), ("g50", 0.50)):
+            m = np.zeros(n, bool)
+            m[perm[: int(n * share)]] = True  # scattered uniformly: a random subset of all chunks
+            self.members[g] = m
+            perm = rng.permutation(n)
+        clustered_topics = rng.choice(TOPICS, TOPICS // 100, replace=False)
+        self.members["g1c"] = np.isin(self.topic, clustered_topics)
+
+    def arrow_batch(self, model: TopicModel, start: int, stop: int) -> pa.Table:
+        idx = np.arange(start, stop)
+        texts = [model.text(r) for r in self.words[start:stop].tolist()]
+        acl = [[f"group:{g}" for g in ("all", "g1", "g1c", "g10", "g50") if self.members[g][i]] for i in idx]
+        docs = [f"d{i // 10:07d}" for i in idx]
+        schema = _schema(DIM)
+        cols = {
+            "chunk_id": [f"c{i:07d}" for i in idx], "doc_id": docs, "version_id": ["v1"] * len(idx),
+            "source": ["bench"] * len(idx), "document": docs, "path": [f"/bench/{d}.txt" for d in docs],
+            "page": [None] * len(idx), "section": [None] * len(idx), "ordinal": (idx % 10).tolist(),
+            "text": texts, "terms": texts, "char_start": [0] * len(idx), "char_end": [len(t) for t in texts],
+            "acl": acl,
+        }
+        arrays = {k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}
+        arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(self.vectors[start:stop].reshape(-1)), DIM)
+        return pa.table(arrays, schema=schema)
+
+
+def make_queries(model: TopicModel, n: int, seed: int) -> tuple[np.ndarray, list[str], list[list[int]]]:
+    rng = np.random.default_rng(seed + 7)
+    topic, sub = rng.integers(0, TOPICS, n), rng.integers(0, SUBTOPICS, n)
+    vecs = model.vectors(rng, topic, sub)
+    ids = model.words(rng, topic, 3, 1)
+    uniq = [list(dict.fromkeys(r)) for r in ids.tolist()]
+    return vecs, [model.text(r) for r in uniq], uniq
+
+
+def exact_topk(corpus: Corpus, qvecs: np.ndarray, k: int = K, block: int = 50_000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Brute-force top-k ids and cosines per ACL group (vectors are unit-norm, so cosine = dot)."""
+    nq = len(qvecs)
+    best = {g: (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)) for g in ACLS.values()}
+    for s in range(0, corpus.n, block):
+        sims = qvecs @ corpus.vectors[s:s + block].T
+        for g in best:
+            m = corpus.members[g][s:s + block]
+            if not m.any():
+                continue
+            cols = np.flatnonzero(m)
+            sub = sims[:, cols]
+            kk = min(k, len(cols))
+            top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk]
+            sc = np.concatenate([best[g][0], np.take_along_axis(sub, top, 1)], axis=1)
+            ids = np.concatenate([best[g][1], s + cols[top]], axis=1)
+            keep = np.argsort(-sc, axis=1)[:, :k]
+            best[g] = (np.take_along_axis(sc, keep, 1), np.take_along_axis(ids, keep, 1))
+    return best
+
+
+def pct(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return float("nan"), float("nan")
+    p50, p95 = np.percentile(np.asarray(xs) * 1000.0, [50, 95])
+    return float(p50), float(p95)
+
+
+def _cid(row: dict) -> int:
+    return int(row["chunk_id"][1:]) if row["chunk_id"].startswith("c") else -1
+
+
+# -- the background writer -----------------------------------------------------------------
+def _sync_batch(model: TopicModel, rng: np.random.Generator, b: int, size: int) -> tuple[list[str], list[StoredChunk]]:
+    topic, sub = rng.integers(0, TOPICS, size), rng.integers(0, SUBTOPICS, size)
+    vecs = model.vectors(rng, topic, sub)
+    words = model.words(rng, topic, TOPIC_WORDS, COMMON_WORDS)
+    doc_ids, chunks = [], []
+    for j in range(size):
+        doc = f"sync-{b:05d}-{j // 10:03d}"
+        if j % 10 == 0:
+            doc_ids.append(doc)
+        text = model.text(words[j])
+        acl = ("group:all",) + tuple(f"group:{g}" for g, p in (("g1", .01), ("g10", .1), ("g50", .5)) if rng.random() < p)
+        chunks.append(StoredChunk(chunk_id=f"s{b:05d}-{j:04d}", doc_id=doc, version_id="v1", source="bench",
+                                  document=doc, path=f"/sync/{doc}.txt", page=None, section=None, ordinal=j % 10,
+                                  text=text, terms=text, char_start=0, char_end=len(text), acl=acl, vector=vecs[j]))
+    return doc_ids, chunks
+
+
+def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, size: int, seconds: float,
+                stop, started, times: list) -> None:
+    """replace_documents(50 new doc ids, 500 chunks) every ``period`` s for ``seconds`` s (or until ``stop``)."""
+    rng = np.random.default_rng(seed)
+    b, deadline = 0, None
+    while not stop.is_set() and (deadline is None or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        deadline = deadline or t0 + seconds
+        doc_ids, chunks = _sync_batch(model, rng, b, size)
+        store.replace_documents(doc_ids, chunks)
+        times.append(time.perf_counter() - t0)
+        started.set()
+        b += 1
+        stop.wait(max(0.0, period - (time.perf_counter() - t0)))
+
+
+def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out) -> None:
+    store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)
+    times: list[float] = []
+    _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times)
+    out.put(times)
+
+
+class Writer:
+    """A sync running beside the queries: a thread with its own LanceStore, or a separate process."""
+
+    def __init__(self, kind: str, path: Path, model: TopicModel, seed: int, period: float, size: int, seconds: float):
+        self.kind, self.times = kind, []
+        if kind == "thread":
+            self.stop, self.started = threading.Event(), threading.Event()
+            store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)  # own connection, like a sync would
+            self.worker = threading.Thread(target=_write_loop, daemon=True,
+                                           args=(store, model, seed + 99, period, size, seconds, self.stop,
+                                                 self.started, self.times))
+        else:
+            ctx = mp.get_context("spawn")
+            self.stop, self.started, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
+            self.worker = ctx.Process(target=_writer_process, daemon=True,
+                                      args=(str(path), seed, period, size, seconds, self.stop, self.started, self.out))
+
+    def __enter__(self):
+        self.worker.start()
+        if not self.started.wait(300):
+            raise RuntimeError("the writer never committed a batch")
+        return self
+
+    def writing(self) -> bool:
+        return self.worker.is_alive() and not (self.kind == "process" and not self.out.empty())
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.kind == "process":
+            self.times = self.out.get(timeout=600)
+        self.worker.join(600)
+
+
+# -- one size ------------------------------------------------------------------------------
+def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
+    res: dict = {"size": n}
+    t0 = time.perf_counter()
+    corpus = Corpus(model, n, args.seed)
+    nq = args.queries + args.warmup
+    qvecs, qtexts, qwords = make_queries(model, nq, args.seed + n)
+    res["generate_s"] = time.perf_counter() - t0
+    print(f"\n## {n:,} chunks: generated in {res['generate_s']:.1f}s", flush=True)
+
+    path = root / f"n{n}"
+    store_kw = dict(embedder_id="bench-synthetic", dimension=DIM)
+    store_kw |= {k: getattr(args, k) for k in ("exact_threshold", "nprobes", "refine_factor", "ann_min_rows")
+                 if getattr(args, k) is not None}  # else LanceStore's defaults
+    reuse = args.reuse and path.exists()
+    if reuse:
+        store = LanceStore(path, **store_kw)
+        if store.count() != n:
+            raise SystemExit(f"--reuse: {path} holds {store.count()} rows, expected {n}")
+        res["load_s"] = res["optimize_s"] = 0.0
+        print(f"reusing {path}", flush=True)
+    else:
+        if path.exists():
+            shutil.rmtree(path)
+        store = LanceStore(path, **store_kw)
+        t0 = time.perf_counter()
+        for s in range(0, n, LOAD_BATCH):
+            store._table.add(corpus.arrow_batch(model, s, min(n, s + LOAD_BATCH)))
+        res["load_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.optimize()
+        res["optimize_s"] = time.perf_counter() - t0
+        print(f"loaded via _table.add in {res['load_s']:.1f}s; optimize() in {res['optimize_s']:.1f}s", flush=True)
+    res["indices"] = sorted(f"{i.columns[0]}:{i.index_type}" for i in store._table.list_indices())
+    print("indices:", ", ".join(res["indices"]), flush=True)
+
+    t0 = time.perf_counter()
+    truth = exact_topk(corpus, qvecs[args.warmup:])
+    res["truth_s"] = time.perf_counter() - t0
+    top = truth["all"][0]
+    rand = float(np.mean(qvecs[args.warmup:] @ corpus.vectors[np.random.default_rng(1).integers(0, n, 1000)].T))
+    res["similarity"] = {"top1": float(top[:, 0].mean()), "top10": float(top[:, -1].mean()), "random": rand}
+    print(f"exact truth in {res['truth_s']:.1f}s; mean cosine top1 {top[:, 0].mean():.3f}, "
+          f"top10 {top[:, -1].mean():.3f}, random chunk {rand:.3f}", flush=True)
+
+    current = {"v": None}
+    retriever = HybridRetriever(store, lambda q: current["v"], candidates=CANDIDATES)
+    res["cells"] = []
+    for name, group in ACLS.items():
+        principal = Principal("bench", frozenset({group}))
+        labels = principal.labels()
+        where = acl_filter(labels)
+        members = corpus.members[group]
+        authorised = int(members.sum())
+        t0 = time.perf_counter()
+        counted = store._table.count_rows(where)
+        count_ms = (time.perf_counter() - t0) * 1000
+        exact_path = store._exact(where)
+        lat = {"dense": [], "bm25": [], "hybrid": []}
+        recall, relevant, short = [], [], {"dense": 0, "bm25": 0, "hybrid": 0}
+        for i in range(nq):
+            current["v"] = qvecs[i]
+            t0 = time.perf_counter()
+            dense = store.search_dense(qvecs[i], labels, K)
+            t1 = time.perf_counter()
+            bm25 = retriever.search(qtexts[i], principal, K, mode="bm25")
+            t2 = time.perf_counter()
+            hybrid = retriever.search(qtexts[i], principal, K, mode="hybrid")
+            t3 = time.perf_counter()
+            if i < args.warmup:
+                continue
+            lat["dense"].append(t1 - t0), lat["bm25"].append(t2 - t1), lat["hybrid"].append(t3 - t2)
+            qi = i - args.warmup
+            want = set(truth[group][1][qi].tolist()) - {-1}
+            got = [_cid(h.row) for h in dense]
+            recall.append(len(want & set(got)) / max(1, len(want)))
+            near = {int(c) for c, sim in zip(truth[group][1][qi], truth[group][0][qi]) if sim >= RELEVANT_COS}
+            if near:
+                relevant.append(len(near & set(got)) / len(near))
+            if any(not members[c] for c in got) or any(not members[int(h.chunk_id[1:])] for h in hybrid + bm25):
+                raise SystemExit(f"ACL LEAK in cell {name}")  # never expected: the filter is inside the store
+            short["dense"] += len(dense) < K <= authorised
+            short["hybrid"] += len(hybrid) < K <= authorised
+            if len(bm25) < K:  # short only if >= K authorised chunks contain a query term
+                matching = int((np.isin(corpus.words, qwords[i]).any(1) & members).sum())
+                short["bm25"] += matching >= K
+        cell = {"acl": name, "group": group, "authorised": authorised, "count_rows": counted,
+                "count_rows_ms": count_ms, "path": "exact" if exact_path else "ivf_pq",
+                "recall": float(np.mean(recall)), "recall_min": float(np.min(recall)),
+                "recall_relevant": float(np.mean(relevant)) if relevant else float("nan"),
+                "queries_with_relevant": len(relevant), "short": short}
+        for mode, xs in lat.items():
+            cell[f"{mode}_p50"], cell[f"{mode}_p95"] = pct(xs)
+        if "vector" in store._indexed_columns and args.diag_queries:
+            cell["diag"] = diagnose(store, where, truth[group], qvecs, args, authorised)
+        res["cells"].append(cell)
+        print(f"{name:>13}: {authorised:>8,} rows, {cell['path']:>6}, dense {cell['dense_p50']:.1f}/{cell['dense_p95']:.1f} ms, "
+              f"bm25 {cell['bm25_p50']:.1f}/{cell['bm25_p95']:.1f}, hybrid {cell['hybrid_p50']:.1f}/{cell['hybrid_p95']:.1f}, "
+              f"recall {cell['recall']:.3f} (relevant {cell['recall_relevant']:.3f} over {len(relevant)} queries), short {short}" + "".join(
+                  f"\n      {v}: recall {d['recall']:.3f}, short {d['short']}, {d['p50']:.1f}/{d['p95']:.1f} ms"
+                  for v, d in cell.get("diag", {}).items()),
+              flush=True)
+
+    if not args.no_sync:
+        res["sync"] = measure_sync(store, retriever, current, path, model, args, qvecs, qtexts)
+    del corpus
+    return res
+
+
+def diagnose(store: LanceStore, where: str, truth, qvecs: np.ndarray, args, authorised: int) -> dict:
+    """The two search paths forced, whatever the store would choose: exact (bypass_vector_index) and the IVF_PQ
+    probe alone (no exact fallback) at several nprobes, on the first --diag-queries queries."""
+    def base(v):
+        return (store._table.search(v, vector_column_name="vector").distance_type("cosine")
+                .where(where, prefilter=True).limit(K).select(_COLUMNS + ["_distance"]))
+
+    variants = {}
+    if authorised <= args.diag_exact_max:
+        variants["exact"] = lambda v: base(v).bypass_vector_index()
+    for p in (int(x) for x in args.diag_nprobes.split(",") if x):
+        variants[f"ivf_pq nprobes={p}"] = lambda v, p=p: base(v).nprobes(p).refine_factor(store.refine_factor)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        store._table.count_rows(where)
+    out = {"count_rows": {"recall": float("nan"), "short": 0, "p50": (time.perf_counter() - t0) / 20 * 1000,
+                          "p95": float("nan")}}
+    for name, build in variants.items():
+        for i in range(min(5, args.warmup)):
+            build(qvecs[i]).to_list()
+        lat, rec, short = [], [], 0
+        for qi in range(min(args.diag_queries, args.queries)):
+            i = qi + args.warmup
+            t0 = time.perf_counter()
+            rows = build(qvecs[i]).to_list()
+            lat.append(time.perf_counter() - t0)
+            short += len(rows) < K <= authorised
+            want = set(truth[1][qi].tolist()) - {-1}
+            rec.append(len(want & {_cid(r) for r in rows}) / max(1, len(want)))
+        p50, p95 = pct(lat)
+        out[name] = {"recall": float(np.mean(rec)), "short": short, "p50": p50, "p95": p95}
+    return out
+
+
+def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) -> dict:
+    """Query p50/p95 idle, while a writer syncs for --sync-seconds, after it (not optimized), after optimize()."""
+    groups = [("100%", "all"), ("1% scattered", "g1")]
+    principals = {name: Principal("bench", frozenset({g})) for name, g in groups}
+
+    def phase(keep_going=None) -> tuple[dict, int]:
+        lat = {(name, m): [] for name, _ in groups for m in ("dense", "hybrid")}
+        rounds, i = 0, args.warmup
+        while (rounds < args.queries) if keep_going is None else keep_going():
+            current["v"] = qvecs[i]
+            for name, p in principals.items():
+                t0 = time.perf_counter()
+                store.search_dense(qvecs[i], p.labels(), K)
+                t1 = time.perf_counter()
+                retriever.search(qtexts[i], p, K, mode="hybrid")
+                t2 = time.perf_counter()
+                lat[(name, "dense")].append(t1 - t0), lat[(name, "hybrid")].append(t2 - t1)
+            rounds += 1
+            i = args.warmup + (i + 1 - args.warmup) % (len(qvecs) - args.warmup)
+        return {k: pct(v) for k, v in lat.items()}, rounds
+
+    before = store.count()
+    idle, _ = phase()
+    with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds) as w:
+        t0 = time.perf_counter()
+        busy, busy_rounds = phase(w.writing)
+        busy_s = time.perf_counter() - t0
+    after, _ = phase()
+    written = store.count() - before
+    t0 = time.perf_counter()
+    store.optimize()  # what the sync pipeline does at the end of a sync
+    optimize_s = time.perf_counter() - t0
+    optimized, _ = phase()
+    if args.keep:  # leave the store as loaded, for --reuse
+        store._table.delete("doc_id LIKE 'sync-%'")
+        store.optimize()
+    rows = []
+    for (name, mode), (p50, p95) in idle.items():
+        b50, b95 = busy[(name, mode)]
+        rows.append({"acl": name, "mode": mode, "idle_p50": p50, "idle_p95": p95, "busy_p50": b50, "busy_p95": b95,
+                     "after_p95": after[(name, mode)][1], "optimized_p95": optimized[(name, mode)][1],
+                     "ratio_p95": b95 / p95})
+    wt = w.times
+    out = {"writer": args.writer, "batch": args.sync_batch, "period_s": args.sync_period, "busy_s": busy_s,
+           "busy_queries": busy_rounds, "batches": len(wt), "rows_before": before, "rows_written": written,
+           "write_p50_s": float(np.median(wt)), "write_max_s": float(np.max(wt)), "optimize_after_s": optimize_s,
+           "rows": rows}
+    print(f"sync ({args.writer}): {len(wt)} batches of {args.sync_batch} ({written:,} rows onto {before:,}) in "
+          f"{busy_s:.1f}s, {busy_rounds} query rounds meanwhile; replace_documents p50 {out['write_p50_s']:.2f}s "
+          f"max {out['write_max_s']:.2f}s; optimize() after {optimize_s:.1f}s", flush=True)
+    for r in rows:
+        print(f"  {r['acl']:>13} {r['mode']:>6}: idle p95 {r['idle_p95']:.1f} ms, busy p95 {r['busy_p95']:.1f} ms "
+              f"({r['ratio_p95']:.2f}x), after {r['after_p95']:.1f}, after optimize() {r['optimized_p95']:.1f}", flush=True)
+    return out
+
+
+# -- report --------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| chunks | ACL | authorised | path | dense p50/p95 ms | bm25 p50/p95 ms | hybrid p50/p95 ms "
+             "| recall@10 (min) | relevant recall (queries) | short d/b/h | dense p95<=20 | hybrid p95<=40 | recall>=0.95 |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for r in results:
+        for c in r["cells"]:
+            s = c["short"]
+            lines.append(
+                f"| {r['size']:,} | {c['acl']} | {c['authorised']:,} | {c['path']} "
+                f"| {c['dense_p50']:.1f} / {c['dense_p95']:.1f} | {c['bm25_p50']:.1f} / {c['bm25_p95']:.1f} "
+                f"| {c['hybrid_p50']:.1f} / {c['hybrid_p95']:.1f} | {c['recall']:.3f} ({c['recall_min']:.1f}) "
+                f"| {c['recall_relevant']:.3f} ({c['queries_with_relevant']}) "
+                f"| {s['dense']}/{s['bm25']}/{s['hybrid']} | {verdict(c['dense_p95'] <= GOAL_DENSE_P95)} "
+                f"| {verdict(c['hybrid_p95'] <= GOAL_HYBRID_P95)} | {verdict(c['recall'] >= GOAL_RECALL)} |")
+    diag = [(r["size"], c) for r in results for c in r["cells"] if "diag" in c]
+    if diag:
+        lines += ["", "Search paths forced (diagnosis; the store picks one of them per query):", "",
+                  "| chunks | ACL | authorised | variant | recall@10 | short | p50 / p95 ms |", "|---:|---|---:|---|---:|---:|---:|"]
+        for n, c in diag:
+            for v, d in c["diag"].items():
+                if v == "count_rows":
+                    lines.append(f"| {n:,} | {c['acl']} | {c['authorised']:,} | count_rows(filter) (mean) | | | {d['p50']:.1f} |")
+                else:
+                    lines.append(f"| {n:,} | {c['acl']} | {c['authorised']:,} | {v} | {d['recall']:.3f} | {d['short']} "
+                                 f"| {d['p50']:.1f} / {d['p95']:.1f} |")
+    syncs = [r for r in results if "sync" in r]
+    if syncs:
+        lines += ["", "| chunks | ACL | mode | idle p50/p95 ms | while syncing p50/p95 ms | after (not optimized) p95 "
+                  "| after optimize() p95 | ratio p95 | <=2x |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---|"]
+        for r in syncs:
+            for x in r["sync"]["rows"]:
+                lines.append(f"| {r['size']:,} | {x['acl']} | {x['mode']} | {x['idle_p50']:.1f} / {x['idle_p95']:.1f} "
+                             f"| {x['busy_p50']:.1f} / {x['busy_p95']:.1f} | {x['after_p95']:.1f} | {x['optimized_p95']:.1f} | {x['ratio_p95']:.2f} "
+                             f"| {verdict(x['ratio_p95'] <= GOAL_SYNC_RATIO)} |")
+        lines += ["", "| chunks | writer | batches x rows (onto rows) | query rounds while writing | replace_documents p50 / max s "
+                  "| optimize() after s |", "|---:|---|---:|---:|---:|---:|"]
+        for r in syncs:
+            s = r["sync"]
+            lines.append(f"| {r['size']:,} | {s['writer']} | {s['batches']} x {s['batch']} ({s['rows_before']:,}) | {s['busy_queries']} "
+                         f"| {s['write_p50_s']:.2f} / {s['write_max_s']:.2f} "
+                         f"| {s['optimize_after_s']:.1f} |")
+    lines += ["", "| chunks | generate s | load s | optimize() s | indices |", "|---:|---:|---:|---:|---|"]
+    for r in results:
+        lines.append(f"| {r['size']:,} | {r['generate_s']:.1f} | {r['load_s']:.1f} | {r['optimize_s']:.1f} | {', '.join(r['indices'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
+    ap.add_argument("--queries", type=int, default=200, help="measured queries per cell")
+    ap.add_argument("--warmup", type=int, default=20, help="warm-up queries per cell (not measured)")
+    ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
+    ap.add_argument("--keep", action="store_true", help="keep the stores at the end")
+    ap.add_argument("--reuse", action="store_true", help="reuse a kept store of the right size under --path")
+    ap.add_argument("--json", type=Path, help="write all figures here")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--exact-threshold", type=int, help="LanceStore exact_threshold (default: the store's)")
+    ap.add_argument("--nprobes", type=int, help="LanceStore nprobes (default: the store's)")
+    ap.add_argument("--refine-factor", type=int, help="LanceStore refine_factor (default: the store's)")
+    ap.add_argument("--ann-min-rows", type=int, help="LanceStore ann_min_rows (default: the store's)")
+    ap.add_argument("--diag-queries", type=int, default=50, help="queries per forced-path variant (0: none)")
+    ap.add_argument("--diag-nprobes", default="20,50,100", help="nprobes values of the forced IVF_PQ variants")
+    ap.add_argument("--diag-exact-max", type=int, default=100_000,
+                    help="force the exact path only where at most this many rows are authorised")
+    ap.add_argument("--writer", choices=("thread", "process"), default="process",
+                    help="the sync runs in its own process (like `bastion sync` beside a server) or in a thread")
+    ap.add_argument("--sync-seconds", type=float, default=20.0, help="how long the writer writes")
+    ap.add_argument("--sync-batch", type=int, default=500, help="chunks per replace_documents while syncing")
+    ap.add_argument("--sync-period", type=float, default=0.5, help="seconds between writer batches")
+    ap.add_argument("--no-sync", action="store_true", help="skip the while-a-sync-writes measurement")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    created = args.path is None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="scale-", dir=RESULTS)) if created else args.path
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model = TopicModel(args.seed)
+    print(f"topic model in {time.perf_counter() - t0:.1f}s; data under {root}", flush=True)
+    results = []
+    try:
+        for n in sizes:
+            results.append(run_size(n, args, model, root))
+            if args.json:
+                args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+    finally:
+        if not args.keep:
+            for n in sizes:
+                shutil.rmtree(root / f"n{n}", ignore_errors=True)
+            if created:
+                shutil.rmtree(root, ignore_errors=True)
+    print("\n" + markdown(results))
+
+
+if __name__ == "__main__":
+    main()
