@@ -130,6 +130,27 @@ class Workspace:
         with self._sync_lock():
             return [pipeline.sync(row, self.sources.connector(row), progress) for row in sources]
 
+    def rebuild_index(self, progress=None) -> list[SyncReport]:
+        """Drop the derived index and rebuild it from the sources (e.g. after changing embedder).
+
+        The catalog forgets what it last saw of each document, so the next sync re-reads and
+        re-indexes everything; vectors still in the embedding cache are reused.
+        """
+        import shutil
+
+        from sqlalchemy import update
+
+        from bastion.catalog.models import DocumentRow
+
+        with self._sync_lock():
+            self.__dict__.pop("store", None)
+            shutil.rmtree(self.data_dir / "index", ignore_errors=True)
+            with self.catalog.session() as s:
+                s.execute(update(DocumentRow).where(DocumentRow.status != "deleted")
+                          .values(seen_hash=None, seen_size=None, seen_mtime=None, current_version_id=None,
+                                  status="pending"))
+        return self.sync(progress=progress)
+
     # -- search ----------------------------------------------------------------------------
     def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | None = None,
                mode: str | None = None) -> list[Hit]:

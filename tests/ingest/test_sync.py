@@ -150,3 +150,25 @@ def test_runs_are_recorded(make_ws, tmp_path):
         run = s.scalars(select(IngestRunRow)).one()
     assert run.status == "completed" and run.finished_at and run.embedder_id == ws.embedder.id
     assert run.counts["documents_added"] == 1
+
+
+def test_rebuild_reindexes_everything_with_a_new_embedder(make_ws, tmp_path):
+    import pytest
+
+    from bastion.core.errors import EmbedderMismatch
+    from bastion.testing import HashEmbedder
+    from bastion.workspace import Workspace
+
+    write(tmp_path / "docs/a.md", "# Safety\nWear gloves at the lathe.")
+    write(tmp_path / "docs/fin/.bastion-acl", "group:finance")
+    write(tmp_path / "docs/fin/q3.txt", "Q3 revenue was EUR 48.2 million.")
+    ws = make_ws()
+    _sync(ws)
+    other = Workspace.open(ws.home, embedder=HashEmbedder(dimension=32))
+    with pytest.raises(EmbedderMismatch, match="bastion rebuild"):
+        other.store
+    [report] = other.rebuild_index()
+    assert report.documents_added == 2 and other.embedder.calls > 0
+    assert paths_seen(other, "gloves lathe revenue", "alice") == {"a.md", "fin/q3.txt"}
+    assert paths_seen(other, "gloves lathe revenue", "bob") == {"a.md"}
+    assert other.sync()[0].documents_unchanged == 2

@@ -177,6 +177,21 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
 
 
 @app.command()
+def rebuild(as_json: JsonOpt = False) -> None:
+    """Drop the index and rebuild it from all sources (after changing the embedder)."""
+    with friendly_errors():
+        ws = _ws()
+        with sync_progress(not as_json) as progress:
+            reports = ws.rebuild_index(progress=progress)
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+        return
+    for r in reports:
+        console.print(f"[bold]{r.source}[/]: {r.documents_added} re-indexed, {r.documents_failed} failed, "
+                      f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
+
+
+@app.command()
 def search(query: str,
            as_user: Annotated[str, typer.Option("--as", help="Search as this user (required).")],
            k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Number of results.")] = None,

@@ -94,7 +94,7 @@ class LanceStore:
                     f"index {self.path} was built with embedder {meta['embedder_id']!r} "
                     f"({meta['dimension']} dimensions); the workspace now uses {self.embedder_id!r} "
                     f"({self.dimension} dimensions). Restore the old embedder setting, or run "
-                    "`bastion index rebuild` to re-embed everything with the new one."
+                    "`bastion rebuild` to re-embed everything with the new one."
                 )
             return
         tmp = meta_path.with_suffix(".tmp")
