@@ -40,6 +40,7 @@ class Workspace:
         self.config = config
         self.data_dir = home / "data"
         self._embedder = embedder
+        self._llm = None
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -100,6 +101,9 @@ class Workspace:
                           ann_min_rows=self.config.index.ann_min_rows)
 
     def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
         if "catalog" in self.__dict__:
             self.catalog.close()
 
@@ -150,6 +154,66 @@ class Workspace:
                           .values(seen_hash=None, seen_size=None, seen_mtime=None, current_version_id=None,
                                   status="pending"))
         return self.sync(progress=progress)
+
+    # -- models and answers ----------------------------------------------------------------
+    @cached_property
+    def models(self):
+        """The workspace's model registry (packs pulled into data/models, user files, endpoints)."""
+        from bastion.generation.models import ModelRegistry
+
+        return ModelRegistry(self.catalog, self.data_dir / "models")
+
+    @property
+    def llm(self):
+        """The configured LLM, loaded on first use (its file's sha256 is checked before loading)."""
+        if self._llm is None:
+            from bastion.generation.factory import build_llm
+
+            self._llm = build_llm(self.models.get(self.config.llm.model), self.config.llm)
+        return self._llm
+
+    def use_llm(self, llm) -> None:
+        """Answer with this LLM object instead of the configured one (tests, notebooks)."""
+        self._llm = llm
+
+    @cached_property
+    def answerer(self):
+        from bastion.generation.answer import Answerer
+        from bastion.generation.prompting import load_template
+
+        a = self.config.answer
+        template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
+        return Answerer(self, template, a, self.config.llm, lambda: self.llm)
+
+    def ask(self, question: str, principal: Principal, *, mode: str | None = None, history=None,
+            source: str | None = None, on_token=None):
+        """Answer ``question`` from the passages ``principal`` may read; see bastion.generation.answer."""
+        return self.answerer.ask(question, principal, mode=mode, history=history, source=source, on_token=on_token)
+
+    def lineage(self, lineage_id: str) -> dict:
+        """One answer's lineage record."""
+        from bastion.catalog.models import LineageRow
+
+        with self.catalog.session() as s:
+            row = s.get(LineageRow, lineage_id)
+            if row is None:
+                raise WorkspaceError(f"no lineage record {lineage_id!r}")
+            return {"id": row.id, "created_at": row.created_at.isoformat() + "Z", "user_id": row.user_id,
+                    "principal": row.principal, "question": row.question,
+                    "rewritten_question": row.rewritten_question, "mode": row.mode, "decision": row.decision,
+                    "reason": row.reason, **row.record}
+
+    def lineage_list(self, limit: int = 20, user_id: str | None = None) -> list[dict]:
+        from sqlalchemy import select
+
+        from bastion.catalog.models import LineageRow
+
+        with self.catalog.session() as s:
+            q = select(LineageRow).order_by(LineageRow.created_at.desc()).limit(limit)
+            if user_id:
+                q = q.where(LineageRow.user_id == user_id)
+            return [{"id": r.id, "created_at": r.created_at.isoformat() + "Z", "user_id": r.user_id,
+                     "question": r.question, "decision": r.decision} for r in s.scalars(q)]
 
     # -- search ----------------------------------------------------------------------------
     def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | None = None,

@@ -110,3 +110,45 @@ class EmbeddingCacheRow(Base):
     embedder_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     text_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ModelRow(Base):
+    """A language model the workspace may answer with: a GGUF file or an HTTP endpoint."""
+
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # gguf | http
+    path: Mapped[str | None] = mapped_column(Text)  # gguf: the file
+    sha256: Mapped[str | None] = mapped_column(String(64))  # gguf: pinned digest, checked on load
+    size: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)  # http: base URL ending in /v1
+    served_name: Mapped[str | None] = mapped_column(String(200))  # http: the server's model name
+    api_key_env: Mapped[str | None] = mapped_column(String(200))
+    context_window: Mapped[int | None] = mapped_column(Integer)
+    origin: Mapped[str] = mapped_column(String(200))  # "pack:<package>==<version>" or "user"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnswerCacheRow(Base):
+    """Answers keyed by question + evidence (chunk ids and versions) + model + prompt + decoding."""
+
+    __tablename__ = "answer_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    answer: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LineageRow(Base):
+    """One answer's trace. Append-only: database triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "answer_lineage"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[str] = mapped_column(String(200), index=True)
+    principal: Mapped[list] = mapped_column(JSON)  # the labels the query ran with
+    question: Mapped[str] = mapped_column(Text)
+    rewritten_question: Mapped[str | None] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(20))
+    decision: Mapped[str] = mapped_column(String(40))  # answered | abstained | extractive
+    reason: Mapped[str | None] = mapped_column(Text)
+    record: Mapped[dict] = mapped_column(JSON)  # retrieval, prompt, model, decoding, checks, timings, tokens

@@ -216,6 +216,11 @@ def search(query: str,
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", highlight=False)
 
 
+from bastion.cli.answers import register as _register_answers  # noqa: E402
+
+_register_answers(app, lambda: _ws())
+
+
 def main() -> None:
     app()
 

@@ -91,6 +91,44 @@ class IndexConfig(_Strict):
     ann_min_rows: int = Field(100_000, ge=256)
 
 
+class LLMConfig(_Strict):
+    """Which model answers, and how it decodes (deterministic by default)."""
+
+    model: str = "smollm2-135m"  # a name from `bastion model list`
+    context_window: int | None = Field(None, ge=256)  # default: the model's registered window
+    threads: int | None = Field(None, ge=1)
+    max_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int = 42
+    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    # in-process models: constrain output to sentences that end in a citation (GBNF grammar).
+    # Off by default: grammar sampling was 6x slower per token on CPU and did not make the
+    # small default model's citations correct (docs/benchmarks.md)
+    grammar: bool = False
+    timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+
+
+class AnswerConfig(_Strict):
+    """How answers are built and checked."""
+
+    mode: Literal["answer", "extract"] = "answer"
+    prompt: str = "grounded-qa"  # a template folder: built in, or under prompt_dir
+    prompt_dir: str | None = None  # relative to the workspace
+    few_shot_file: str | None = None  # JSON list of {question, sources, answer}
+    max_passages: int = Field(5, ge=1, le=20)  # retrieved and scored for evidence / quotes
+    prompt_passages: int = Field(3, ge=1, le=20)  # of those, how many the LLM sees
+    passage_tokens: int = Field(160, ge=16, le=4096)  # LLM tokens per passage at most
+    # abstain when the best sentence's cosine similarity to the question is below this
+    # (calibrated on SQuAD 2.0, docs/benchmarks.md)
+    min_evidence: float = Field(0.80, ge=-1, le=1)
+    # share of a sentence's content terms its cited source must contain
+    min_support: float = Field(0.5, ge=0, le=1)
+    max_quotes: int = Field(3, ge=1, le=10)
+    cache: bool = True
+    history_turns: int = Field(6, ge=0, le=50)
+
+
 class WorkspaceConfig(_Strict):
     """Everything ``bastion.toml`` may hold."""
 
@@ -99,6 +137,8 @@ class WorkspaceConfig(_Strict):
     ingest: IngestConfig = IngestConfig()
     search: SearchConfig = SearchConfig()
     index: IndexConfig = IndexConfig()
+    llm: LLMConfig = LLMConfig()
+    answer: AnswerConfig = AnswerConfig()
 
 
 def _env_overrides(data: dict) -> dict:
@@ -157,4 +197,15 @@ max_file_mb = 50
 [search]
 k = 10
 mode = "hybrid"          # hybrid | dense | bm25
+
+[llm]
+model = "smollm2-135m"   # `bastion model list`; pull it with `bastion model pull smollm2-135m`
+max_tokens = 256
+temperature = 0.0        # deterministic: greedy decoding, fixed seed
+seed = 42
+
+[answer]
+mode = "answer"          # answer (LLM, falls back to quotes) | extract (quotes only, no LLM)
+prompt = "grounded-qa"   # built-in template; or a folder under prompt_dir
+max_passages = 5
 """

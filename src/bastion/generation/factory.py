@@ -1,0 +1,27 @@
+"""Build an LLM from a registered model, through the ``bastion.llms`` entry-point group."""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from bastion.core.config import LLMConfig
+from bastion.core.errors import ConfigError
+from bastion.generation.models import ModelInfo
+from bastion.generation.protocol import LLM
+
+_KIND_BACKEND = {"gguf": "llamacpp", "http": "openai"}
+
+
+def _backend(name: str):
+    for ep in entry_points(group="bastion.llms"):
+        if ep.name == name:
+            return ep.load()
+    raise ConfigError(f"no LLM backend {name!r} is installed (entry-point group 'bastion.llms')")
+
+
+def build_llm(info: ModelInfo, cfg: LLMConfig) -> LLM:
+    cls = _backend(_KIND_BACKEND[info.kind])
+    window = cfg.context_window or info.context_window or 4096
+    if info.kind == "gguf":
+        return cls(info.path, name=info.name, sha256=info.sha256, context_window=window, threads=cfg.threads)
+    return cls(info.url, info.served_name, name=info.name, api_key_env=info.api_key_env, context_window=window,
+               timeout_s=cfg.timeout_s, retries=cfg.retries)
