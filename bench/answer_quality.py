@@ -34,15 +34,18 @@ from pathlib import Path
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
-THRESHOLDS = (0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.88, 0.89, 0.90)
+THRESHOLDS = (0.85, 0.87, 0.89, 0.90, 0.91, 0.92, 0.93, 0.95)
 
 
-def load(lang: str, articles: int, seed: int):
+def load(lang: str, n_paragraphs: int, seed: int):
+    """Whole articles, in a seeded random order, until ``n_paragraphs`` paragraphs are taken."""
     data = json.loads((DATASETS / FILES[lang]).read_text(encoding="utf-8"))["data"]
     rng = random.Random(seed)
-    chosen = rng.sample(data, min(articles, len(data)))
+    order = rng.sample(data, len(data))
     paragraphs, questions = [], []
-    for a in chosen:
+    for a in order:
+        if len(paragraphs) >= n_paragraphs:
+            break
         for p in a["paragraphs"]:
             pid = f"{lang}-{len(paragraphs):04d}"
             paragraphs.append((pid, a["title"], p["context"]))
@@ -156,7 +159,7 @@ def summarise(rows: list[dict], threshold: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--langs", default="en,zh")
-    ap.add_argument("--articles", type=int, default=3, help="articles sampled per language (corpus = their paragraphs)")
+    ap.add_argument("--paragraphs", type=int, default=80, help="corpus size per language (whole articles, seeded)")
     ap.add_argument("--questions", type=int, default=150, help="questions sampled per language (extract mode)")
     ap.add_argument("--llm-questions", type=int, default=40, help="of those, how many also go through the LLM")
     ap.add_argument("--modes", default="extract,answer")
@@ -170,7 +173,7 @@ def main() -> None:
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "languages": {}}
     with tempfile.TemporaryDirectory(prefix="bastion-answers-") as tmp:
         for lang in args.langs.split(","):
-            paragraphs, questions = load(lang, args.articles, args.seed)
+            paragraphs, questions = load(lang, args.paragraphs, args.seed)
             rng = random.Random(args.seed)
             sample = rng.sample(questions, min(args.questions, len(questions)))
             print(f"{lang}: {len(paragraphs)} paragraphs, {len(sample)} questions "

