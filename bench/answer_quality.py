@@ -10,8 +10,11 @@ Reported per language and mode:
   "contains": the answer contains a gold answer string (normalised);
 - citation accuracy: the first cited passage is the question's own paragraph;
 - decisions (answered / extracted / abstained);
-- abstention precision / recall on SQuAD 2.0's unanswerable questions, swept over the
-  evidence threshold (``answer.min_evidence``), to calibrate it.
+- abstention precision / recall, swept over the evidence threshold (``answer.min_evidence``),
+  against two kinds of questions that must abstain: SQuAD 2.0's unanswerable questions (asked
+  about the corpus's own paragraphs, written to look answerable) and answerable questions of
+  articles left out of the corpus ("out-of-corpus": the answer exists, but not in any source
+  the user can access, which is what a permission boundary looks like to the asker).
 
 The run uses ``min_evidence = -1`` (never abstain on evidence) and applies each threshold to the
 recorded evidence scores afterwards, so one run gives the whole sweep.
@@ -34,26 +37,31 @@ from pathlib import Path
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
-THRESHOLDS = (0.85, 0.87, 0.89, 0.90, 0.91, 0.92, 0.93, 0.95)
+THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.98)
 
 
 def load(lang: str, n_paragraphs: int, seed: int):
-    """Whole articles, in a seeded random order, until ``n_paragraphs`` paragraphs are taken."""
+    """Whole articles, in a seeded random order, until ``n_paragraphs`` paragraphs are taken;
+    plus the answerable questions of the articles left out (their answer is not in the corpus)."""
     data = json.loads((DATASETS / FILES[lang]).read_text(encoding="utf-8"))["data"]
     rng = random.Random(seed)
     order = rng.sample(data, len(data))
-    paragraphs, questions = [], []
+    paragraphs, questions, outside = [], [], []
     for a in order:
         if len(paragraphs) >= n_paragraphs:
-            break
+            outside += [{"id": q["id"], "question": q["question"], "gold": None, "answers": [],
+                         "impossible": True, "kind": "out-of-corpus"}
+                        for p in a["paragraphs"] for q in p["qas"] if not q.get("is_impossible")]
+            continue
         for p in a["paragraphs"]:
             pid = f"{lang}-{len(paragraphs):04d}"
             paragraphs.append((pid, a["title"], p["context"]))
             for q in p["qas"]:
                 questions.append({"id": q["id"], "question": q["question"], "gold": pid,
                                   "answers": [x["text"] for x in q.get("answers", [])],
-                                  "impossible": bool(q.get("is_impossible"))})
-    return paragraphs, questions
+                                  "impossible": bool(q.get("is_impossible")),
+                                  "kind": "unanswerable" if q.get("is_impossible") else "answerable"})
+    return paragraphs, questions, outside
 
 
 # -- SQuAD-style scoring ---------------------------------------------------------------------
@@ -114,8 +122,8 @@ def run_mode(ws, questions, lang: str, mode: str) -> list[dict]:
         a = ws.ask(q["question"], principal, mode=mode)
         rec = ws.lineage(a.lineage_id)
         cited = [Path(c.path).stem for c in a.citations]
-        row = {"id": q["id"], "impossible": q["impossible"], "decision": a.decision, "reason": a.reason,
-               "evidence": rec["retrieval"]["evidence"], "cited_gold": bool(cited) and cited[0] == q["gold"],
+        row = {"id": q["id"], "impossible": q["impossible"], "kind": q["kind"], "decision": a.decision, "reason": a.reason,
+               "evidence": rec["retrieval"]["evidence"], "candidates": rec["retrieval"].get("candidates"), "cited_gold": bool(cited) and cited[0] == q["gold"],
                "retrieved_gold": any(Path(h["path"]).stem == q["gold"] for h in rec["retrieval"]["hits"]),
                "timings": a.timings_ms, "tokens": rec.get("tokens"), "answer": a.answer,
                "raw": rec.get("raw_answer")}
@@ -148,12 +156,38 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         "citation_accuracy": sum(r["cited_gold"] for r in answered) / max(1, len(answered)),
         "false_abstain_rate": sum(1 for r in ans if abstains(r)) / n,
     }
-    if imp:
-        abst = [r for r in rows if abstains(r)]
+    for kind in ("unanswerable", "out-of-corpus"):
+        neg = [r for r in rows if r["kind"] == kind]
+        if not neg:
+            continue
+        pool = ans + neg  # answerable questions vs this kind of question that should abstain
+        abst = [r for r in pool if abstains(r)]
         tp = sum(1 for r in abst if r["impossible"])
-        res["abstain_precision"] = tp / max(1, len(abst))
-        res["abstain_recall"] = tp / len(imp)
+        res[f"{kind}_precision"] = tp / max(1, len(abst))
+        res[f"{kind}_recall"] = tp / len(neg)
     return res
+
+
+def weight_sweep(rows: list[dict], weights=(0.0, 0.15, 0.3, 0.5, 1.0), max_false_abstain=(0.05, 0.10)) -> list[dict]:
+    """Re-score the recorded candidates as cosine + w * coverage: for each w, the threshold that
+    keeps false abstentions on answerable questions under each limit, and the share of
+    out-of-corpus questions it then abstains on."""
+    out = []
+    for w in weights:
+        best = {}
+        for r in rows:
+            cands = r.get("candidates") or []
+            best[r["id"]] = max((c + w * cov for c, cov in cands), default=None)
+        ans = sorted(best[r["id"]] for r in rows if r["kind"] == "answerable" and best[r["id"]] is not None)
+        neg = [best[r["id"]] for r in rows if r["kind"] == "out-of-corpus"]
+        for limit in max_false_abstain:
+            if not ans or not neg:
+                continue
+            th = ans[int(limit * len(ans))]  # at most `limit` of answerable questions fall below
+            recall = sum(1 for v in neg if v is None or v < th) / len(neg)
+            out.append({"weight": w, "max_false_abstain": limit, "threshold": round(th, 4),
+                        "out_of_corpus_recall": round(recall, 3)})
+    return out
 
 
 def main() -> None:
@@ -161,6 +195,7 @@ def main() -> None:
     ap.add_argument("--langs", default="en,zh")
     ap.add_argument("--paragraphs", type=int, default=80, help="corpus size per language (whole articles, seeded)")
     ap.add_argument("--questions", type=int, default=150, help="questions sampled per language (extract mode)")
+    ap.add_argument("--outside", type=int, default=50, help="questions from articles not in the corpus (should abstain)")
     ap.add_argument("--llm-questions", type=int, default=40, help="of those, how many also go through the LLM")
     ap.add_argument("--modes", default="extract,answer")
     ap.add_argument("--model", default=None, help="a model name registered in the bench workspace (default: pull smollm2-135m)")
@@ -173,13 +208,15 @@ def main() -> None:
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "languages": {}}
     with tempfile.TemporaryDirectory(prefix="bastion-answers-") as tmp:
         for lang in args.langs.split(","):
-            paragraphs, questions = load(lang, args.paragraphs, args.seed)
+            paragraphs, questions, outside = load(lang, args.paragraphs, args.seed)
             rng = random.Random(args.seed)
             sample = rng.sample(questions, min(args.questions, len(questions)))
+            sample += rng.sample(outside, min(args.outside, len(outside)))
+            rng.shuffle(sample)
             print(f"{lang}: {len(paragraphs)} paragraphs, {len(sample)} questions "
                   f"({sum(q['impossible'] for q in sample)} unanswerable)", file=sys.stderr)
             ws = build_workspace(Path(tmp) / lang, paragraphs)
-            ws.answerer.cfg.min_evidence = -1.0
+            ws.answerer.cfg.min_evidence = ws.answerer.cfg.min_evidence_zh = -1.0
             ws.answerer.cfg.cache = False
             lang_rep: dict = {"paragraphs": len(paragraphs), "questions": len(sample)}
             for mode in args.modes.split(","):
@@ -204,7 +241,7 @@ def main() -> None:
                                   "retrieved_gold": sum(r["retrieved_gold"] for r in rows if not r["impossible"])
                                   / max(1, sum(1 for r in rows if not r["impossible"])),
                                   "raw_llm_f1": sum(raw_f1) / len(raw_f1) if raw_f1 else None,
-                                  "median_ms": med, "sweep": sweep, "rows": rows}
+                                  "median_ms": med, "sweep": sweep, "weights": weight_sweep(rows), "rows": rows}
                 _print(lang, mode, lang_rep[mode])
             report["languages"][lang] = lang_rep
             ws.close()
@@ -218,11 +255,18 @@ def _print(lang: str, mode: str, rep: dict) -> None:
           f"gold paragraph retrieved (top 5) {rep['retrieved_gold']:.3f}"
           + (f"; raw LLM F1 {rep['raw_llm_f1']:.3f}" if rep["raw_llm_f1"] is not None else ""))
     print(f"   median ms: {rep['median_ms']}")
-    print("   min_evidence  answered  EM     F1     contains  cite-acc  false-abstain  abst-P  abst-R")
+    print("   min_evidence  answered  EM     F1     contains  cite-acc  false-abstain  "
+          "unanswerable P/R  out-of-corpus P/R")
     for s in rep["sweep"]:
-        print(f"   {s['threshold']:>11.2f}  {s['answered']:>4}/{s['answerable']:<4} {s['em']:.3f}  {s['f1']:.3f}  "
-              f"{s['contains']:.3f}     {s['citation_accuracy']:.3f}     {s['false_abstain_rate']:.3f}"
-              + (f"          {s['abstain_precision']:.3f}   {s['abstain_recall']:.3f}" if "abstain_recall" in s else ""))
+        cols = [f"   {s['threshold']:>11.2f}  {s['answered']:>4}/{s['answerable']:<4} {s['em']:.3f}  {s['f1']:.3f}  "
+                f"{s['contains']:.3f}     {s['citation_accuracy']:.3f}     {s['false_abstain_rate']:.3f}        "]
+        for kind in ("unanswerable", "out-of-corpus"):
+            cols.append(f"{s[kind + '_precision']:.3f}/{s[kind + '_recall']:.3f}      " if kind + "_recall" in s
+                        else "    -            ")
+        print("".join(cols))
+    for w in rep.get("weights", []):
+        print(f"   evidence = cosine + {w['weight']:.2f} x coverage: false abstain <= {w['max_false_abstain']:.0%} at "
+              f"threshold {w['threshold']:.3f} abstains on {w['out_of_corpus_recall']:.1%} of out-of-corpus questions")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def ws(make_ws, tmp_path):
     write(docs / "finance" / ".bastion-acl", "group:finance\n")
     w = make_ws(docs)
     w.sync()
-    w.config.answer.min_evidence = -1.0  # the hash embedder's similarities are not calibrated
+    w.config.answer.min_evidence = w.config.answer.min_evidence_zh = -1.0  # hash embedder: not calibrated
     return w
 
 
@@ -96,7 +96,7 @@ def test_chinese_question_gets_the_chinese_prompt(ws):
 def test_weak_evidence_abstains_without_calling_the_model(ws):
     llm = ScriptedLLM("should not be called")
     ws.use_llm(llm)
-    ws.config.answer.min_evidence = 0.999
+    ws.config.answer.min_evidence = 1.999
     a = ws.ask("Who won the football world cup in 2022?", ws.principal("bob"))
     assert a.abstained and "weak evidence" in a.reason and llm.calls == []
 

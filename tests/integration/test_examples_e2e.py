@@ -172,3 +172,17 @@ def test_cli_ask_extract_json_and_lineage_show(ws):
     shown = subprocess.run([bastion, "lineage", "show", a["lineage_id"]], env=env, capture_output=True, text=True,
                            check=True).stdout
     assert "alice" in shown and "extracted" in shown and "q3_2026_results_summary" in shown
+
+
+def test_cli_chat_rewrites_follow_ups_before_retrieval(ws):
+    # no LLM configured here: the follow-up is joined to the previous question (the LLM rewrite
+    # is covered with a scripted model in tests/generation)
+    env = {**os.environ, "BASTION_HOME": str(ws.home), "BASTION_LLM__MODEL": "not-configured"}
+    bastion = shutil.which("bastion") or os.path.join(os.path.dirname(sys.executable), "bastion")
+    out = subprocess.run([bastion, "chat", "--as", "alice", "--mode", "extract", "--json"], env=env,
+                         input="What was the Q3 2026 revenue?\nAnd the EBIT margin?\n", capture_output=True,
+                         text=True, check=True)
+    first, second = [json.loads(line) for line in out.stdout.splitlines()]
+    assert first["rewritten_question"] is None and "48.2" in first["answer"]
+    assert second["rewritten_question"] == "What was the Q3 2026 revenue? And the EBIT margin?"
+    assert second["citations"][0]["path"] == "finance/q3_2026_results_summary.pdf"

@@ -210,10 +210,12 @@ def lineage_show(lineage_id: str, as_json: JsonOpt = False) -> None:
     console.print(f"decision: [bold]{rec['decision']}[/]" + (f" — {rec['reason']}" if rec.get("reason") else ""), highlight=False)
     r = rec.get("retrieval", {})
     console.print(f"evidence: {r.get('evidence')} (min {r.get('min_evidence')})", highlight=False)
-    table = Table("n", "chunk", "document version (sha256)", "score", "path")
+    console.print("retrieved (as this user):")
     for h in r.get("hits", []):
-        table.add_row(str(h["n"]), h["chunk_id"][:16], (h.get("content_hash") or "?")[:16], f"{h['score']:.4f}", h["path"])
-    console.print(table)
+        page = f" p.{h['page']}" if h.get("page") else ""
+        console.print(f"  [{h['n']}] {h['path']}{page}  score {h['score']:.4f}  chunk {h['chunk_id']}  "
+                      f"version {h['version_id']} (sha256 {(h.get('content_hash') or '?')[:16]}…)",
+                      highlight=False, soft_wrap=True)
     if rec.get("model"):
         console.print(f"model: {rec['model']['id']}  sha256 {rec['model'].get('sha256')}", highlight=False)
     if rec.get("prompt"):

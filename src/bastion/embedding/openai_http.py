@@ -1,7 +1,6 @@
 """Opt-in remote embedder: any OpenAI-compatible ``/v1/embeddings`` endpoint (TEI, vLLM, Ollama)."""
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -9,6 +8,7 @@ import httpx
 import numpy as np
 
 from bastion.core.errors import EmbeddingError
+from bastion.core.secrets import bearer_header
 
 _CJK = re.compile(r"[\u3000-\u9fff\uf900-\ufaff]")
 
@@ -29,12 +29,7 @@ class OpenAIEmbedder:
         passage_prefix: str = "",
         transport: httpx.BaseTransport | None = None,
     ):
-        headers = {}
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise EmbeddingError(f"environment variable {api_key_env!r} (embedder.api_key_env) is not set")
-            headers["Authorization"] = f"Bearer {key}"
+        headers = bearer_header(api_key_env, "embedder.api_key_env", EmbeddingError)
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport)
         self._model = model
         self._retries = retries

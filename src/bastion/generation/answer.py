@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from sqlalchemy import select
@@ -103,6 +103,11 @@ class Answerer:
         self._embed_cache = None
 
     # -- pieces ----------------------------------------------------------------------------
+    def min_evidence(self, lang: str) -> float:
+        if lang == "zh" and self.cfg.min_evidence_zh is not None:
+            return self.cfg.min_evidence_zh
+        return self.cfg.min_evidence
+
     def _llm(self) -> LLM:
         if self._llm_provider is None:
             raise GenerationError("no LLM is configured")
@@ -200,10 +205,12 @@ class Answerer:
         ranked = rank_sentences(query, candidate_sentences([h.text for h in hits], query),
                                 self.ws.embedder.embed_query, self._embed_passages)
         evidence = ranked[0].score if ranked else None
+        threshold = self.min_evidence(lang)
         timings["evidence"] = time.perf_counter() - t
         record["retrieval"] = {"query": query, "k": self.cfg.max_passages, "source": source,
                                "hits": self._hit_records(hits), "evidence": evidence,
-                               "min_evidence": self.cfg.min_evidence}
+                               "min_evidence": threshold,
+                               "candidates": [[round(x.cosine, 4), round(x.coverage, 4)] for x in ranked]}
 
         def finish(answer: Answer, extra: dict | None = None) -> Answer:
             timings["total"] = time.perf_counter() - t0
@@ -223,15 +230,15 @@ class Answerer:
 
         if not hits:
             return abstain("no authorised passage matched the question")
-        if evidence is None or evidence < self.cfg.min_evidence:
+        if evidence is None or evidence < threshold:
             shown = "none" if evidence is None else f"{evidence:.3f}"
-            return abstain(f"weak evidence: best sentence similarity {shown} < {self.cfg.min_evidence}")
+            return abstain(f"weak evidence: best sentence scores {shown} < answer.min_evidence {threshold}")
 
         def extracted(reason: str | None) -> Answer:
             quotes = select_quotes(ranked, max_quotes=self.cfg.max_quotes)
             cites = [self._citation(q.n, hits[q.n - 1], q.text) for q in quotes]
             renumber = {c.n: i + 1 for i, c in enumerate(_unique_by_n(cites))}
-            quotes = [type(q)(renumber[q.n], q.text, q.start, q.end, q.score) for q in quotes]
+            quotes = [replace(q, n=renumber[q.n]) for q in quotes]
             cites = [Citation(renumber[c.n], c.chunk_id, c.document, c.path, c.page, c.quote, c.doc_id, c.version_id)
                      for c in _unique_by_n(cites)]
             a = Answer(render_quotes(quotes, lang), False, "extracted", reason, cites, uuid.uuid4().hex, question,
@@ -328,7 +335,7 @@ class Answerer:
             "model": llm.id,
             "prompt": [self.template.ref, self.template.digest],
             "decoding": params.to_record() | {"grammar": params.grammar},
-            "checks": [self.cfg.min_support, self.cfg.min_evidence, self.cfg.max_quotes],
+            "checks": [self.cfg.min_support, self.cfg.min_evidence, self.cfg.min_evidence_zh, self.cfg.max_quotes],
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

@@ -25,6 +25,8 @@ class Sentence:
     start: int  # offset in the passage text
     end: int
     score: float = 0.0
+    cosine: float = 0.0  # similarity with the question in the embedder's space
+    coverage: float = 0.0  # share of the question's terms the sentence contains
 
 
 def candidate_sentences(passages: list[str], question: str, limit: int = 12) -> list[Sentence]:
@@ -49,7 +51,7 @@ def candidate_sentences(passages: list[str], question: str, limit: int = 12) -> 
     return [s for _, s in scored[:limit]]
 
 
-LEXICAL_WEIGHT = 0.15
+LEXICAL_WEIGHT = 0.3
 
 
 def rank_sentences(question: str, sentences: list[Sentence], embed_query, embed_passages) -> list[Sentence]:
@@ -60,11 +62,14 @@ def rank_sentences(question: str, sentences: list[Sentence], embed_query, embed_
         return []
     qv = np.asarray(embed_query(question), dtype=np.float32)
     sv = np.asarray(embed_passages([s.text for s in sentences]), dtype=np.float32)
-    q_terms = set(analyze(question))
-    lexical = np.asarray([len(q_terms & set(analyze(s.text))) / max(1, len(q_terms)) for s in sentences],
-                         dtype=np.float32)
-    scores = sv @ qv + LEXICAL_WEIGHT * lexical
-    ranked = [Sentence(s.n, s.text, s.start, s.end, float(sc)) for s, sc in zip(sentences, scores)]
+    # numbers are left out: a year or a date matches half of any company's documents
+    q_terms = {t for t in analyze(question) if not t.isdigit()}
+    lexical = np.asarray([len(q_terms & set(analyze(s.text))) / len(q_terms) if q_terms else 0.0
+                          for s in sentences], dtype=np.float32)
+    cosines = sv @ qv
+    scores = cosines + LEXICAL_WEIGHT * lexical
+    ranked = [Sentence(s.n, s.text, s.start, s.end, float(sc), float(c), float(lx))
+              for s, sc, c, lx in zip(sentences, scores, cosines, lexical)]
     ranked.sort(key=lambda s: (-s.score, s.n, s.start))
     return ranked
 

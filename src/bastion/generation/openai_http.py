@@ -7,12 +7,12 @@ key is read from an environment variable, never stored.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import httpx
 
 from bastion.core.errors import GenerationError, LLMUnavailable
+from bastion.core.secrets import bearer_header
 from bastion.generation.protocol import ChatMessage, DecodingParams, Generation, OnToken, estimate_tokens
 
 
@@ -29,12 +29,7 @@ class OpenAIChatLLM:
                  context_window: int = 4096, timeout_s: float = 120.0, connect_timeout_s: float = 5.0,
                  retries: int = 3, backoff_s: float = 0.5, send_grammar: bool = False,
                  transport: httpx.BaseTransport | None = None):
-        headers = {}
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise GenerationError(f"environment variable {api_key_env!r} (the model's api_key_env) is not set")
-            headers["Authorization"] = f"Bearer {key}"
+        headers = bearer_header(api_key_env, "the model's api_key_env", GenerationError)
         self.url = url.rstrip("/")
         self.model = model
         self.name = name or model
