@@ -2,6 +2,7 @@
 
 Never the product path: nothing in Bastion selects a fake by configuration.
 """
+from bastion.testing.fake_llm import ScriptedLLM
 from bastion.testing.fakes import HashEmbedder
 
-__all__ = ["HashEmbedder"]
+__all__ = ["HashEmbedder", "ScriptedLLM"]
