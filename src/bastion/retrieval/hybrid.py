@@ -1,4 +1,10 @@
-"""Hybrid retrieval: BM25 and dense candidates, both ACL-filtered inside the store, fused by RRF."""
+"""Hybrid retrieval: BM25 and dense candidates, both ACL-filtered inside the store, fused by RRF.
+
+Both legs rank chunk ids only; full rows (text, citation fields) are read for the final k hits,
+by an ACL-filtered ``fetch``. Reading rows costs more than ranking at scale (at 1M chunks:
+dense k=50 ids 11.6 ms vs full rows 30.2 ms, BM25 5.4 vs 19.3 ms), so the candidates that fusion
+drops are never read.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +13,7 @@ import numpy as np
 
 from bastion.core.types import Hit, Principal
 from bastion.retrieval.analyzer import analyze
-from bastion.stores.protocol import ChunkStore, StoreHit
+from bastion.stores.protocol import ChunkStore, Ranked, StoreHit
 
 
 def rrf(rankings: list[list[str]], k: int = 60, weights: list[float] | None = None) -> dict[str, float]:
@@ -24,10 +30,10 @@ def rrf(rankings: list[list[str]], k: int = 60, weights: list[float] | None = No
     return scores
 
 
-def _hit(h: StoreHit, score: float) -> Hit:
+def _hit(h: StoreHit) -> Hit:
     r = h.row
     return Hit(chunk_id=r["chunk_id"], doc_id=r["doc_id"], document=r["document"], path=r["path"],
-               source=r["source"], page=r["page"], section=r["section"], score=score, text=r["text"],
+               source=r["source"], page=r["page"], section=r["section"], score=h.score, text=r["text"],
                char_start=r["char_start"], char_end=r["char_end"], version_id=r["version_id"])
 
 
@@ -39,18 +45,34 @@ class HybridRetriever:
         self.store, self.embed_query = store, embed_query
         self.candidates, self.rrf_k, self.bm25_weight = candidates, rrf_k, bm25_weight
 
+    def rank(self, query: str, labels: frozenset[str], k: int, *, source: str | None = None,
+             mode: str = "hybrid") -> list[Ranked]:
+        """Every candidate id, best first: one leg's ranking, or both legs fused by weighted RRF
+        (ties broken by chunk id). Each leg ranks ``max(k, candidates)`` ids; no row is read."""
+        depth = max(k, self.candidates)
+        dense = self.store.rank_dense(self.embed_query(query), labels, depth, source) if mode in ("hybrid", "dense") else []
+        terms = self.store.rank_terms(analyze(query), labels, depth, source) if mode in ("hybrid", "bm25") else []
+        if mode == "dense":
+            return dense
+        if mode == "bm25":
+            return terms
+        fused = rrf([[cid for cid, _ in dense], [cid for cid, _ in terms]], self.rrf_k, weights=[1.0, self.bm25_weight])
+        return [Ranked(cid, score) for cid, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
+
     def search(self, query: str, principal: Principal, k: int = 10, *, source: str | None = None,
                mode: str = "hybrid") -> list[Hit]:
         labels = principal.labels()
-        depth = max(k, self.candidates)
-        dense = self.store.search_dense(self.embed_query(query), labels, depth, source) if mode in ("hybrid", "dense") else []
-        terms = self.store.search_terms(analyze(query), labels, depth, source) if mode in ("hybrid", "bm25") else []
-        if mode == "dense":
-            return [_hit(h, h.score) for h in dense[:k]]
-        if mode == "bm25":
-            return [_hit(h, h.score) for h in terms[:k]]
-        fused = rrf([[h.row["chunk_id"] for h in dense], [h.row["chunk_id"] for h in terms]], self.rrf_k,
-                    weights=[1.0, self.bm25_weight])
-        by_id = {h.row["chunk_id"]: h for h in terms} | {h.row["chunk_id"]: h for h in dense}
-        best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [_hit(by_id[cid], score) for cid, score in best]
+        ranked = self.rank(query, labels, k, source=source, mode=mode)
+        return [_hit(h) for h in self._fetch(ranked, k, labels, source)]
+
+    def _fetch(self, ranked: list[Ranked], k: int, labels: frozenset[str], source: str | None) -> list[StoreHit]:
+        """Rows of the first k ranked ids, in rank order. An id the fetch does not return (a concurrent
+        sync replaced its chunk, or its ACL no longer admits ``labels``) is dropped and the next
+        candidates are fetched in its place, until k hits or no candidates are left."""
+        hits: list[StoreHit] = []
+        pos = 0
+        while len(hits) < k and pos < len(ranked):
+            batch = ranked[pos:pos + k - len(hits)]
+            pos += len(batch)
+            hits += self.store.fetch(batch, labels, source)
+        return hits

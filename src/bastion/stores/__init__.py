@@ -1,4 +1,4 @@
 """Chunk stores: protocol + backends."""
-from bastion.stores.protocol import ChunkStore, StoredChunk
+from bastion.stores.protocol import ChunkStore, Ranked, StoredChunk, StoreHit
 
-__all__ = ["ChunkStore", "StoredChunk"]
+__all__ = ["ChunkStore", "Ranked", "StoreHit", "StoredChunk"]

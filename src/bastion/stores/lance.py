@@ -1,15 +1,18 @@
 """Embedded chunk index on LanceDB.
 
 One table ``chunks``: vector, text, analysed BM25 terms (FTS index, whitespace tokenizer),
-ACL labels (LABEL_LIST index) and citation fields. Writes go through ``merge_insert`` with
-``when_not_matched_by_source_delete``, so one commit swaps the old chunks of a set of
-documents for the new ones: readers see either the old version or the new, never both.
-Readers use a zero read-consistency interval and see each commit at once.
+ACL labels (LABEL_LIST index), ``doc_id`` and ``chunk_id`` (BTREE indexes) and citation
+fields. Writes go through ``merge_insert`` with ``when_not_matched_by_source_delete``, so one
+commit swaps the old chunks of a set of documents for the new ones: readers see either the
+old version or the new, never both. Readers use a zero read-consistency interval and see each
+commit at once. Searches rank ids first (``rank_dense`` / ``rank_terms`` read no text) and
+``fetch`` reads full rows only for the hits kept.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from bastion.core.errors import EmbedderMismatch, MissingExtraError, StoreError
-from bastion.stores.protocol import StoreHit, StoredChunk
+from bastion.stores.protocol import Ranked, StoreHit, StoredChunk
 
 TABLE = "chunks"
 META_FILE = "bastion-index.json"
@@ -141,6 +144,7 @@ class LanceStore:
                          ascii_folding=False, with_position=False),
             "acl": LabelList(),
             "doc_id": BTree(),
+            "chunk_id": BTree(),  # fetch(): chunk_id IN (...) look-ups of the hits a search keeps
         }
         for column, config in wanted.items():
             if column not in self._indexed_columns:
@@ -173,11 +177,10 @@ class LanceStore:
             return True  # no ANN index: the scan is exact anyway
         return self._table.count_rows(where) <= self.exact_threshold
 
-    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        where = acl_filter(labels, source)
+    def _dense(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
         query = (self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
                  .distance_type("cosine").where(where, prefilter=True).limit(k)
-                 .select(_COLUMNS + ["_distance"]))
+                 .select(columns + ["_distance"]))
         # The exact path reads every authorised vector by row id (~12 us a row measured at 1M chunks, so
         # 10k rows cost ~130 ms and 100k ~1 s); the ANN path costs ~20 ms whatever the filter. Hence a low
         # exact_threshold. Refinement re-reads k * refine_factor full vectors: cap them near 200 for deep k.
@@ -186,20 +189,53 @@ class LanceStore:
             query = query.bypass_vector_index()
         else:
             query = query.nprobes(self.nprobes).refine_factor(min(self.refine_factor, max(2, 200 // k)))
-        rows = query.to_list()
-        if not exact and len(rows) < k:  # the probed partitions hold too few authorised rows: probe wider
-            rows = query.nprobes(self.nprobes * 10).to_list()
-            if len(rows) < k:  # still short: exact
-                rows = query.bypass_vector_index().to_list()
+        rows = query.to_arrow()
+        if not exact and rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
+            rows = query.nprobes(self.nprobes * 10).to_arrow()
+            if rows.num_rows < k:  # still short: exact
+                rows = query.bypass_vector_index().to_arrow()
+        return rows
+
+    def _terms(self, terms: list[str], where: str, k: int, columns: list[str]) -> pa.Table:
+        return (self._table.search(" ".join(terms), query_type="fts", fts_columns="terms")
+                .where(where, prefilter=True).limit(k).select(columns + ["_score"]).to_arrow())
+
+    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+        """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`)."""
+        t = self._dense(vector, acl_filter(labels, source), k, ["chunk_id"])
+        return [Ranked(c, 1.0 - float(d)) for c, d in zip(t.column("chunk_id").to_pylist(), t.column("_distance").to_pylist())]
+
+    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+        """Ids and BM25 scores only: no text or citation column is read (see :meth:`fetch`)."""
+        if not terms:
+            return []
+        t = self._terms(terms, acl_filter(labels, source), k, ["chunk_id"])
+        return [Ranked(c, float(s)) for c, s in zip(t.column("chunk_id").to_pylist(), t.column("_score").to_pylist())]
+
+    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: str | None = None) -> list[StoreHit]:
+        """Full rows of ``ranked`` ids, in order; one query ``chunk_id IN (...) AND <ACL filter>``.
+
+        The ACL filter is applied again here, so the read is access-controlled by itself, and a chunk
+        whose ACL changed since it was ranked is left out like one a sync removed. The BTREE index on
+        ``chunk_id`` (built by :meth:`optimize`) turns the IN list into index look-ups.
+        """
+        if not ranked:
+            return []
+        ids = sorted({cid for cid, _ in ranked})
+        where = f"chunk_id IN ({', '.join(_quote(c) for c in ids)}) AND {acl_filter(labels, source)}"
+        rows = {r["chunk_id"]: r for r in self._table.search().where(where).limit(len(ids)).select(_COLUMNS).to_list()}
+        return [StoreHit(row=rows[cid], score=score) for cid, score in ranked if cid in rows]
+
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+        """Top-k full rows by cosine similarity in one query (the retriever uses rank_dense + fetch)."""
+        rows = self._dense(vector, acl_filter(labels, source), k, _COLUMNS).to_pylist()
         return [StoreHit(row=r, score=1.0 - float(r.pop("_distance"))) for r in rows]
 
     def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+        """Top-k full rows by BM25 in one query (the retriever uses rank_terms + fetch)."""
         if not terms:
             return []
-        where = acl_filter(labels, source)
-        query = (self._table.search(" ".join(terms), query_type="fts", fts_columns="terms")
-                 .where(where, prefilter=True).limit(k).select(_COLUMNS + ["_score"]))
-        rows = query.to_list()
+        rows = self._terms(terms, acl_filter(labels, source), k, _COLUMNS).to_pylist()
         return [StoreHit(row=r, score=float(r.pop("_score"))) for r in rows]
 
     def chunk_keys(self) -> list[tuple[str, str, str]]:

@@ -1,8 +1,9 @@
 """The chunk-store plugin boundary. Every read takes the principal's ACL labels."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -34,19 +35,41 @@ class StoreHit:
     score: float
 
 
+class Ranked(NamedTuple):
+    """One entry of a ranking: a chunk id and its score (higher is better)."""
+
+    chunk_id: str
+    score: float
+
+
 class ChunkStore(Protocol):
-    """Holds chunks; enforces ACL labels inside every query."""
+    """Holds chunks; enforces ACL labels inside every query.
+
+    Reads come in two steps so that full rows (text and citation fields) are read only for the
+    hits a caller keeps: ``rank_dense`` / ``rank_terms`` return ranked chunk ids, ``fetch`` reads
+    the rows of chosen ids. Every one of them takes the principal's labels and applies the ACL
+    filter inside the store, ``fetch`` included: an id obtained elsewhere never yields a row the
+    labels may not read.
+    """
 
     def replace_documents(self, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
         """Atomically make ``chunks`` the only chunks of ``doc_ids`` (none: delete them)."""
         ...
 
-    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        """Top-k by cosine similarity among chunks whose ACL meets ``labels``."""
+    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+        """Ids and cosine similarities of the top-k chunks whose ACL meets ``labels``, best first."""
         ...
 
-    def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        """Top-k by BM25 among chunks whose ACL meets ``labels``."""
+    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+        """Ids and BM25 scores of the top-k chunks whose ACL meets ``labels``, best first."""
+        ...
+
+    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: str | None = None) -> list[StoreHit]:
+        """Full rows of the ranked ids, in the given order, each hit carrying its given score.
+
+        Ids that no longer exist (a sync replaced them) or whose chunk ``labels`` may not read
+        (or, with ``source``, of another source) are left out.
+        """
         ...
 
     def chunk_keys(self) -> list[tuple[str, str, str]]:

@@ -113,3 +113,44 @@ class AccessControlContract:
         store.replace_documents(["d"], [new])
         texts = [h.text for h in r.search("wording policy", Principal("u"), 10)]
         assert texts == ["new wording of the policy"]
+
+    # -- the two-step read: ranked ids, then an access-controlled fetch of the rows ----------
+    def test_fetch_applies_the_acl_itself(self, env):
+        store, embedder, _ = env
+        self._docs(store, embedder, {"q3": ("quarterly revenue forty eight million", ("group:finance",)),
+                                     "secret": ("quarterly revenue draft", ()),
+                                     "mine": ("quarterly revenue notes", ("user:alice",))})
+        ids = [("q3-0", 3.0), ("secret-0", 2.0), ("mine-0", 1.0)]
+        fay = Principal("fay", frozenset({"finance"})).labels()
+        got = store.fetch(ids, fay)
+        assert [(h.row["chunk_id"], h.score) for h in got] == [("q3-0", 3.0)]  # positive control
+        assert got[0].row["text"] == "quarterly revenue forty eight million" and got[0].row["doc_id"] == "q3"
+        assert store.fetch(ids, Principal("sam", frozenset({"staff"})).labels()) == []  # knowing the id is not enough
+        assert [h.row["chunk_id"] for h in store.fetch(ids, Principal("alice").labels())] == ["mine-0"]
+        assert store.fetch(ids, Principal("root", frozenset({"admin", "finance"})).labels(), source="elsewhere") == []
+
+    def test_fetch_keeps_the_given_order_and_drops_unknown_ids(self, env):
+        store, embedder, _ = env
+        self._docs(store, embedder, {f"d{i}": (f"note number {i}", ("everyone",)) for i in range(5)}
+                   | {"o'brien": ("a quoted id", ("everyone",))})
+        ranked = [("d3-0", 0.9), ("gone-0", 0.8), ("o'brien-0", 0.7), ("d1-0", 0.5), ("x') OR true OR ('", 0.4)]
+        got = store.fetch(ranked, Principal("u").labels())
+        assert [(h.row["chunk_id"], h.score) for h in got] == [("d3-0", 0.9), ("o'brien-0", 0.7), ("d1-0", 0.5)]
+        assert store.fetch([], Principal("u").labels()) == []
+
+    @pytest.mark.parametrize("leg", ("dense", "terms"))
+    def test_rankings_are_acl_filtered(self, env, leg):
+        store, embedder, _ = env
+        self._docs(store, embedder, {"fin": ("budget total for the cost centre", ("group:finance",)),
+                                     "hr": ("budget total for the cost centre", ("group:hr",))})
+        query = "budget total cost centre"
+
+        def ranked(principal):
+            labels = principal.labels()
+            if leg == "dense":
+                return store.rank_dense(embedder.embed_query(query), labels, 10)
+            return store.rank_terms(analyze(query), labels, 10)
+
+        got = ranked(Principal("fay", frozenset({"finance"})))
+        assert [cid for cid, _ in got] == ["fin-0"] and got[0][1] > 0  # positive control
+        assert ranked(Principal("sam", frozenset({"staff"}))) == []

@@ -1,0 +1,121 @@
+"""LanceStore's two-step read: ids-only rankings on every search path, then ``fetch`` of full rows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bastion.core.types import Principal
+from bastion.retrieval.analyzer import analyze
+from bastion.stores.lance import LanceStore, acl_filter
+from bastion.testing.contract import make_chunk
+from bastion.testing.fakes import HashEmbedder
+
+WORDS = "pump valve seal motor shaft bearing gear spindle coolant sensor".split()
+QUERIES = ["spindle bearing maintenance", "coolant pump", "gear shaft seal", "sensor valve motor"]
+
+
+def _corpus(embedder, n_big=400, n_small=12, seed=7):
+    rng = np.random.default_rng(seed)
+    chunks = [make_chunk(embedder, f"big{i}", " ".join(rng.choice(WORDS, 8)) + " maintenance", ("group:big",))
+              for i in range(n_big)]
+    chunks += [make_chunk(embedder, f"small{i}", " ".join(rng.choice(WORDS, 8)) + " maintenance", ("group:small",))
+               for i in range(n_small)]
+    return chunks
+
+
+def _store(tmp_path, embedder, chunks, **kw) -> LanceStore:
+    store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, **kw)
+    store.replace_documents([c.doc_id for c in chunks], chunks)
+    store.optimize()
+    return store
+
+
+def _exact_top(chunks, embedder, query, group, k) -> list[float]:
+    """Brute-force filtered cosine top-k similarities: what an exact dense path must return."""
+    allowed = [c for c in chunks if group in c.acl]
+    return sorted((np.stack([c.vector for c in allowed]) @ embedder.embed_query(query)).tolist(), reverse=True)[:k]
+
+
+def _assert_exact(ranked, chunks, embedder, query, group, k):
+    """The exact top-k up to the order of ties (the hash embedder makes many): same similarities, and each
+    id's score is its true cosine and its chunk readable by ``group``."""
+    by_id = {c.chunk_id: c for c in chunks}
+    v = embedder.embed_query(query)
+    assert np.allclose([s for _, s in ranked], _exact_top(chunks, embedder, query, group, k), atol=1e-5)
+    for cid, score in ranked:
+        assert group in by_id[cid].acl and abs(float(by_id[cid].vector @ v) - score) < 1e-5
+
+
+@pytest.fixture
+def embedder():
+    return HashEmbedder(dimension=64)
+
+
+def test_optimize_builds_a_chunk_id_btree_for_fetch(tmp_path, embedder):
+    store = _store(tmp_path, embedder, _corpus(embedder, n_big=20, n_small=2))
+    kinds = {i.columns[0]: i.index_type for i in store._table.list_indices()}
+    assert kinds["chunk_id"] == "BTree" and kinds["doc_id"] == "BTree"
+    reopened = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension)
+    assert "chunk_id" in reopened._indexed_columns
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(ann_min_rows=256, exact_threshold=100_000),
+                                dict(ann_min_rows=256, exact_threshold=5)],
+                         ids=["no-ann-index", "ann-index-exact-path", "ann-path"])
+def test_rankings_match_the_full_row_searches(tmp_path, embedder, kw):
+    store = _store(tmp_path, embedder, _corpus(embedder), **kw)
+    for group in ("group:big", "group:small"):
+        labels = frozenset({group, "everyone"})
+        for q in QUERIES:
+            for k in (3, 10, 50):
+                full = store.search_dense(embedder.embed_query(q), labels, k)
+                assert store.rank_dense(embedder.embed_query(q), labels, k) == [(h.row["chunk_id"], h.score) for h in full]
+                full = store.search_terms(analyze(q), labels, k)
+                assert store.rank_terms(analyze(q), labels, k) == [(h.row["chunk_id"], h.score) for h in full]
+
+
+def test_exact_path_ranks_ids_exactly(tmp_path, embedder):
+    chunks = _corpus(embedder)
+    store = _store(tmp_path, embedder, chunks, ann_min_rows=256, exact_threshold=100)
+    assert "vector" in store._indexed_columns and store._exact(acl_filter(frozenset({"group:small"})))
+    for q in QUERIES:
+        _assert_exact(store.rank_dense(embedder.embed_query(q), frozenset({"group:small"}), 5), chunks, embedder, q,
+                      "group:small", 5)
+
+
+def test_ann_fallback_fills_short_id_rankings(tmp_path, embedder):
+    """A one-partition probe holds fewer than k rows of a small group: the ids-only path must widen the
+    probe (and go exact if still short) like the full-row path, and never return a short ranking."""
+    chunks = _corpus(embedder)
+    store = _store(tmp_path, embedder, chunks, ann_min_rows=256, exact_threshold=5, nprobes=1)
+    labels, where = frozenset({"group:small"}), acl_filter(frozenset({"group:small"}))
+    small = {c.chunk_id for c in chunks if "group:small" in c.acl}
+    by_id = {c.chunk_id: c for c in chunks}
+    assert not store._exact(where)  # 12 authorised rows > exact_threshold: the ANN path
+    short_probes = 0
+    for q in QUERIES:
+        v = embedder.embed_query(q)
+        raw = (store._table.search(v, vector_column_name="vector").distance_type("cosine")
+               .where(where, prefilter=True).limit(10).nprobes(1).select(["chunk_id", "_distance"]).to_list())
+        short_probes += len(raw) < 10
+        got = store.rank_dense(v, labels, 10)
+        assert len(got) == 10 and {c for c, _ in got} <= small
+        assert all(abs(float(by_id[c].vector @ v) - s) < 1e-5 for c, s in got)  # refined: true cosines
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        assert got == [(h.row["chunk_id"], h.score) for h in store.search_dense(v, labels, 10)]
+        everything = store.rank_dense(v, labels, len(small))  # k = every authorised row: complete, so exact
+        assert {c for c, _ in everything} == small
+        _assert_exact(everything, chunks, embedder, q, "group:small", len(small))
+    assert short_probes  # the fallback was needed, not just available
+
+
+def test_fetch_reads_rows_added_after_the_last_optimize(tmp_path, embedder):
+    """Rows not yet in the chunk_id BTREE are still found (LanceDB scans unindexed fragments)."""
+    chunks = _corpus(embedder, n_big=30, n_small=0)
+    store = _store(tmp_path, embedder, chunks)
+    late = make_chunk(embedder, "late", "late arrival pump", ("group:big",))
+    store.replace_documents(["late"], [late])
+    got = store.fetch([("late-0", 1.0), ("big3-0", 0.5)], frozenset({"group:big"}))
+    assert [h.row["chunk_id"] for h in got] == ["late-0", "big3-0"]
+    assert got[0].row["text"] == "late arrival pump" and set(got[0].row) >= {"doc_id", "path", "char_end", "version_id"}
+    assert store.fetch([("late-0", 1.0)], Principal("x").labels()) == []
