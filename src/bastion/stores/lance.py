@@ -87,6 +87,17 @@ class LanceStore:
         else:
             self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
         self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+        # Searches go through the async table behind the sync one (same connection, caches and
+        # consistency), run on LanceDB's own background loop. LanceDB 0.40's sync query builders
+        # fetch the table schema three times per query, each a round trip to that loop with a
+        # consistency check; measured at 100k chunks: FTS top-50 ids 6.1 -> 3.8 ms, dense 10.3 ->
+        # 8.8 ms, fetch of 10 rows 5.1 -> 3.9 ms. Writes and index builds keep the sync API.
+        from lancedb.background_loop import LOOP
+        from lancedb.table import AsyncTable
+
+        self._reader, self._run = self._table._table, LOOP.run
+        if not isinstance(self._reader, AsyncTable):  # pragma: no cover - guards a LanceDB upgrade
+            raise StoreError(f"unsupported LanceDB table type {type(self._reader).__name__} behind LanceTable")
 
     def _check_meta(self) -> None:
         meta_path = self.path / META_FILE
@@ -178,8 +189,8 @@ class LanceStore:
         return self._table.count_rows(where) <= self.exact_threshold
 
     def _dense(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
-        query = (self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
-                 .distance_type("cosine").where(where, prefilter=True).limit(k)
+        query = (self._reader.vector_search(np.asarray(vector, dtype=np.float32)).column("vector")
+                 .distance_type("cosine").where(where).limit(k)  # async queries prefilter by default
                  .select(columns + ["_distance"]))
         # The exact path reads every authorised vector by row id (~12 us a row measured at 1M chunks, so
         # 10k rows cost ~130 ms and 100k ~1 s); the ANN path costs ~20 ms whatever the filter. Hence a low
@@ -189,16 +200,16 @@ class LanceStore:
             query = query.bypass_vector_index()
         else:
             query = query.nprobes(self.nprobes).refine_factor(min(self.refine_factor, max(2, 200 // k)))
-        rows = query.to_arrow()
+        rows = self._run(query.to_arrow())
         if not exact and rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
-            rows = query.nprobes(self.nprobes * 10).to_arrow()
+            rows = self._run(query.nprobes(self.nprobes * 10).to_arrow())
             if rows.num_rows < k:  # still short: exact
-                rows = query.bypass_vector_index().to_arrow()
+                rows = self._run(query.bypass_vector_index().to_arrow())
         return rows
 
     def _terms(self, terms: list[str], where: str, k: int, columns: list[str]) -> pa.Table:
-        return (self._table.search(" ".join(terms), query_type="fts", fts_columns="terms")
-                .where(where, prefilter=True).limit(k).select(columns + ["_score"]).to_arrow())
+        return self._run(self._reader.query().nearest_to_text(" ".join(terms), columns="terms")
+                         .where(where).limit(k).select(columns + ["_score"]).to_arrow())
 
     def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
         """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`)."""
@@ -223,7 +234,8 @@ class LanceStore:
             return []
         ids = sorted({cid for cid, _ in ranked})
         where = f"chunk_id IN ({', '.join(_quote(c) for c in ids)}) AND {acl_filter(labels, source)}"
-        rows = {r["chunk_id"]: r for r in self._table.search().where(where).limit(len(ids)).select(_COLUMNS).to_list()}
+        table = self._run(self._reader.query().where(where).limit(len(ids)).select(_COLUMNS).to_arrow())
+        rows = {r["chunk_id"]: r for r in table.to_pylist()}
         return [StoreHit(row=rows[cid], score=score) for cid, score in ranked if cid in rows]
 
     def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
