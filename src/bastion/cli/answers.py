@@ -137,7 +137,12 @@ def _streamer(enabled: bool):
     if not enabled:
         return None
 
+    started = []
+
     def on_token(text: str) -> None:
+        if not started:
+            started.append(True)
+            err_console.print("draft (not yet checked): ", end="", style="dim italic", highlight=False)
         err_console.print(text, end="", style="dim", highlight=False, markup=False)
 
     return on_token
