@@ -6,7 +6,7 @@ import re
 from sqlalchemy import delete, select
 
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import GroupRow, MembershipRow, UserRow
+from bastion.catalog.models import AccountRow, GroupRow, MembershipRow, UserRow
 from bastion.core.errors import AccessError
 from bastion.core.types import Principal
 
@@ -30,13 +30,24 @@ class Directory:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def add_user(self, user_id: str, groups: list[str] | None = None, display_name: str | None = None) -> Principal:
-        """Create a user, or replace an existing user's groups."""
+    def add_user(self, user_id: str, groups: list[str] | None = None, display_name: str | None = None,
+                 role: str | None = None) -> Principal:
+        """Create a user, or replace an existing user's groups (and role, when given)."""
+        from bastion.accounts import ROLES
+
         _check("user", user_id)
         groups = [_check("group", g) for g in (groups or [])]
+        if role is not None and role not in ROLES:
+            raise AccessError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
         with self.catalog.session() as s:
             if s.get(UserRow, user_id) is None:
                 s.add(UserRow(id=user_id, display_name=display_name))
+                s.flush()
+            account = s.get(AccountRow, user_id)
+            if account is None:
+                s.add(AccountRow(user_id=user_id, role=role or "member", failed_logins=0))
+            elif role is not None:
+                account.role = role
             s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id))
             for g in sorted(set(groups)):
                 if s.get(GroupRow, g) is None:

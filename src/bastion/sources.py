@@ -34,11 +34,14 @@ class SourceRegistry:
         return row
 
     def add_folder(self, name: str, path: str | Path, *, acl: str | None = None, include: list[str] | None = None,
-                   exclude: list[str] | None = None) -> SourceRow:
+                   exclude: list[str] | None = None, uploaders: str | None = None) -> SourceRow:
+        """A folder source. ``uploaders``: principals (besides admins) whose editors may upload into it."""
         root = Path(path).expanduser().resolve()
         if not root.is_dir():
             raise ConfigError(f"source folder {str(path)!r} does not exist or is not a folder")
-        return self._add(name, "filesystem", {"path": str(root), "acl": acl or "", "include": include or [], "exclude": exclude or []})
+        parse_acl(uploaders or "")
+        return self._add(name, "filesystem", {"path": str(root), "acl": acl or "", "include": include or [],
+                                              "exclude": exclude or [], "uploaders": uploaders or ""})
 
     def add_sql(self, name: str, url: str, *, id_column: str, template: str, table: str | None = None,
                 query: str | None = None, updated_at_column: str | None = None, acl_column: str | None = None,

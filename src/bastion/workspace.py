@@ -19,7 +19,7 @@ from typing import Iterator
 
 from bastion.catalog.db import Catalog
 from bastion.core.config import CONFIG_FILE, DEFAULT_TOML, WorkspaceConfig, load_config
-from bastion.core.errors import BastionError, WorkspaceError
+from bastion.core.errors import BastionError, ConfigError, WorkspaceError
 from bastion.core.types import Hit, Principal
 from bastion.embedding.protocol import Embedder
 from bastion.ingest.report import SyncReport
@@ -101,9 +101,10 @@ class Workspace:
                           ann_min_rows=self.config.index.ann_min_rows)
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        for llm in {id(x): x for x in [self._llm, *self.__dict__.get("_llms", {}).values()] if x is not None}.values():
+            llm.close()
+        self._llm = None
+        self.__dict__.pop("_llms", None)
         if "catalog" in self.__dict__:
             self.catalog.close()
 
@@ -167,14 +168,55 @@ class Workspace:
     def llm(self):
         """The configured LLM, loaded on first use (its file's sha256 is checked before loading)."""
         if self._llm is None:
-            from bastion.generation.factory import build_llm
-
-            self._llm = build_llm(self.models.get(self.config.llm.model), self.config.llm)
+            self._llm = self.llm_named(self.config.llm.model)
         return self._llm
+
+    def llm_named(self, name: str):
+        """A registered model by name, loaded once per workspace object (assistants may use several)."""
+        if self._llm is not None and getattr(self, "_llm_override", False):
+            return self._llm
+        import threading
+
+        from bastion.generation.factory import build_llm
+
+        with self.__dict__.setdefault("_llm_lock", threading.Lock()):
+            loaded = self.__dict__.setdefault("_llms", {})
+            if name not in loaded:
+                loaded[name] = build_llm(self.models.get(name), self.config.llm)
+            return loaded[name]
 
     def use_llm(self, llm) -> None:
         """Answer with this LLM object instead of the configured one (tests, notebooks)."""
         self._llm = llm
+        self._llm_override = True
+
+    def assistants(self) -> dict:
+        """Assistant name -> AssistantConfig; ``bastion`` (the workspace defaults) unless redefined."""
+        from bastion.core.config import AssistantConfig
+
+        return {"bastion": AssistantConfig(description="The workspace's default model, prompt and sources.")} | dict(self.config.assistants)
+
+    def answerer_for(self, assistant: str):
+        """The Answerer of one assistant (its model, prompt template, mode and sources)."""
+        from bastion.generation.answer import Answerer
+        from bastion.generation.prompting import load_template
+
+        known = self.assistants()
+        if assistant not in known:
+            raise ConfigError(f"unknown assistant {assistant!r} (known: {', '.join(sorted(known))})")
+        cache = self.__dict__.setdefault("_answerers", {})
+        if assistant not in cache:
+            spec = known[assistant]
+            a = self.config.answer
+            if spec.mode or spec.prompt:
+                a = a.model_copy(update={k: v for k, v in {"mode": spec.mode, "prompt": spec.prompt}.items() if v})
+            for name in spec.sources:
+                self.sources.get(name)
+            template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
+            model = spec.model or self.config.llm.model
+            cache[assistant] = (Answerer(self, template, a, self.config.llm, lambda: self.llm_named(model)),
+                                list(spec.sources) or None)
+        return cache[assistant]
 
     @cached_property
     def answerer(self):
@@ -216,7 +258,7 @@ class Workspace:
                      "question": r.question, "decision": r.decision} for r in s.scalars(q)]
 
     # -- search ----------------------------------------------------------------------------
-    def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | None = None,
+    def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | list[str] | None = None,
                mode: str | None = None) -> list[Hit]:
         """Hybrid search as ``principal``; only chunks whose ACL admits them are considered."""
         from bastion.retrieval.hybrid import HybridRetriever
@@ -224,8 +266,10 @@ class Workspace:
         if not isinstance(principal, Principal):
             raise TypeError("search() needs a Principal; get one with workspace.principal(user_id)")
         s = self.config.search
-        if source is not None:
+        if isinstance(source, str):
             self.sources.get(source)  # unknown source: clear error instead of silently empty results
+        elif source is not None:
+            source = [self.sources.get(name).name for name in source]
         retriever = HybridRetriever(self.store, self.embedder.embed_query, candidates=s.candidates, rrf_k=s.rrf_k,
                                      bm25_weight=s.bm25_weight)
         return retriever.search(query, principal, k or s.k, source=source, mode=mode or s.mode)

@@ -152,3 +152,87 @@ class LineageRow(Base):
     decision: Mapped[str] = mapped_column(String(40))  # answered | abstained | extractive
     reason: Mapped[str | None] = mapped_column(Text)
     record: Mapped[dict] = mapped_column(JSON)  # retrieval, prompt, model, decoding, checks, timings, tokens
+
+
+class AccountRow(Base):
+    """A user's role and login state (the user and groups live in ``users`` / ``memberships``)."""
+
+    __tablename__ = "accounts"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), default="member")  # admin | editor | member
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2id
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiKeyRow(Base):
+    """An API key: only the sha256 of its secret is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebSessionRow(Base):
+    """A web UI login: the cookie carries the token, the catalog its sha256."""
+
+    __tablename__ = "web_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ip: Mapped[str | None] = mapped_column(String(100))
+
+
+class AuditRow(Base):
+    """One audited event. Append-only: database triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(200), index=True)  # user id, None when unknown
+    via: Mapped[str] = mapped_column(String(20))  # key | jwt | session | password | cli
+    ip: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(80), index=True)  # e.g. search, ask, user.add, login
+    target: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(20))  # ok | denied | failed | error
+    lineage_id: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class FeedbackRow(Base):
+    """A user's verdict on one answer, kept with its lineage id for later training datasets."""
+
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lineage_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    rating: Mapped[int] = mapped_column(Integer)  # +1 | -1
+    correction: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncJobRow(Base):
+    """A sync started over the API, run in the background."""
+
+    __tablename__ = "sync_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # queued | running | completed | failed
+    started_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    report: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)

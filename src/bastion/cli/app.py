@@ -50,21 +50,60 @@ def init(directory: Annotated[Optional[Path], typer.Argument(help="Where to crea
 
 @user_app.command("add")
 def user_add(user_id: str, groups: Annotated[str, typer.Option(help="Comma-separated group names.")] = "",
+             role: Annotated[Optional[str], typer.Option(help="admin | editor | member (new users: member).")] = None,
              as_json: JsonOpt = False) -> None:
-    """Add a user (or set an existing user's groups)."""
+    """Add a user (or set an existing user's groups and role)."""
     with friendly_errors():
-        p = _ws().directory.add_user(user_id, _csv(groups))
+        ws = _ws()
+        p = ws.directory.add_user(user_id, _csv(groups), role=role)
+        _cli_audit(ws, "user.add", user_id, {"groups": _csv(groups), "role": role})
+        role = _accounts(ws).role(user_id)
     if as_json:
-        emit_json({"user": p.user_id, "groups": sorted(p.groups)})
+        emit_json({"user": p.user_id, "groups": sorted(p.groups), "role": role})
     else:
-        console.print(f"user [bold]{p.user_id}[/] groups: {', '.join(sorted(p.groups)) or '(none)'}")
+        console.print(f"user [bold]{p.user_id}[/] role: {role}; groups: {', '.join(sorted(p.groups)) or '(none)'}")
+
+
+@user_app.command("passwd")
+def user_passwd(user_id: str,
+                password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False) -> None:
+    """Set a user's password for the web UI (argon2id hash; asked twice unless --password-stdin)."""
+    import sys
+
+    with friendly_errors():
+        ws = _ws()
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+        _accounts(ws).set_password(user_id, password)
+        _cli_audit(ws, "user.password", user_id, {})
+    console.print(f"password set for {user_id}")
+
+
+def _accounts(ws):
+    from bastion.accounts import Accounts
+
+    return Accounts(ws.catalog)
+
+
+def _cli_audit(ws, action: str, target: str | None, detail: dict) -> None:
+    """Admin changes made from the CLI are audited too (actor: the operating-system user)."""
+    import getpass
+
+    from bastion.audit import AuditLog
+
+    AuditLog(ws.catalog).record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome="ok",
+                                target=target, detail=detail)
 
 
 @user_app.command("remove")
 def user_remove(user_id: str) -> None:
     """Remove a user; their next query is refused."""
     with friendly_errors():
-        _ws().directory.remove_user(user_id)
+        ws = _ws()
+        ws.directory.remove_user(user_id)
+        _cli_audit(ws, "user.remove", user_id, {})
     console.print(f"removed user {user_id}")
 
 
@@ -72,13 +111,15 @@ def user_remove(user_id: str) -> None:
 def user_list(as_json: JsonOpt = False) -> None:
     """List users and their groups."""
     with friendly_errors():
-        users = _ws().directory.users()
+        ws = _ws()
+        users = ws.directory.users()
+        roles = _accounts(ws).roles()
     if as_json:
-        emit_json([{"user": u.user_id, "groups": sorted(u.groups)} for u in users])
+        emit_json([{"user": u.user_id, "groups": sorted(u.groups), "role": roles.get(u.user_id, "member")} for u in users])
         return
-    table = Table("user", "groups")
+    table = Table("user", "role", "groups")
     for u in users:
-        table.add_row(u.user_id, ", ".join(sorted(u.groups)))
+        table.add_row(u.user_id, roles.get(u.user_id, "member"), ", ".join(sorted(u.groups)))
     console.print(table)
 
 
@@ -111,6 +152,7 @@ def source_add(
     updated_at_column: Annotated[Optional[str], typer.Option(help="SQL column with the row's last change.")] = None,
     acl_column: Annotated[Optional[str], typer.Option(help="SQL column of comma-separated principals.")] = None,
     title_column: Annotated[Optional[str], typer.Option(help="SQL column used as the document title.")] = None,
+    uploaders: Annotated[str, typer.Option(help="Folders: principals whose editors may upload here over the API.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Add a folder (--path) or SQL (--sql) source."""
@@ -119,7 +161,7 @@ def source_add(
             raise ConfigError("give exactly one of --path DIR or --sql URL")
         sources = _ws().sources
         if path:
-            row = sources.add_folder(name, path, acl=acl, include=_csv(include), exclude=_csv(exclude))
+            row = sources.add_folder(name, path, acl=acl, include=_csv(include), exclude=_csv(exclude), uploaders=uploaders)
         else:
             if not text_template:
                 raise ConfigError("a SQL source needs --text-template, e.g. '{title}\\n{body}'")
@@ -217,8 +259,10 @@ def search(query: str,
 
 
 from bastion.cli.answers import register as _register_answers  # noqa: E402
+from bastion.cli.server import register as _register_server  # noqa: E402
 
 _register_answers(app, lambda: _ws())
+_register_server(app, lambda: _ws(), _cli_audit)
 
 
 def main() -> None:

@@ -132,6 +132,67 @@ class AnswerConfig(_Strict):
     history_turns: int = Field(6, ge=0, le=50)
 
 
+class JwtConfig(_Strict):
+    """OIDC / JWT bearer tokens: validated against a JWKS (file or URL), issuer, audience, expiry."""
+
+    jwks_file: str | None = None  # relative to the workspace
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = ["RS256"]
+    user_claim: str = "sub"
+    groups_claim: str | None = "groups"  # a list (or comma-separated string) of group names
+    role_claim: str | None = None  # admin | editor | member; default: the user's catalog role, else member
+    leeway_s: int = Field(30, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _safe_algorithms(self) -> "JwtConfig":
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        bad = [a for a in self.algorithms if a not in allowed]
+        if bad or not self.algorithms:
+            raise ValueError(f"auth.jwt.algorithms {bad or '[]'}: use asymmetric algorithms from {sorted(allowed)} "
+                             "('none' and shared-secret HS* are refused)")
+        if self.jwks_file and self.jwks_url:
+            raise ValueError("give auth.jwt.jwks_file or auth.jwt.jwks_url, not both")
+        if not (self.issuer and self.audience):
+            raise ValueError("auth.jwt needs issuer and audience")
+        return self
+
+
+class AuthConfig(_Strict):
+    """How callers prove who they are."""
+
+    jwt: JwtConfig | None = None  # off unless configured
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    cookie_secure: bool | None = None  # None: Secure when the request came over https
+    max_failed_logins: int = Field(5, ge=1, le=100)
+    lockout_base_s: int = Field(30, ge=1)
+    lockout_max_s: int = Field(900, ge=1)
+
+
+class ServerConfig(_Strict):
+    """`bastion serve`: the HTTP API and web UI."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8900, ge=1, le=65535)
+    max_request_kb: int = Field(256, ge=1, le=1024 * 1024)  # JSON bodies; uploads use ingest.max_file_mb
+    request_timeout_s: float = Field(120.0, gt=0)
+    cors_origins: list[str] = []  # CORS is off unless origins are listed
+    metrics_public: bool = False  # true: /metrics without a credential (e.g. a scrape-only network)
+    trusted_proxies: list[str] = []  # X-Forwarded-For is believed only from these addresses
+    workers_threads: int = Field(16, ge=1, le=256)
+
+
+class AssistantConfig(_Strict):
+    """What a client names as ``model`` on /v1/chat/completions: a model + prompt template + sources."""
+
+    model: str | None = None  # default: llm.model
+    prompt: str | None = None  # default: answer.prompt
+    sources: list[str] = []  # default: every source
+    mode: Literal["answer", "extract"] | None = None  # default: answer.mode
+    description: str = ""
+
+
 class WorkspaceConfig(_Strict):
     """Everything ``bastion.toml`` may hold."""
 
@@ -142,6 +203,10 @@ class WorkspaceConfig(_Strict):
     index: IndexConfig = IndexConfig()
     llm: LLMConfig = LLMConfig()
     answer: AnswerConfig = AnswerConfig()
+    auth: AuthConfig = AuthConfig()
+    server: ServerConfig = ServerConfig()
+    # name -> assistant; "bastion" (the workspace defaults) always exists unless redefined here
+    assistants: dict[str, AssistantConfig] = {}
 
 
 def _env_overrides(data: dict) -> dict:
@@ -211,4 +276,19 @@ seed = 42
 mode = "answer"          # answer (LLM, falls back to quotes) | extract (quotes only, no LLM)
 prompt = "grounded-qa"   # built-in template; or a folder under prompt_dir
 max_passages = 5
+
+[server]                 # bastion serve
+host = "127.0.0.1"
+port = 8900
+# cors_origins = ["https://intranet.example.com"]   # CORS is off unless listed
+
+# [auth.jwt]             # OIDC bearer tokens (off unless configured)
+# jwks_url = "https://idp.example.com/.well-known/jwks.json"   # or jwks_file = "jwks.json"
+# issuer = "https://idp.example.com"
+# audience = "bastion"
+# groups_claim = "groups"
+
+# [assistants.finance-bot]   # an OpenAI "model" name: model + prompt + sources
+# sources = ["finance"]
+# mode = "extract"
 """

@@ -7,6 +7,7 @@
     ├── WorkspaceError           no workspace where one was expected, or already one
     ├── CatalogError             the relational catalog cannot be read or migrated
     ├── AccessError              unknown user or malformed principal
+    │   └── AuthError            a credential is missing, invalid, revoked or expired
     ├── IngestError              a source cannot be read at all (per-document problems
     │   │                        are recorded, not raised)
     │   └── ParseError           one document cannot be parsed (recorded per document)
@@ -41,6 +42,10 @@ class CatalogError(BastionError):
 
 class AccessError(BastionError):
     """An unknown user or a malformed principal string."""
+
+
+class AuthError(AccessError):
+    """A credential (API key, token, password, session) is missing, invalid, revoked or expired."""
 
 
 class IngestError(BastionError):

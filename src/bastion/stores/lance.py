@@ -52,13 +52,15 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def acl_filter(labels: frozenset[str], source: str | None = None) -> str:
+def acl_filter(labels: frozenset[str], source: "str | Sequence[str] | None" = None) -> str:
     """The SQL predicate that admits only chunks whose ACL shares a label with the principal."""
     if not labels:
         raise StoreError("a query needs at least one principal label")
     where = f"array_has_any(acl, [{', '.join(_quote(l) for l in sorted(labels))}])"
-    if source is not None:
+    if isinstance(source, str):
         where += f" AND source = {_quote(source)}"
+    elif source is not None:  # several sources (an assistant's); an empty list admits none
+        where += f" AND source IN ({', '.join(_quote(s) for s in sorted(set(source))) or 'NULL'})"
     return where
 
 

@@ -1,0 +1,106 @@
+"""The append-only audit log: who did what, when, from where, with what outcome.
+
+Every knowledge read (search, ask, document or passage read) is recorded with its lineage id
+when it has one, every admin change, every login success and failure, and every use of an API
+key. The table refuses UPDATE and DELETE (database triggers), so an entry, once written,
+stays. Writing is part of the request: the server answers only after its entry is stored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Iterator
+
+from sqlalchemy import select
+
+from bastion.catalog.db import Catalog
+from bastion.catalog.models import AuditRow
+
+OUTCOMES = ("ok", "denied", "failed", "error")
+_MAX_TARGET = 2000
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    actor: str | None = None
+    action: str | None = None  # exact, or a prefix ending in '.' / '*' ("user.*")
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    lineage_id: str | None = None
+    after_id: int | None = None  # for paging: entries with a larger id
+    limit: int = 100
+
+
+def _row_dict(r: AuditRow) -> dict:
+    return {"id": r.id, "at": r.at.isoformat() + "Z", "actor": r.actor, "via": r.via, "ip": r.ip,
+            "action": r.action, "target": r.target, "outcome": r.outcome, "lineage_id": r.lineage_id,
+            "request_id": r.request_id, "detail": r.detail}
+
+
+class AuditLog:
+    """Write and read audit entries.
+
+    >>> log = AuditLog(Catalog.open("sqlite:///:memory:"))
+    >>> _ = log.record(actor="alice", via="key", action="search", outcome="ok", target="q3 revenue")
+    >>> [e["action"] for e in log.query(AuditQuery(actor="alice"))]
+    ['search']
+    """
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def record(self, *, actor: str | None, via: str, action: str, outcome: str, target: str | None = None,
+               ip: str | None = None, lineage_id: str | None = None, request_id: str | None = None,
+               detail: dict | None = None) -> int:
+        """Store one entry and return its id; raises if it cannot be stored (the caller must fail)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"audit outcome {outcome!r} not in {OUTCOMES}")
+        if target is not None and len(target) > _MAX_TARGET:
+            target = target[:_MAX_TARGET] + "…"
+        with self.catalog.session() as s:
+            row = AuditRow(actor=actor, via=via, ip=ip, action=action, target=target, outcome=outcome,
+                           lineage_id=lineage_id, request_id=request_id, detail=detail or {})
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def query(self, q: AuditQuery) -> list[dict]:
+        stmt = select(AuditRow).order_by(AuditRow.id)
+        if q.actor:
+            stmt = stmt.where(AuditRow.actor == q.actor)
+        if q.action:
+            if q.action.endswith("*") or q.action.endswith("."):
+                stmt = stmt.where(AuditRow.action.startswith(q.action.rstrip("*"), autoescape=True))
+            else:
+                stmt = stmt.where(AuditRow.action == q.action)
+        if q.outcome:
+            stmt = stmt.where(AuditRow.outcome == q.outcome)
+        if q.since:
+            stmt = stmt.where(AuditRow.at >= q.since)
+        if q.until:
+            stmt = stmt.where(AuditRow.at < q.until)
+        if q.lineage_id:
+            stmt = stmt.where(AuditRow.lineage_id == q.lineage_id)
+        if q.after_id is not None:
+            stmt = stmt.where(AuditRow.id > q.after_id)
+        with self.catalog.session() as s:
+            return [_row_dict(r) for r in s.scalars(stmt.limit(max(1, min(q.limit, 10_000))))]
+
+    def iter_all(self, q: AuditQuery, page: int = 1000) -> Iterator[dict]:
+        """Every matching entry, oldest first, read a page at a time."""
+        after = q.after_id
+        while True:
+            rows = self.query(AuditQuery(q.actor, q.action, q.outcome, q.since, q.until, q.lineage_id, after, page))
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["id"]
+
+    def export_jsonl(self, q: AuditQuery, out: IO[str]) -> int:
+        n = 0
+        for entry in self.iter_all(q):
+            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            n += 1
+        return n

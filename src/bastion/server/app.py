@@ -1,0 +1,218 @@
+"""``bastion serve``: one process with the HTTP API, the OpenAI-compatible API and the web UI."""
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from bastion import __version__
+from bastion.accounts import Accounts
+from bastion.audit import AuditLog
+from bastion.server import problems
+from bastion.server.auth import Authenticator
+from bastion.server.jobs import SyncJobs
+from bastion.server.problems import Problem, problem_body
+
+log = logging.getLogger("bastion.server")
+UI_DIR = Path(__file__).parent / "ui"
+UPLOAD_PATH_SUFFIX = "/documents"
+
+
+class BastionServer:
+    """What the routes share: the workspace, accounts, audit log, job runner, metrics."""
+
+    def __init__(self, ws):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.ws = ws
+        a = ws.config.auth
+        self.accounts = Accounts(ws.catalog, max_failures=a.max_failed_logins, lockout_base_s=a.lockout_base_s,
+                                 lockout_max_s=a.lockout_max_s)
+        self.audit = AuditLog(ws.catalog)
+        self.auth = Authenticator(self)
+        self.jobs = SyncJobs(ws)
+        self.limiter = anyio.CapacityLimiter(ws.config.server.workers_threads)
+        self.started = time.time()
+        self.metrics = CollectorRegistry()
+        self.m_requests = Counter("bastion_http_requests", "HTTP requests", ["method", "route", "status"],
+                                  registry=self.metrics)
+        self.m_latency = Histogram("bastion_http_request_seconds", "HTTP request latency", ["route"],
+                                   buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60),
+                                   registry=self.metrics)
+        self.m_answers = Counter("bastion_answers", "Answers by decision", ["decision"], registry=self.metrics)
+        self.m_inflight = Gauge("bastion_http_inflight_requests", "Requests being served", registry=self.metrics)
+        Gauge("bastion_index_chunks", "Chunks in the index", registry=self.metrics).set_function(self._chunk_count)
+
+    def _chunk_count(self) -> float:
+        try:
+            return float(self.ws.store.count())
+        except Exception:  # metrics must not fail the scrape
+            return float("nan")
+
+    async def blocking(self, fn, *args, timeout: float | None = None, **kwargs):
+        """Run blocking work (catalog, index, model) in a worker thread, with the request timeout."""
+        limit = timeout or self.ws.config.server.request_timeout_s
+        try:
+            with anyio.fail_after(limit):
+                return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter,
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise Problem(504, "timeout", f"no result within server.request_timeout_s = {limit:g} s") from None
+
+
+class _BodyLimit:
+    """Refuse bodies over the limit with 413 before they are read whole (uploads have their own limit)."""
+
+    def __init__(self, app, json_limit: int, upload_limit: int):
+        self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["method"] == "POST" and scope["path"].startswith("/api/v1/sources/") and scope["path"].endswith(UPLOAD_PATH_SUFFIX)
+        limit = self.upload_limit if upload else self.json_limit
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            return await _send_problem(send, scope, 413, "too-large", f"request body of {declared} bytes is over the limit of {limit} bytes")
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge as exc:
+            await _send_problem(send, scope, 413, "too-large", f"request body is over the limit of {exc.args[0]} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_problem(send, scope, status: int, kind: str, detail: str) -> None:
+    import json
+
+    body = problem_body(status, kind, detail) | {"instance": scope["path"]}
+    raw = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(raw)).encode())]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+_SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+def create_app(ws) -> FastAPI:
+    """The ASGI app serving ``ws``. ``bastion serve`` runs it under uvicorn."""
+    server = BastionServer(ws)
+    cfg = ws.config.server
+    app = FastAPI(title="Bastion", version=__version__,
+                  description="Company knowledge behind a local LLM: access-controlled search and cited answers. "
+                              "Authenticate with `Authorization: Bearer <API key or OIDC token>`.",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
+    app.state.server = server
+    problems.install(app)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
+        start = time.perf_counter()
+        server.m_inflight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            server.m_inflight.dec()
+        route = request.scope.get("route")
+        name = getattr(route, "path", None) or ("/ui" if not request.url.path.startswith(("/api", "/v1")) else "unmatched")
+        server.m_requests.labels(request.method, name, str(response.status_code)).inc()
+        server.m_latency.labels(name).observe(time.perf_counter() - start)
+        response.headers["x-request-id"] = request.state.request_id
+        for k, v in _SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        if request.url.path.startswith(("/api/", "/v1/")):
+            response.headers.setdefault("cache-control", "no-store")
+        return response
+
+    from bastion.server import api_native, api_openai
+
+    app.include_router(api_native.router)
+    app.include_router(api_openai.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: catalog and index can be read")
+    async def readyz():
+        def check():
+            out = {}
+            try:
+                ws.catalog.schema_revision()
+                out["catalog"] = "ok"
+            except Exception:
+                out["catalog"] = "unavailable"
+            try:
+                ws.store.count()
+                out["index"] = "ok"
+            except Exception:
+                out["index"] = "unavailable"
+            return out
+
+        checks = await server.blocking(check, timeout=10)
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not-ready", "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (admin, or public when server.metrics_public)",
+             response_class=PlainTextResponse)
+    async def metrics(request: Request):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if not cfg.metrics_public:
+            from bastion.server.auth import require
+
+            ctx = await require("admin", "metrics")(request)
+            await ctx.audit_async()
+        return Response(generate_latest(server.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    if UI_DIR.is_dir() and (UI_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    if cfg.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"], allow_headers=["authorization", "content-type"])
+    app.add_middleware(_BodyLimit, json_limit=cfg.max_request_kb * 1024,
+                       upload_limit=int(ws.config.ingest.max_file_mb * 2**20) + 64 * 1024)
+    return app
+
+
+def serve(ws, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    cfg = ws.config.server
+    uvicorn.run(create_app(ws), host=host or cfg.host, port=port or cfg.port, log_level="info",
+                timeout_keep_alive=5, limit_concurrency=1024, server_header=False)

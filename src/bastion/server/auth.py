@@ -1,0 +1,237 @@
+"""Who is calling: API keys, OIDC/JWT bearer tokens and web sessions, then roles.
+
+The principal comes only from the credential. Every route declares the least role it needs
+with ``Depends(require("member", "search"))``; the returned :class:`Ctx` writes the route's
+audit entry.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from fastapi import Request
+
+from bastion.accounts import KEY_PREFIX, ROLES, role_rank
+from bastion.core.config import JwtConfig
+from bastion.core.errors import AccessError, ConfigError
+from bastion.core.types import Principal
+from bastion.server.problems import Problem
+
+SESSION_COOKIE = "bastion_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# reads a web UI repeats (polling) are audited for keys and tokens, not for every UI refresh
+QUIET_FOR_SESSIONS = {"me", "jobs.get", "jobs.list", "models.list", "sources.list"}
+
+
+@dataclass
+class Identity:
+    user_id: str
+    principal: Principal
+    role: str
+    via: str  # key | jwt | session
+    key_id: str | None = None
+    csrf: str | None = None
+    session_token: str | None = None
+
+    def at_least(self, role: str) -> bool:
+        return role_rank(self.role) >= role_rank(role)
+
+
+class JwtValidator:
+    """Validates bearer JWTs: signature against the JWKS, issuer, audience, expiry, allowed algorithms."""
+
+    def __init__(self, cfg: JwtConfig, home: Path):
+        import jwt
+
+        self.cfg, self._jwt = cfg, jwt
+        if cfg.jwks_file:
+            path = (home / cfg.jwks_file).resolve()
+            try:
+                self._jwks = jwt.PyJWKSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise ConfigError(f"auth.jwt.jwks_file {str(path)!r}: cannot read a JWKS from it ({exc})") from exc
+            self._client = None
+        elif cfg.jwks_url:
+            self._jwks, self._client = None, jwt.PyJWKClient(cfg.jwks_url, cache_keys=True, lifespan=300, timeout=10)
+        else:
+            raise ConfigError("auth.jwt needs jwks_file or jwks_url")
+
+    def _key(self, token: str):
+        jwt = self._jwt
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") not in self.cfg.algorithms:
+            raise jwt.InvalidAlgorithmError(f"algorithm {header.get('alg')!r} is not allowed")
+        if self._client is not None:
+            return self._client.get_signing_key_from_jwt(token).key
+        kid = header.get("kid")
+        keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+        if not keys:
+            raise jwt.InvalidTokenError(f"no key with kid {kid!r} in the JWKS")
+        return keys[0].key
+
+    def validate(self, token: str) -> dict:
+        """The token's claims; raises AccessError naming what is wrong."""
+        jwt = self._jwt
+        try:
+            return jwt.decode(token, self._key(token), algorithms=self.cfg.algorithms, audience=self.cfg.audience,
+                              issuer=self.cfg.issuer, leeway=self.cfg.leeway_s,
+                              options={"require": ["exp", "iss", "aud", self.cfg.user_claim]})
+        except jwt.ExpiredSignatureError:
+            raise AccessError("token expired") from None
+        except jwt.InvalidIssuerError:
+            raise AccessError("token issuer is not the configured one") from None
+        except jwt.InvalidAudienceError:
+            raise AccessError("token audience is not the configured one") from None
+        except jwt.PyJWTError as exc:
+            raise AccessError(f"invalid token: {exc}") from None
+
+
+def client_ip(request: Request, trusted: list[str]) -> str | None:
+    peer = request.client.host if request.client else None
+    fwd = request.headers.get("x-forwarded-for")
+    if fwd and peer and trusted:
+        try:
+            if any(ipaddress.ip_address(peer) in ipaddress.ip_network(t, strict=False) for t in trusted):
+                return fwd.split(",")[0].strip()[:100]
+        except ValueError:
+            pass
+    return peer
+
+
+class Authenticator:
+    def __init__(self, server):
+        self.server = server
+        ws = server.ws
+        self.jwt = JwtValidator(ws.config.auth.jwt, ws.home) if ws.config.auth.jwt else None
+
+    def _principal(self, user_id: str) -> Principal:
+        return self.server.ws.principal(user_id)
+
+    def identify(self, request: Request) -> Identity:
+        """Blocking (catalog reads): called in a worker thread."""
+        srv = self.server
+        header = request.headers.get("authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise self._refuse(request, "authorization header must be 'Bearer <API key or token>'", "auth")
+            if token.startswith(KEY_PREFIX):
+                info = srv.accounts.authenticate_key(token)
+                if info is None:
+                    raise self._refuse(request, "invalid API key", "auth.key")
+                if not info.active:
+                    why = "revoked" if info.revoked_at else "expired"
+                    raise self._refuse(request, f"API key {info.id} is {why}", "auth.key", actor=info.user_id)
+                try:
+                    principal = self._principal(info.user_id)
+                except AccessError:
+                    raise self._refuse(request, "the key's user no longer exists", "auth.key") from None
+                return Identity(info.user_id, principal, srv.accounts.role(info.user_id), "key", key_id=info.id)
+            if self.jwt is None:
+                raise self._refuse(request, "bearer token is not an API key and no JWT issuer is configured", "auth")
+            try:
+                claims = self.jwt.validate(token)
+            except AccessError as exc:
+                raise self._refuse(request, str(exc), "auth.jwt") from None
+            return self._jwt_identity(request, claims)
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            found = srv.accounts.session(token)
+            if found is None:
+                raise Problem(401, "unauthenticated", "session expired; log in again", headers={"WWW-Authenticate": "Bearer"})
+            user_id, csrf = found
+            try:
+                principal = self._principal(user_id)
+            except AccessError:
+                raise Problem(401, "unauthenticated", "the session's user no longer exists") from None
+            if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
+                raise Problem(403, "csrf", f"send the session's CSRF token in the {CSRF_HEADER} header")
+            return Identity(user_id, principal, srv.accounts.role(user_id), "session", csrf=csrf, session_token=token)
+        raise Problem(401, "unauthenticated", "send 'Authorization: Bearer <API key or token>' or log in",
+                      headers={"WWW-Authenticate": "Bearer"})
+
+    def _jwt_identity(self, request: Request, claims: dict) -> Identity:
+        cfg = self.jwt.cfg
+        user_id = claims.get(cfg.user_claim)
+        if not isinstance(user_id, str) or not user_id or len(user_id) > 200 or "," in user_id:
+            raise self._refuse(request, f"token claim {cfg.user_claim!r} is not a usable user id", "auth.jwt")
+        groups: set[str] = set()
+        raw = claims.get(cfg.groups_claim) if cfg.groups_claim else None
+        if isinstance(raw, str):
+            raw = raw.split(",")
+        if isinstance(raw, list):
+            groups = {g.strip() for g in raw if isinstance(g, str) and g.strip() and "," not in g}
+        role = "member"
+        try:
+            known = self._principal(user_id)
+            groups |= set(known.groups)
+            role = self.server.accounts.role(user_id)
+        except AccessError:
+            pass
+        if cfg.role_claim and claims.get(cfg.role_claim) in ROLES:
+            role = claims[cfg.role_claim]
+        return Identity(user_id, Principal(user_id, frozenset(groups)), role, "jwt")
+
+    def _refuse(self, request: Request, detail: str, action: str, actor: str | None = None) -> Problem:
+        self.server.audit.record(actor=actor, via="bearer", action=action, outcome="denied", detail={"reason": detail},
+                                 ip=client_ip(request, self.server.ws.config.server.trusted_proxies),
+                                 request_id=getattr(request.state, "request_id", None), target=request.url.path)
+        return Problem(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass
+class Ctx:
+    """The authenticated caller of one request, and that request's audit entry."""
+
+    identity: Identity
+    request: Request
+    action: str
+    server: object
+    audited: bool = False
+    target: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def principal(self) -> Principal:
+        return self.identity.principal
+
+    def audit(self, outcome: str = "ok", *, target: str | None = None, lineage_id: str | None = None,
+              detail: dict | None = None, action: str | None = None) -> None:
+        """Write this request's audit entry (blocking). Raises when it cannot be written: the request fails."""
+        ident = self.identity
+        if ident.via == "session" and (action or self.action) in QUIET_FOR_SESSIONS and outcome == "ok":
+            self.audited = True
+            return
+        extra = {"key_id": ident.key_id} if ident.key_id else {}
+        self.server.audit.record(actor=ident.user_id, via=ident.via, action=action or self.action, outcome=outcome,
+                                 target=target if target is not None else self.target,
+                                 ip=client_ip(self.request, self.server.ws.config.server.trusted_proxies),
+                                 lineage_id=lineage_id, request_id=getattr(self.request.state, "request_id", None),
+                                 detail={**extra, "role": ident.role, **self.detail, **(detail or {})})
+        self.audited = True
+
+    async def audit_async(self, outcome: str = "ok", **kw) -> None:
+        await anyio.to_thread.run_sync(lambda: self.audit(outcome, **kw))
+
+
+def require(role: str, action: str):
+    """A FastAPI dependency: authenticate, check the role, hand the route its :class:`Ctx`."""
+    if role not in ROLES:
+        raise ValueError(role)
+
+    async def dependency(request: Request) -> Ctx:
+        server = request.app.state.server
+        identity = await server.blocking(server.auth.identify, request)
+        ctx = Ctx(identity, request, action, server)
+        request.state.ctx = ctx
+        if not identity.at_least(role):
+            raise Problem(403, "forbidden", f"this needs the {role} role; {identity.user_id} is {identity.role}")
+        return ctx
+
+    dependency.__name__ = f"require_{role}"
+    return dependency

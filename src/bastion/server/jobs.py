@@ -1,0 +1,110 @@
+"""Background sync jobs: one at a time, in a worker thread, with progress kept in the catalog."""
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+
+from sqlalchemy import select, update
+
+from bastion.catalog.models import SyncJobRow, utcnow
+
+log = logging.getLogger("bastion.server.jobs")
+
+
+def job_dict(r: SyncJobRow) -> dict:
+    iso = lambda t: t.isoformat() + "Z" if t else None  # noqa: E731
+    return {"id": r.id, "source": r.source, "status": r.status, "started_by": r.started_by,
+            "created_at": iso(r.created_at), "finished_at": iso(r.finished_at), "progress": r.progress or {},
+            "report": r.report, "error": r.error}
+
+
+class SyncJobs:
+    """Queue syncs started over the API and run them one after another."""
+
+    def __init__(self, ws, flush_every_s: float = 0.5):
+        self.ws, self.flush_every_s = ws, flush_every_s
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        with ws.catalog.session() as s:  # a previous server process died with these unfinished
+            s.execute(update(SyncJobRow).where(SyncJobRow.status.in_(["queued", "running"]))
+                      .values(status="interrupted", finished_at=utcnow(), error="the server stopped before it finished"))
+
+    def start(self, source: str | None, user_id: str) -> dict:
+        if source is not None:
+            self.ws.sources.get(source)
+        job_id = secrets.token_hex(8)
+        with self.ws.catalog.session() as s:
+            row = SyncJobRow(id=job_id, source=source, status="queued", started_by=user_id, progress={})
+            s.add(row)
+        self._queue.put(job_id)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="bastion-sync", daemon=True)
+            self._thread.start()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict | None:
+        with self.ws.catalog.session() as s:
+            row = s.get(SyncJobRow, job_id)
+            return job_dict(row) if row else None
+
+    def list(self, limit: int = 50) -> list[dict]:
+        with self.ws.catalog.session() as s:
+            return [job_dict(r) for r in s.scalars(select(SyncJobRow).order_by(SyncJobRow.created_at.desc()).limit(limit))]
+
+    def wait(self, job_id: str, timeout: float = 600) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(job_id)
+            if job and job["status"] not in ("queued", "running"):
+                return job
+            time.sleep(0.1)
+        raise TimeoutError(f"sync job {job_id} still running after {timeout}s")
+
+    def _set(self, job_id: str, **values) -> None:
+        with self.ws.catalog.session() as s:
+            s.execute(update(SyncJobRow).where(SyncJobRow.id == job_id).values(**values))
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job_id = self._queue.get(timeout=5)
+            except queue.Empty:
+                return
+            self._run(job_id)
+
+    def _run(self, job_id: str) -> None:
+        job = self.get(job_id)
+        progress: dict = {"documents_total": None, "documents_done": 0, "chunks_embedded": 0, "stage": "scan"}
+        last = [0.0]
+
+        def on_progress(stage: str, advance: int, total: int | None) -> None:
+            if stage == "scan":
+                if total is not None:
+                    progress["documents_total"] = (progress["documents_total"] or 0) + total
+                progress["documents_done"] += advance
+            elif stage == "embed":
+                progress["chunks_embedded"] += advance
+            progress["stage"] = stage
+            now = time.monotonic()
+            if now - last[0] >= self.flush_every_s:
+                last[0] = now
+                self._set(job_id, progress=dict(progress))
+
+        self._set(job_id, status="running")
+        try:
+            reports = self.ws.sync(job["source"], progress=on_progress)
+        except Exception as exc:  # a failed job is reported, the server goes on
+            log.exception("sync job %s failed", job_id)
+            self._set(job_id, status="failed", finished_at=utcnow(), progress=dict(progress), error=str(exc))
+            return
+        from bastion.ingest.report import SyncReport
+
+        total = SyncReport(source=job["source"] or "*")
+        for r in reports:
+            total.merge(r)
+        progress["stage"] = "done"
+        self._set(job_id, status="completed", finished_at=utcnow(), progress=dict(progress),
+                  report=total.to_dict() | {"sources": [r.to_dict() for r in reports]})
