@@ -110,9 +110,12 @@ class EmbeddingBody(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=200)]
     input: Annotated[str, Field(max_length=MAX_EMBED_CHARS)] | list[Annotated[str, Field(max_length=MAX_EMBED_CHARS)]]
     encoding_format: Literal["float", "base64"] = "float"
+    # extension: e5-style models embed queries and passages differently; OpenAI clients send neither
+    input_type: Literal["passage", "query"] = "passage"
 
 
-@router.post("/embeddings", summary="Embed text with the workspace's embedder (model: its id, or 'default')")
+@router.post("/embeddings", summary="Embed text with the workspace's embedder (model: its id, or 'default'); "
+             "input_type 'query' embeds search queries")
 async def embeddings(body: EmbeddingBody, ctx: Ctx = Depends(require("member", "embeddings"))):
     server = ctx.server
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -123,7 +126,10 @@ async def embeddings(body: EmbeddingBody, ctx: Ctx = Depends(require("member", "
         emb = server.ws.embedder
         if body.model not in (emb.id, "default"):
             raise Problem(404, "not-found", f"unknown embedding model {body.model!r}; use {emb.id!r} or 'default'")
-        vectors = np.asarray(emb.embed(texts), dtype=np.float32)
+        if body.input_type == "query":
+            vectors = np.stack([np.asarray(emb.embed_query(t), dtype=np.float32) for t in texts])
+        else:
+            vectors = np.asarray(emb.embed_passages(texts), dtype=np.float32)
         tokens = sum(emb.count_tokens(t) for t in texts)
         ctx.audit(detail={"inputs": len(texts)})
         return emb.id, vectors, tokens

@@ -208,12 +208,23 @@ class Ctx:
             self.audited = True
             return
         extra = {"key_id": ident.key_id} if ident.key_id else {}
+        try:
+            self._record(ident, outcome, target, lineage_id, detail, action, extra)
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("bastion.server").exception("audit write failed")
+            self.audited = True  # do not try again for the failure response
+            raise Problem(503, "audit-unavailable", "the audit log cannot be written, so the request was not "
+                                                    "carried out; try again later") from exc
+        self.audited = True
+
+    def _record(self, ident, outcome, target, lineage_id, detail, action, extra) -> None:
         self.server.audit.record(actor=ident.user_id, via=ident.via, action=action or self.action, outcome=outcome,
                                  target=target if target is not None else self.target,
                                  ip=client_ip(self.request, self.server.ws.config.server.trusted_proxies),
                                  lineage_id=lineage_id, request_id=getattr(self.request.state, "request_id", None),
                                  detail={**extra, "role": ident.role, **self.detail, **(detail or {})})
-        self.audited = True
 
     async def audit_async(self, outcome: str = "ok", **kw) -> None:
         await anyio.to_thread.run_sync(lambda: self.audit(outcome, **kw))
