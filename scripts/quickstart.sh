@@ -36,3 +36,30 @@ $B ask "What was the Q3 2026 revenue?" --as alice --no-stream
 echo
 echo "== bob asks the same (he may not read finance documents) =="
 $B ask "What was the Q3 2026 revenue?" --as bob --no-stream
+echo
+echo "== the server: HTTP API, OpenAI-compatible API and web UI in one process =="
+$B user add admin --groups it --role admin
+PORT=${BASTION_PORT:-8900}
+$B serve --port "$PORT" > "$BASTION_HOME/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+ALICE_KEY=$($B key create --user alice --name quickstart --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+BOB_KEY=$($B key create --user bob --name quickstart --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+echo "alice's key answers through the OpenAI-compatible API (citations in the 'bastion' field):"
+curl -fsS "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $ALICE_KEY" \
+  -H 'Content-Type: application/json' \
+  -d '{"model": "bastion", "messages": [{"role": "user", "content": "What was the Q3 2026 revenue?"}]}' \
+  | .venv/bin/python -c 'import json,sys; r=json.load(sys.stdin); print(r["choices"][0]["message"]["content"]); print("cited:", [c["path"] for c in r["bastion"]["citations"]])'
+echo "bob's key, same question:"
+curl -fsS "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $BOB_KEY" \
+  -H 'Content-Type: application/json' \
+  -d '{"model": "bastion", "messages": [{"role": "user", "content": "What was the Q3 2026 revenue?"}]}' \
+  | .venv/bin/python -c 'import json,sys; r=json.load(sys.stdin); print(r["choices"][0]["message"]["content"]); print("cited:", [c["path"] for c in r["bastion"]["citations"]])'
+echo "without a key:"
+curl -sS -o /dev/null -w "HTTP %{http_code}\n" "http://127.0.0.1:$PORT/api/v1/search" -H 'Content-Type: application/json' -d '{"query": "revenue"}'
+echo "the audit log records every read:"
+$B audit list --limit 5
+kill $SERVER; wait $SERVER 2>/dev/null || true
+echo
+echo "Run the server yourself: set a password with \`$B user passwd admin\`, then \`$B serve\` and open http://127.0.0.1:$PORT/"
