@@ -138,7 +138,7 @@
     stopJobPolling();
     $("whoami").hidden = true;
     $("nav").hidden = true;
-    resetConversation();
+    newConversation();
   }
 
   function sessionExpired(detail) {
@@ -225,22 +225,14 @@
   }
 
   // -- chat ---------------------------------------------------------------------------------------
-  function resetConversation() {
-    const conv = $("conversation");
-    clear(conv).append($("chat-empty") || el("p", { id: "chat-empty", class: "muted chat-empty" }));
-    $("chat-empty").hidden = false;
-    state.history = [];
-    closePassage();
-  }
-
   function newConversation() {
     if (state.asking) state.asking.abort();
-    const empty = $("chat-empty");
+    const empty = $("chat-empty"); // keep the hint: it is the conversation's only permanent child
     clear($("conversation")).append(empty);
     empty.hidden = false;
     state.history = [];
     closePassage();
-    $("question").focus();
+    if (state.user && !$("view-chat").hidden) $("question").focus();
   }
 
   function setAsking(ctrl) {
@@ -418,10 +410,24 @@
     if (last < answer.length) node.append(document.createTextNode(answer.slice(last)));
   }
 
+  /** A thumb icon as inline SVG (no emoji font needed; SVG built in the DOM is fine under the CSP). */
+  function thumb(down) {
+    const NS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("class", down ? "icon icon-down" : "icon");
+    const path = document.createElementNS(NS, "path");
+    path.setAttribute("d", "M2 21h4V9H2v12zm20-11c0-1.1-.9-2-2-2h-6.3l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L13.17 1 "
+      + "6.59 7.59C6.22 7.95 6 8.45 6 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z");
+    svg.append(path);
+    return svg;
+  }
+
   function feedbackBar(lineageId) {
     const bar = el("div", { class: "feedback" });
-    const up = el("button", { type: "button", class: "btn btn-small", "aria-label": "Helpful", title: "Helpful", text: "👍 Helpful" });
-    const down = el("button", { type: "button", class: "btn btn-small", "aria-label": "Not helpful", title: "Not helpful", text: "👎 Not helpful" });
+    const up = el("button", { type: "button", class: "btn btn-small" }, thumb(false), "Helpful");
+    const down = el("button", { type: "button", class: "btn btn-small" }, thumb(true), "Not helpful");
     const status = el("span", { class: "feedback-label", text: "Was this answer useful?" });
     bar.append(status, up, down);
 
@@ -550,8 +556,8 @@
         const cfg = s.config || {};
         const where = cfg.path || cfg.url || cfg.table || "";
         tbody.append(el("tr", { dataset: { source: s.name } },
-          el("td", { text: s.name }), el("td", { text: s.kind }), el("td", { class: "mono", text: where }),
-          el("td", { text: fmtTime(s.created_at) }),
+          el("td", { text: s.name }), el("td", { text: s.kind }), el("td", { class: "mono wrap", text: where }),
+          el("td", { class: "nowrap", text: fmtTime(s.created_at) }),
           el("td", { class: "actions" }, el("button", {
             type: "button", class: "btn btn-small sync-now", text: "Sync now",
             on: { click: () => startSync(s.name) },
@@ -599,7 +605,7 @@
     const tbody = clear($("jobs-table").tBodies[0]);
     for (const j of jobs) {
       tbody.append(el("tr", { dataset: { job: j.id } },
-        el("td", { text: fmtTime(j.created_at) }), el("td", { text: j.source || "all sources" }),
+        el("td", { class: "nowrap", text: fmtTime(j.created_at) }), el("td", { text: j.source || "all sources" }),
         el("td", { text: j.started_by || "" }), el("td", null, statusBadge(j.status)),
         el("td", { text: jobProgressText(j) }), el("td", { text: jobResultText(j) })));
     }
@@ -747,8 +753,8 @@
       }
       tbody.append(el("tr", { dataset: { key: k.id } },
         el("td", { class: "mono", text: k.id }), el("td", { text: k.user }), el("td", { text: k.name || "" }),
-        el("td", { text: fmtTime(k.created_at) }), el("td", { text: fmtTime(k.expires_at) }),
-        el("td", { text: fmtTime(k.last_used_at) }),
+        el("td", { class: "nowrap", text: fmtTime(k.created_at) }), el("td", { class: "nowrap", text: fmtTime(k.expires_at) }),
+        el("td", { class: "nowrap", text: fmtTime(k.last_used_at) }),
         el("td", null, el("span", { class: k.active ? "badge badge-ok" : "badge badge-bad", text: stateText })), cell));
     }
     if (!keys.length) emptyRow(tbody, 8, "No API keys.");
@@ -840,10 +846,11 @@
       for (const e of d.entries) {
         const detail = e.detail && Object.keys(e.detail).length ? JSON.stringify(e.detail) : "";
         tbody.append(el("tr", { dataset: { id: String(e.id), action: e.action } },
-          el("td", { text: String(e.id) }), el("td", { text: fmtTime(e.at) }), el("td", { text: e.actor || "—" }),
-          el("td", { text: e.via || "" }), el("td", { class: "mono", text: e.action }), el("td", { text: e.target || "" }),
+          el("td", { class: "nowrap", text: String(e.id) }), el("td", { class: "nowrap", text: fmtTime(e.at) }),
+          el("td", { text: e.actor || "—" }), el("td", { class: "nowrap", text: e.via || "" }),
+          el("td", { class: "mono nowrap", text: e.action }), el("td", { class: "wrap", text: e.target || "" }),
           el("td", null, el("span", { class: e.outcome === "ok" ? "badge badge-ok" : "badge badge-bad", text: e.outcome })),
-          el("td", { class: "mono", text: e.ip || "" }),
+          el("td", { class: "mono nowrap", text: e.ip || "" }),
           el("td", { class: "detail", title: detail, text: detail.length > 240 ? `${detail.slice(0, 240)}…` : detail })));
       }
       if (d.entries.length) state.auditAfter = d.entries[d.entries.length - 1].id;
