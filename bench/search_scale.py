@@ -251,44 +251,52 @@ def _sync_batch(model: TopicModel, rng: np.random.Generator, b: int, size: int) 
 
 
 def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, size: int, seconds: float,
-                stop, started, times: list) -> None:
-    """replace_documents(50 new doc ids, 500 chunks) every ``period`` s for ``seconds`` s (or until ``stop``)."""
+                stop, started, times: list, optimize_every: int = 0) -> None:
+    """replace_documents(50 new doc ids, 500 chunks) every ``period`` s for ``seconds`` s (or until ``stop``);
+    with ``optimize_every``, optimize() after that many rows, as SyncPipeline does (index.optimize_every_chunks)."""
     rng = np.random.default_rng(seed)
-    b, deadline = 0, None
+    b, deadline, unindexed = 0, None, 0
     while not stop.is_set() and (deadline is None or time.perf_counter() < deadline):
         t0 = time.perf_counter()
         deadline = deadline or t0 + seconds
         doc_ids, chunks = _sync_batch(model, rng, b, size)
         store.replace_documents(doc_ids, chunks)
+        unindexed += len(chunks)
+        if optimize_every and unindexed >= optimize_every:
+            store.optimize()
+            unindexed = 0
         times.append(time.perf_counter() - t0)
         started.set()
         b += 1
         stop.wait(max(0.0, period - (time.perf_counter() - t0)))
 
 
-def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out) -> None:
+def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out,
+                    optimize_every: int = 0) -> None:
     store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)
     times: list[float] = []
-    _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times)
+    _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times, optimize_every)
     out.put(times)
 
 
 class Writer:
     """A sync running beside the queries: a thread with its own LanceStore, or a separate process."""
 
-    def __init__(self, kind: str, path: Path, model: TopicModel, seed: int, period: float, size: int, seconds: float):
+    def __init__(self, kind: str, path: Path, model: TopicModel, seed: int, period: float, size: int, seconds: float,
+                 optimize_every: int = 0):
         self.kind, self.times = kind, []
         if kind == "thread":
             self.stop, self.started = threading.Event(), threading.Event()
             store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)  # own connection, like a sync would
             self.worker = threading.Thread(target=_write_loop, daemon=True,
                                            args=(store, model, seed + 99, period, size, seconds, self.stop,
-                                                 self.started, self.times))
+                                                 self.started, self.times, optimize_every))
         else:
             ctx = mp.get_context("spawn")
             self.stop, self.started, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
             self.worker = ctx.Process(target=_writer_process, daemon=True,
-                                      args=(str(path), seed, period, size, seconds, self.stop, self.started, self.out))
+                                      args=(str(path), seed, period, size, seconds, self.stop, self.started, self.out,
+                                            optimize_every))
 
     def __enter__(self):
         self.worker.start()
@@ -477,7 +485,8 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
 
     before = store.count()
     idle, _ = phase()
-    with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds) as w:
+    with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds,
+                args.optimize_every) as w:
         t0 = time.perf_counter()
         busy, busy_rounds = phase(w.writing)
         busy_s = time.perf_counter() - t0
@@ -498,6 +507,7 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
                      "ratio_p95": b95 / p95})
     wt = w.times
     out = {"writer": args.writer, "batch": args.sync_batch, "period_s": args.sync_period, "busy_s": busy_s,
+           "optimize_every": args.optimize_every,
            "busy_queries": busy_rounds, "batches": len(wt), "rows_before": before, "rows_written": written,
            "write_p50_s": float(np.median(wt)), "write_max_s": float(np.max(wt)), "optimize_after_s": optimize_s,
            "rows": rows}
@@ -589,6 +599,8 @@ def main() -> None:
     ap.add_argument("--sync-batch", type=int, default=500, help="chunks per replace_documents while syncing")
     ap.add_argument("--sync-period", type=float, default=0.5, help="seconds between writer batches")
     ap.add_argument("--no-sync", action="store_true", help="skip the while-a-sync-writes measurement")
+    ap.add_argument("--optimize-every", type=int, default=0,
+                    help="the writer optimizes after this many rows, like index.optimize_every_chunks (0: never)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 

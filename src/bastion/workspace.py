@@ -131,7 +131,7 @@ class Workspace:
         c = self.config
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
         pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
-                                batch_chunks=c.ingest.batch_chunks)
+                                batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks)
         with self._sync_lock():
             return [pipeline.sync(row, self.sources.connector(row), progress) for row in sources]
 

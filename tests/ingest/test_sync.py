@@ -172,3 +172,24 @@ def test_rebuild_reindexes_everything_with_a_new_embedder(make_ws, tmp_path):
     assert paths_seen(other, "gloves lathe revenue", "alice") == {"a.md", "fin/q3.txt"}
     assert paths_seen(other, "gloves lathe revenue", "bob") == {"a.md"}
     assert other.sync()[0].documents_unchanged == 2
+
+
+def test_a_long_sync_folds_new_chunks_into_the_indexes_as_it_goes(make_ws, tmp_path):
+    """Index small and often: with optimize_every_chunks, the index is optimized during the sync, not only at its end."""
+    for i in range(12):
+        write(tmp_path / "docs" / f"d{i:02d}.md", f"# Doc {i}\n\n" + f"Paragraph about topic {i}. " * 20)
+    ws = make_ws()
+    ws.config.ingest.batch_chunks = 2
+    ws.config.index.optimize_every_chunks = 4
+    calls = []
+    original = ws.store.optimize
+    ws.store.optimize = lambda: (calls.append(ws.store.count()), original())[1]
+    report = ws.sync()[0]
+    assert report.documents_added == 12
+    assert len(calls) >= 3 and calls[0] < report.chunks_written  # at least one optimize before the last batch
+    assert {h.path for h in ws.search("topic 11", ws.principal("bob"))} >= {"d11.md"}
+    ws.config.index.optimize_every_chunks = 0
+    calls.clear()
+    write(tmp_path / "docs" / "d99.md", "# Doc 99\n\nlate addition.\n")
+    ws.sync()
+    assert len(calls) == 1  # only at the end

@@ -64,9 +64,9 @@ class SyncPipeline:
     """Sync sources into the index through the catalog."""
 
     def __init__(self, catalog: Catalog, store: ChunkStore, embedder: CachedEmbedder, chunker: Chunker,
-                 batch_chunks: int = 256):
+                 batch_chunks: int = 256, optimize_every: int = 0):
         self.catalog, self.store, self.embedder, self.chunker = catalog, store, embedder, chunker
-        self.batch_chunks = batch_chunks
+        self.batch_chunks, self.optimize_every = batch_chunks, optimize_every
 
     # -- entry point ---------------------------------------------------------------------
     def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None) -> SyncReport:
@@ -81,6 +81,7 @@ class SyncPipeline:
             known = self._known(source.id)
             pending: list[_Pending] = []
             seen: set[str] = set()
+            optimized_at = 0
             for item in items:
                 doc_id = doc_id_for(source.id, item.key)
                 seen.add(doc_id)
@@ -90,6 +91,10 @@ class SyncPipeline:
                     if sum(len(p.chunks) for p in pending) >= self.batch_chunks:
                         self._commit_batch(source, pending, report, progress)
                         pending = []
+                        # index small and often: queries during a long sync scan only a short unindexed tail
+                        if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
+                            self.store.optimize()
+                            optimized_at = report.chunks_written
                 progress("scan", 1, None)
             self._commit_batch(source, pending, report, progress)
             self._delete_missing(source, known, seen, report)
