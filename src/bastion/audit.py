@@ -29,8 +29,10 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     lineage_id: str | None = None
-    after_id: int | None = None  # for paging: entries with a larger id
+    after_id: int | None = None  # for paging forward: entries with a larger id
     limit: int = 100
+    before_id: int | None = None  # for paging backward: entries with a smaller id
+    newest_first: bool = False
 
 
 def _row_dict(r: AuditRow) -> dict:
@@ -67,7 +69,7 @@ class AuditLog:
             return row.id
 
     def query(self, q: AuditQuery) -> list[dict]:
-        stmt = select(AuditRow).order_by(AuditRow.id)
+        stmt = select(AuditRow).order_by(AuditRow.id.desc() if q.newest_first else AuditRow.id)
         if q.actor:
             stmt = stmt.where(AuditRow.actor == q.actor)
         if q.action:
@@ -85,6 +87,8 @@ class AuditLog:
             stmt = stmt.where(AuditRow.lineage_id == q.lineage_id)
         if q.after_id is not None:
             stmt = stmt.where(AuditRow.id > q.after_id)
+        if q.before_id is not None:
+            stmt = stmt.where(AuditRow.id < q.before_id)
         with self.catalog.session() as s:
             return [_row_dict(r) for r in s.scalars(stmt.limit(max(1, min(q.limit, 10_000))))]
 

@@ -26,6 +26,11 @@ def test_reads_changes_and_key_use_are_audited_with_who_what_outcome(client, ser
     assert {e["actor"] for e in only_alice} == {"alice"}
     by_lineage = client.get("/api/v1/audit", params={"lineage_id": ans["lineage_id"]}, headers=auth(served.keys["root"])).json()
     assert [e["action"] for e in by_lineage["entries"]] == ["ask"]
+    newest = client.get("/api/v1/audit", params={"order": "desc", "limit": 2}, headers=auth(served.keys["root"])).json()["entries"]
+    assert len(newest) == 2 and newest[0]["id"] > newest[1]["id"] >= max(e["id"] for e in entries)
+    older = client.get("/api/v1/audit", params={"order": "desc", "before_id": newest[-1]["id"]},
+                       headers=auth(served.keys["root"])).json()["entries"]
+    assert older and all(e["id"] < newest[-1]["id"] for e in older)
     users_prefix = client.get("/api/v1/audit", params={"action": "user.*"}, headers=auth(served.keys["root"])).json()["entries"]
     assert {e["action"] for e in users_prefix} == {"user.add"}
 

@@ -255,7 +255,7 @@ async def document(doc_id: Annotated[str, PathParam(max_length=64)], ctx: Ctx = 
 
 
 def _passage(r: dict) -> dict:
-    return {"chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "document": r.get("title") or r["path"],
+    return {"chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "document": r.get("document") or r["path"],
             "path": r["path"], "source": r["source"], "page": r.get("page"), "section": r.get("section"),
             "text": r["text"], "char_start": r.get("char_start"), "char_end": r.get("char_end"),
             "version_id": r.get("version_id")}
@@ -343,7 +343,7 @@ async def sources(ctx: Ctx = Depends(require("admin", "sources.list"))):
 
 class SourceBody(_Body):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    kind: Literal["folder", "sql"]
+    kind: Literal["folder", "filesystem", "sql"]  # "filesystem" is what GET /sources reports
     path: Annotated[str, Field(max_length=4096)] | None = None
     url: Annotated[str, Field(max_length=4096)] | None = None
     acl: Annotated[str, Field(max_length=4000)] = ""
@@ -365,7 +365,7 @@ async def add_source(body: SourceBody, ctx: Ctx = Depends(require("admin", "sour
 
     def run():
         ctx.target = body.name
-        if body.kind == "folder":
+        if body.kind in ("folder", "filesystem"):
             if not body.path:
                 raise ConfigError("a folder source needs 'path'")
             row = reg.add_folder(body.name, body.path, acl=body.acl, include=body.include, exclude=body.exclude,
@@ -627,9 +627,11 @@ async def revoke_key(key_id: Annotated[str, PathParam(max_length=64)], ctx: Ctx 
 
 
 # -- audit ------------------------------------------------------------------------------------------
-def _audit_query(actor, action, outcome, since, until, lineage_id, after_id, limit) -> AuditQuery:
+def _audit_query(actor, action, outcome, since, until, lineage_id, after_id, limit, before_id=None,
+                 newest_first=False) -> AuditQuery:
     return AuditQuery(actor=actor, action=action, outcome=outcome, since=_naive(since), until=_naive(until),
-                      lineage_id=lineage_id, after_id=after_id, limit=limit)
+                      lineage_id=lineage_id, after_id=after_id, limit=limit, before_id=before_id,
+                      newest_first=newest_first)
 
 
 def _naive(t: datetime | None) -> datetime | None:
@@ -640,7 +642,7 @@ def _naive(t: datetime | None) -> datetime | None:
     return t.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-@router.get("/audit", tags=["admin"], summary="Audit entries, oldest first, filtered")
+@router.get("/audit", tags=["admin"], summary="Audit entries, filtered; oldest first, or newest first with order=desc")
 async def audit(ctx: Ctx = Depends(require("admin", "audit.read")),
                 actor: Annotated[str | None, Query(max_length=200)] = None,
                 action: Annotated[str | None, Query(max_length=80)] = None,
@@ -648,9 +650,11 @@ async def audit(ctx: Ctx = Depends(require("admin", "audit.read")),
                 since: datetime | None = None, until: datetime | None = None,
                 lineage_id: Annotated[str | None, Query(max_length=64)] = None,
                 after_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                before_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                order: Literal["asc", "desc"] = "asc",
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     server = ctx.server
-    q = _audit_query(actor, action, outcome, since, until, lineage_id, after_id, limit)
+    q = _audit_query(actor, action, outcome, since, until, lineage_id, after_id, limit, before_id, order == "desc")
 
     def run():
         entries = server.audit.query(q)

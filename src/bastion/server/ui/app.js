@@ -823,17 +823,8 @@
     return { actor: f.actor.value.trim(), action: f.action.value.trim(), outcome: f.outcome.value, since };
   }
 
-  function localInputValue(d) {
-    const pad = (n) => String(n).padStart(2, "0");
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  }
-
   async function loadAudit(reset) {
     const f = $("audit-form");
-    if (reset && !f.dataset.ready) { // first visit: the last 24 hours (the API lists oldest first)
-      f.dataset.ready = "1";
-      f.since.value = localInputValue(new Date(Date.now() - 24 * 3600 * 1000));
-    }
     const filters = auditFilters();
     const limit = Math.max(1, Math.min(1000, Number(f.limit.value) || 200));
     $("audit-export").href = `${API}/audit/export${query(filters)}`;
@@ -841,7 +832,7 @@
     const tbody = $("audit-table").tBodies[0];
     if (reset) state.auditAfter = null;
     try {
-      const d = await api("GET", `/audit${query({ ...filters, limit, after_id: state.auditAfter })}`);
+      const d = await api("GET", `/audit${query({ ...filters, limit, order: "desc", before_id: state.auditAfter })}`);
       if (reset) clear(tbody);
       for (const e of d.entries) {
         const detail = e.detail && Object.keys(e.detail).length ? JSON.stringify(e.detail) : "";
@@ -856,7 +847,7 @@
       if (d.entries.length) state.auditAfter = d.entries[d.entries.length - 1].id;
       if (reset && !d.entries.length) emptyRow(tbody, 9, "No entries match.");
       const shown = tbody.querySelectorAll("tr:not(.empty-row)").length;
-      $("audit-count").textContent = `${shown} entr${shown === 1 ? "y" : "ies"}, oldest first.`;
+      $("audit-count").textContent = `${shown} entr${shown === 1 ? "y" : "ies"}, newest first.`;
       $("audit-more").hidden = d.entries.length < limit;
     } catch (err) {
       if (err.status !== 401) showError($("audit-error"), err.detail || String(err));
