@@ -50,7 +50,7 @@ async def login(body: LoginBody, request: Request, response: Response):
     def record(outcome: str, reason: str | None = None):
         server.audit.record(actor=body.username if result.user_id else None, via="password", action="login",
                             outcome=outcome, ip=ip, request_id=request.state.request_id,
-                            detail={"reason": reason} if reason else {"username": body.username[:200]} | {})
+                            detail={"username": body.username[:200]} | ({"reason": reason} if reason else {}))
 
     if not result.ok:
         await server.blocking(record, "denied", result.reason)
