@@ -28,3 +28,62 @@ def test_upgrade_from_empty_database_creates_all_tables(tmp_path):
         names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
     assert {"sources", "documents", "document_versions", "ingest_runs", "users", "groups", "memberships",
             "embedding_cache"} <= names
+
+
+def test_upgrading_a_workspace_from_0002_keeps_users_and_makes_them_members(tmp_path):
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+    cat.migrate("0002")
+    with cat.engine.begin() as conn:  # a workspace of the previous version, written with its schema
+        conn.execute(text("INSERT INTO users (id, created_at) VALUES ('alice', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO groups (name, created_at) VALUES ('finance', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO memberships (user_id, group_name) VALUES ('alice', 'finance')"))
+    cat.migrate()
+    assert cat.schema_revision() == cat.head_revision()
+    assert Directory(cat).principal("alice").groups == {"finance"}
+    from bastion.accounts import Accounts
+
+    assert Accounts(cat).role("alice") == "member"
+    with cat.engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert {"accounts", "api_keys", "web_sessions", "audit_log", "feedback", "sync_jobs"} <= names
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.services
+def test_the_catalog_migrates_on_postgresql_and_keeps_audit_and_lineage_append_only():
+    """The same migrations on the real PostgreSQL server, in a database of its own that is dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from bastion.audit import AuditLog, AuditQuery
+
+    name = f"bastion_catalog_{uuid.uuid4().hex[:8]}"
+    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        cat = Catalog.open(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        assert cat.schema_revision() == cat.head_revision()
+        Directory(cat).add_user("alice", groups=["finance"], role="editor")
+        log = AuditLog(cat)
+        log.record(actor="alice", via="key", action="search", outcome="ok", target="q3")
+        assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
+        for stmt in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
+            with pytest.raises(Exception, match="append-only"):
+                with cat.engine.begin() as conn:
+                    conn.execute(text(stmt))
+        assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
+        with cat.engine.connect() as conn:
+            triggers = {r[0] for r in conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))}
+        assert {"audit_log_no_change", "answer_lineage_no_change"} <= triggers
+        from bastion.accounts import Accounts
+
+        assert Accounts(cat).role("alice") == "editor"
+        cat.close()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
