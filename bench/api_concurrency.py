@@ -3,7 +3,8 @@
 The product path end to end: a real ``bastion serve`` process (uvicorn, FastAPI, API-key auth,
 the audit write of every request, hybrid search with the ACL filter, the bundled e5 embedder),
 and clients in this process over loopback HTTP. Each client is closed-loop (sends its next
-search when the previous one answers), optionally with a think time between searches.
+search when the previous one answers: the saturation case), or, with ``--think``, like users who
+wait a random (exponential) time between searches.
 
 1. A workspace with the example corpus synced (the "docs" source) and a second folder source
    ("bulk") of SQuAD / CMRC paragraphs written as files, not yet synced.
@@ -76,6 +77,9 @@ async def load(base: str, keys: list[str], questions: list[str], clients: int, s
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
         async def client(i: int) -> None:
             n = i
+            rng = random.Random(i)
+            if think_s:  # users do not start in step: spread the first searches over one think time
+                await asyncio.sleep(rng.uniform(0, think_s))
             while not stop():
                 q = questions[n % len(questions)]
                 n += clients
@@ -89,8 +93,8 @@ async def load(base: str, keys: list[str], questions: list[str], clients: int, s
                         latencies.append((time.perf_counter() - t0) * 1000)
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                if think_s:
-                    await asyncio.sleep(think_s)
+                if think_s:  # exponential think times: arrivals like independent users, not a drumbeat
+                    await asyncio.sleep(rng.expovariate(1 / think_s))
 
         start = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
@@ -106,7 +110,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--paragraphs", type=int, default=400, help="English paragraphs in the bulk source (and 2x Chinese)")
     ap.add_argument("--seconds", type=float, default=30, help="length of the idle phase")
-    ap.add_argument("--think", type=float, default=0.0, help="seconds each client waits between searches")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="mean seconds each client waits between searches (exponential; 0: closed loop)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)

@@ -33,6 +33,7 @@ from bastion.core.errors import AccessError, AuthError
 ROLES = ("member", "editor", "admin")
 KEY_PREFIX = "bst_"
 MIN_PASSWORD = 10
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -206,7 +207,7 @@ class Accounts:
         if not isinstance(key, str) or not key.startswith(KEY_PREFIX) or len(key) > 200:
             return None
         key_id, _, secret = key[len(KEY_PREFIX):].partition("_")
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or not hmac.compare_digest(row.secret_hash, _sha256(secret)):
                 return None
@@ -214,7 +215,9 @@ class Accounts:
                            row.revoked_at, row.last_used_at)
             if not info.active:
                 return info  # the caller refuses it, naming why
-            row.last_used_at = utcnow()
+            now = utcnow()
+            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                row.last_used_at = now  # to the minute: a catalog write per request would cost every search
             return info
 
     # -- web sessions ------------------------------------------------------------------------

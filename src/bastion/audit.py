@@ -61,7 +61,7 @@ class AuditLog:
             raise ValueError(f"audit outcome {outcome!r} not in {OUTCOMES}")
         if target is not None and len(target) > _MAX_TARGET:
             target = target[:_MAX_TARGET] + "…"
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             row = AuditRow(actor=actor, via=via, ip=ip, action=action, target=target, outcome=outcome,
                            lineage_id=lineage_id, request_id=request_id, detail=detail or {})
             s.add(row)

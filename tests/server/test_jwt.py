@@ -121,3 +121,42 @@ def test_config_refuses_unsafe_algorithms():
         with pytest.raises(ValueError):
             JwtConfig(jwks_file="j.json", issuer=ISS, audience=AUD, algorithms=algs)
     assert JwtConfig(jwks_file="j.json", issuer=ISS, audience=AUD).algorithms == ["RS256"]
+
+
+def test_keys_can_come_from_a_jwks_url(served):
+    """jwks_url: the signing keys are fetched from the identity provider over HTTP (a real local server)."""
+    import http.server
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from bastion.core.config import JwtConfig
+    from bastion.server import create_app
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = json.dumps({"keys": [json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())) | {"kid": "u1"}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args):
+            pass
+
+    idp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    try:
+        served.ws.config.auth.jwt = JwtConfig(jwks_url=f"http://127.0.0.1:{idp.server_port}/jwks.json", issuer=ISS,
+                                              audience=AUD)
+        with TestClient(create_app(served.ws)) as client:
+            good = jwt.encode({"sub": "dana", "iss": ISS, "aud": AUD, "exp": int(time.time()) + 60}, key,
+                              algorithm="RS256", headers={"kid": "u1"})
+            assert client.get("/api/v1/auth/me", headers=auth(good)).json()["user"] == "dana"
+            unknown_kid = jwt.encode({"sub": "dana", "iss": ISS, "aud": AUD, "exp": int(time.time()) + 60}, key,
+                                     algorithm="RS256", headers={"kid": "nope"})
+            assert client.get("/api/v1/auth/me", headers=auth(unknown_kid)).status_code == 401
+    finally:
+        idp.shutdown()

@@ -184,6 +184,8 @@ class ServerConfig(_Strict):
     metrics_public: bool = False  # true: /metrics without a credential (e.g. a scrape-only network)
     trusted_proxies: list[str] = []  # X-Forwarded-For is believed only from these addresses
     workers_threads: int = Field(16, ge=1, le=256)
+    # background syncs run at this nice value (0-19), so searches keep the CPU (docs/benchmarks.md)
+    sync_nice: int = Field(10, ge=0, le=19)
 
 
 class AssistantConfig(_Strict):

@@ -50,7 +50,7 @@ class CachedEmbedder:
         for i in range(0, len(todo), self.batch_size):
             batch = todo[i : i + self.batch_size]
             vecs = self.embedder.embed_passages([t for _, t in batch])
-            with self.catalog.session() as s:
+            with self.catalog.session(write=True) as s:
                 for (h, _), v in zip(batch, vecs):
                     s.merge(EmbeddingCacheRow(embedder_id=self.embedder.id, text_hash=h, vector=v.astype(np.float32).tobytes()))
             for (h, _), v in zip(batch, vecs):

@@ -347,11 +347,11 @@ class Answerer:
     def _cache_put(self, key: str, ans: Answer) -> None:
         d = ans.to_dict()
         d.pop("timings_ms", None)
-        with self.ws.catalog.session() as s:
+        with self.ws.catalog.session(write=True) as s:
             s.merge(AnswerCacheRow(key=key, answer=d))
 
     def _write_lineage(self, ans: Answer, principal: Principal, record: dict) -> None:
-        with self.ws.catalog.session() as s:
+        with self.ws.catalog.session(write=True) as s:
             s.add(LineageRow(id=ans.lineage_id, user_id=principal.user_id, principal=sorted(principal.labels()),
                              question=ans.question, rewritten_question=ans.rewritten_question, mode=ans.mode,
                              decision=ans.decision, reason=ans.reason,

@@ -110,7 +110,7 @@ class SyncPipeline:
 
     # -- runs ----------------------------------------------------------------------------
     def _start_run(self, source: str) -> int:
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             s.execute(update(IngestRunRow).where(IngestRunRow.status == "running",
                                                  IngestRunRow.source == source).values(status="interrupted"))
             run = IngestRunRow(source=source, status="running", embedder_id=self.embedder.embedder.id, counts={}, errors=[])
@@ -121,7 +121,7 @@ class SyncPipeline:
     def _finish_run(self, report: SyncReport, status: str, started: float, reason: str | None = None) -> None:
         report.seconds = round(time.perf_counter() - started, 3)
         errors = report.errors + ([{"file": None, "reason": reason}] if reason else [])
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             s.execute(update(IngestRunRow).where(IngestRunRow.id == report.run_id).values(
                 status=status, finished_at=utcnow(), counts=report.counts(), errors=errors))
         log("sync.finished", status=status, **report.counts())
@@ -177,7 +177,7 @@ class SyncPipeline:
                         item.title or parsed.title, kind, parsed.parser, pages)
 
     def _touch(self, doc_id: str, item: SourceItem) -> None:
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(seen_mtime=item.mtime, seen_size=item.size))
 
     def _record_failure(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content_hash: str | None,
@@ -187,7 +187,7 @@ class SyncPipeline:
         report.error(item.key, reason)
         if acl_problem and doc is not None and doc.current_version_id:
             self.store.replace_documents([doc_id], [])
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
                 row = DocumentRow(id=doc_id, source_id=source_id, key=item.key, uri=item.uri, acl=[])
@@ -207,7 +207,7 @@ class SyncPipeline:
     def _commit_batch(self, source: SourceRow, batch: list[_Pending], report: SyncReport, progress: Progress) -> None:
         if not batch:
             return
-        with self.catalog.session() as s:  # 1. intent
+        with self.catalog.session(write=True) as s:  # 1. intent
             for p in batch:
                 row = s.get(DocumentRow, p.doc_id)
                 if row is None:
@@ -228,7 +228,7 @@ class SyncPipeline:
                     char_end=c.char_end, acl=tuple(sorted(p.item.acl)), vector=vectors[i]))
                 i += 1
         self.store.replace_documents([p.doc_id for p in batch], rows)  # 3. one atomic commit
-        with self.catalog.session() as s:  # 4. done
+        with self.catalog.session(write=True) as s:  # 4. done
             for p in batch:
                 row = s.get(DocumentRow, p.doc_id)
                 if row.current_version_id and row.current_version_id != p.version_id:
@@ -248,7 +248,7 @@ class SyncPipeline:
         if not gone:
             return
         self.store.replace_documents(gone, [])
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:
             s.execute(update(DocumentRow).where(DocumentRow.id.in_(gone)).values(status="deleted", current_version_id=None))
             s.execute(update(DocumentVersionRow).where(DocumentVersionRow.document_id.in_(gone),
                                                        DocumentVersionRow.status.in_(["indexed", "pending"]))

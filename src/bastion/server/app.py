@@ -37,7 +37,7 @@ class BastionServer:
                                  lockout_max_s=a.lockout_max_s)
         self.audit = AuditLog(ws.catalog)
         self.auth = Authenticator(self)
-        self.jobs = SyncJobs(ws)
+        self.jobs = SyncJobs(ws, nice=ws.config.server.sync_nice)
         self.limiter = anyio.CapacityLimiter(ws.config.server.workers_threads)
         self.started = time.time()
         self.metrics = CollectorRegistry()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -24,8 +25,8 @@ def job_dict(r: SyncJobRow) -> dict:
 class SyncJobs:
     """Queue syncs started over the API and run them one after another."""
 
-    def __init__(self, ws, flush_every_s: float = 0.5):
-        self.ws, self.flush_every_s = ws, flush_every_s
+    def __init__(self, ws, flush_every_s: float = 0.5, nice: int = 0):
+        self.ws, self.flush_every_s, self.nice = ws, flush_every_s, nice
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         with ws.catalog.session() as s:  # a previous server process died with these unfinished
@@ -68,6 +69,13 @@ class SyncJobs:
             s.execute(update(SyncJobRow).where(SyncJobRow.id == job_id).values(**values))
 
     def _work(self) -> None:
+        if self.nice:
+            # Linux schedules threads, and threads this one starts (the embedder's OpenMP team) inherit
+            # its nice value: searches keep the CPU while a background sync takes what is left
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (OSError, AttributeError):
+                log.warning("could not lower the sync thread's priority")
         while True:
             try:
                 job_id = self._queue.get(timeout=5)
