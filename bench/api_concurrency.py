@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-sync", action="store_true", help="only the idle phase")
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bastion-api-bench-"))
@@ -161,6 +162,9 @@ def main() -> None:
         idle = asyncio.run(load(base, users, questions, args.clients, lambda: time.perf_counter() > t_end, args.think))
         print(f"  {idle}", flush=True)
 
+        if args.no_sync:
+            print(json.dumps({"clients": args.clients, "think_s": args.think, "idle": idle}))
+            return
         admin = {"Authorization": f"Bearer {keys['root']}"}
         job = httpx.post(f"{base}/api/v1/sync", json={"source": "bulk"}, headers=admin, timeout=30).json()
         print(f"sync of {len(paragraphs)} files (job {job['id']}) with {args.clients} clients searching ...", flush=True)

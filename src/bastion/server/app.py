@@ -102,6 +102,44 @@ class _BodyLimit:
             await _send_problem(send, scope, 413, "too-large", f"request body is over the limit of {exc.args[0]} bytes")
 
 
+class _Observe:
+    """Request id, metrics and security headers, as plain ASGI (no per-request task or body copy)."""
+
+    def __init__(self, app, server: BastionServer):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"")[:64].decode("latin-1") or secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        path, api = scope["path"], scope["path"].startswith(("/api/", "/v1/"))
+        start, status = time.perf_counter(), [500]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                extra = [(b"x-request-id", rid.encode("latin-1"))]
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra += [(k.encode(), v.encode()) for k, v in _SECURITY_HEADERS.items() if k.encode() not in present]
+                if api and b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        srv = self.server
+        srv.m_inflight.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            srv.m_inflight.dec()
+            route = scope.get("route")
+            name = getattr(route, "path", None) or ("unmatched" if path.startswith(("/api", "/v1")) else "/ui")
+            srv.m_requests.labels(scope["method"], name, str(status[0])).inc()
+            srv.m_latency.labels(name).observe(time.perf_counter() - start)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -135,26 +173,6 @@ def create_app(ws) -> FastAPI:
                   docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
     problems.install(app)
-
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        request.state.request_id = request.headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
-        start = time.perf_counter()
-        server.m_inflight.inc()
-        try:
-            response = await call_next(request)
-        finally:
-            server.m_inflight.dec()
-        route = request.scope.get("route")
-        name = getattr(route, "path", None) or ("/ui" if not request.url.path.startswith(("/api", "/v1")) else "unmatched")
-        server.m_requests.labels(request.method, name, str(response.status_code)).inc()
-        server.m_latency.labels(name).observe(time.perf_counter() - start)
-        response.headers["x-request-id"] = request.state.request_id
-        for k, v in _SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.url.path.startswith(("/api/", "/v1/")):
-            response.headers.setdefault("cache-control", "no-store")
-        return response
 
     from bastion.server import api_native, api_openai
 
@@ -207,6 +225,7 @@ def create_app(ws) -> FastAPI:
                            allow_methods=["GET", "POST", "PATCH", "DELETE"], allow_headers=["authorization", "content-type"])
     app.add_middleware(_BodyLimit, json_limit=cfg.max_request_kb * 1024,
                        upload_limit=int(ws.config.ingest.max_file_mb * 2**20) + 64 * 1024)
+    app.add_middleware(_Observe, server=server)
     return app
 
 
