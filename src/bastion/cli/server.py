@@ -23,6 +23,11 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
     def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: server.host).")] = None,
               port: Annotated[Optional[int], typer.Option(help="Port (default: server.port).")] = None) -> None:
         """Run the HTTP API, the OpenAI-compatible API and the web UI in one process."""
+        import os
+
+        # many requests share the cores: idle OpenMP threads should sleep, not spin (measured in
+        # docs/benchmarks.md); set before the embedder's OpenMP runtime starts
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from bastion.server import serve as run
 
         with friendly_errors():

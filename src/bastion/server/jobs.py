@@ -72,8 +72,12 @@ class SyncJobs:
         if self.nice:
             # Linux schedules threads, and threads this one starts (the embedder's OpenMP team) inherit
             # its nice value: searches keep the CPU while a background sync takes what is left
+            tid = threading.get_native_id()
             try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+                if self.nice >= 19 and hasattr(os, "SCHED_IDLE"):  # only when nothing else wants the CPU
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                else:
+                    os.setpriority(os.PRIO_PROCESS, tid, self.nice)
             except (OSError, AttributeError):
                 log.warning("could not lower the sync thread's priority")
         while True:
