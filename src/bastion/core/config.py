@@ -91,7 +91,7 @@ class IndexConfig(_Strict):
     ann_min_rows: int = Field(100_000, ge=256)
     # during a long sync, fold new chunks into the indexes after this many (0: only at the end);
     # rows not yet indexed are scanned flat by every query until then (docs/benchmarks.md)
-    optimize_every_chunks: int = Field(4096, ge=0)
+    optimize_every_chunks: int = Field(2048, ge=0)
 
 
 class LLMConfig(_Strict):
