@@ -98,11 +98,11 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
         else:
             console.print(f"revoked API key {key_id} (user {owner})")
 
-    def _query(actor, action, outcome, since, limit):
+    def _query(actor, action, outcome, since, limit, newest=False):
         from bastion.audit import AuditQuery
 
         since_t = datetime.fromisoformat(since) if since else None
-        return AuditQuery(actor=actor, action=action, outcome=outcome, since=since_t, limit=limit)
+        return AuditQuery(actor=actor, action=action, outcome=outcome, since=since_t, limit=limit, newest_first=newest)
 
     @audit_app.command("list")
     def audit_list(actor: Annotated[Optional[str], typer.Option(help="Only this user.")] = None,
@@ -111,17 +111,17 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
                    since: Annotated[Optional[str], typer.Option(help="ISO time (UTC), e.g. 2026-11-01T00:00")] = None,
                    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
                    as_json: JsonOpt = False) -> None:
-        """Show audit entries, oldest first."""
+        """Show the most recent matching audit entries (like tail: the newest last)."""
         from bastion.audit import AuditLog
 
         with friendly_errors():
             try:
-                q = _query(actor, action, outcome, since, limit)
+                q = _query(actor, action, outcome, since, limit, newest=True)
             except ValueError as exc:
                 from bastion.core.errors import ConfigError
 
                 raise ConfigError(f"--since {since!r}: {exc}") from None
-            rows = AuditLog(open_ws().catalog).query(q)
+            rows = AuditLog(open_ws().catalog).query(q)[::-1]
         if as_json:
             emit_json(rows)
             return
@@ -139,4 +139,10 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
         from bastion.audit import AuditLog
 
         with friendly_errors():
-            AuditLog(open_ws().catalog).export_jsonl(_query(actor, action, None, since, 1000), sys.stdout)
+            try:
+                q = _query(actor, action, None, since, 1000)
+            except ValueError as exc:
+                from bastion.core.errors import ConfigError
+
+                raise ConfigError(f"--since {since!r}: {exc}") from None
+            AuditLog(open_ws().catalog).export_jsonl(q, sys.stdout)
