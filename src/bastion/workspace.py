@@ -40,6 +40,7 @@ class Workspace:
         self.config = config
         self.data_dir = home / "data"
         self._embedder = embedder
+        self.embedder_injected = embedder is not None  # an embedder object, not the configured one
         self._llm = None
 
     # -- lifecycle -------------------------------------------------------------------------

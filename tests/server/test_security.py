@@ -304,3 +304,41 @@ def test_removing_a_user_stops_their_keys_at_once(client, served):
     assert client.delete("/api/v1/users/bob", headers=auth(served.keys["root"])).status_code == 200
     assert client.get("/api/v1/auth/me", headers=auth(served.keys["bob"])).status_code == 401
     assert client.get("/api/v1/auth/me", headers=auth(served.keys["alice"])).status_code == 200
+
+
+@pytest.mark.model
+def test_the_server_syncs_in_a_child_process_with_the_configured_embedder(tmp_path):
+    """The product path: a workspace opened as `bastion serve` opens it (configured embedder) runs API
+    syncs as `bastion sync` child processes; progress, report and failures come back to the job."""
+    from fastapi.testclient import TestClient
+
+    from bastion.accounts import Accounts
+    from bastion.server import create_app
+    from bastion.workspace import Workspace
+    from tests.conftest import write
+
+    docs = tmp_path / "docs"
+    write(docs / "policy.md", "# Remote work\n\nStaff may work remotely up to three days a week.\n")
+    Workspace.init(tmp_path / "ws")
+    ws = Workspace.open(tmp_path / "ws")
+    ws.directory.add_user("root", role="admin")
+    ws.directory.add_user("bob", groups=["staff"])
+    ws.sources.add_folder("docs", docs, acl="group:staff")
+    root, bob = (Accounts(ws.catalog).create_key(u)[1] for u in ("root", "bob"))
+    app = create_app(ws)
+    assert app.state.server.jobs.in_process is False
+    with TestClient(app) as client:
+        job = client.post("/api/v1/sync", json={"source": "docs"}, headers=auth(root)).json()
+        done = app.state.server.jobs.wait(job["id"], timeout=120)
+        assert done["status"] == "completed", done
+        assert done["report"]["documents_added"] == 1 and done["progress"]["documents_done"] == 1
+        hits = client.post("/api/v1/search", json={"query": "how many days remote work"}, headers=auth(bob)).json()["hits"]
+        assert hits and hits[0]["path"] == "policy.md"
+        # a failing sync is reported with its reason; the server keeps serving
+        import shutil
+
+        shutil.rmtree(docs)
+        failed = app.state.server.jobs.wait(client.post("/api/v1/sync", json={"source": "docs"}, headers=auth(root)).json()["id"], 120)
+        assert failed["status"] == "failed" and "docs" in failed["error"]
+        assert client.post("/api/v1/search", json={"query": "remote work"}, headers=auth(bob)).json()["hits"]
+    ws.close()

@@ -192,12 +192,30 @@ def source_list(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (default: all).")] = None,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False,
+         progress_jsonl: Annotated[bool, typer.Option("--progress-jsonl", hidden=True,
+                                                      help="Progress as JSON lines on stderr (for the server).")] = False,
+         nice: Annotated[int, typer.Option("--nice", min=0, max=19, help="Run at this CPU priority (nice value).")] = 0,
+         ) -> None:
     """Bring the index up to date with the sources (incremental, crash-safe)."""
+    import os
+
+    if nice:
+        os.nice(nice)  # before the embedder starts its threads, which inherit it
     with friendly_errors():
         ws = _ws()
-        with sync_progress(not as_json) as progress:
+        if progress_jsonl:
+            import json
+            import sys
+
+            def progress(stage: str, advance: int, total: int | None) -> None:
+                sys.stderr.write(json.dumps({"stage": stage, "advance": advance, "total": total}) + "\n")
+                sys.stderr.flush()
+
             reports = ws.sync(source, progress=progress)
+        else:
+            with sync_progress(not as_json) as progress:
+                reports = ws.sync(source, progress=progress)
     if as_json:
         if len(reports) == 1:
             emit_json(reports[0].to_dict())

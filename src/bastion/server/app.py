@@ -37,7 +37,9 @@ class BastionServer:
                                  lockout_max_s=a.lockout_max_s)
         self.audit = AuditLog(ws.catalog)
         self.auth = Authenticator(self)
-        self.jobs = SyncJobs(ws, nice=ws.config.server.sync_nice)
+        # a workspace opened with an embedder object (tests, notebooks) syncs in process: a child
+        # process would build the configured embedder instead
+        self.jobs = SyncJobs(ws, nice=ws.config.server.sync_nice, in_process=ws.embedder_injected)
         self.limiter = anyio.CapacityLimiter(ws.config.server.workers_threads)
         self.started = time.time()
         self.metrics = CollectorRegistry()

@@ -25,8 +25,12 @@ def job_dict(r: SyncJobRow) -> dict:
 class SyncJobs:
     """Queue syncs started over the API and run them one after another."""
 
-    def __init__(self, ws, flush_every_s: float = 0.5, nice: int = 0):
-        self.ws, self.flush_every_s, self.nice = ws, flush_every_s, nice
+    def __init__(self, ws, flush_every_s: float = 0.5, nice: int = 0, in_process: bool = False):
+        """``in_process=False`` (the server's default) runs each sync as a ``bastion sync`` child process:
+        its parsing and chunking do not hold this process's GIL while requests are served, it runs at
+        ``nice`` as a whole, and a crash in a parser cannot take the server down. ``in_process=True``
+        runs it in a thread of this process (a workspace opened with an embedder object, e.g. in tests)."""
+        self.ws, self.flush_every_s, self.nice, self.in_process = ws, flush_every_s, nice, in_process
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         with ws.catalog.session() as s:  # a previous server process died with these unfinished
@@ -69,7 +73,7 @@ class SyncJobs:
             s.execute(update(SyncJobRow).where(SyncJobRow.id == job_id).values(**values))
 
     def _work(self) -> None:
-        if self.nice:
+        if self.nice and self.in_process:
             # Linux schedules threads, and threads this one starts (the embedder's OpenMP team) inherit
             # its nice value: searches keep the CPU while a background sync takes what is left
             tid = threading.get_native_id()
@@ -107,7 +111,10 @@ class SyncJobs:
 
         self._set(job_id, status="running")
         try:
-            reports = self.ws.sync(job["source"], progress=on_progress)
+            if self.in_process:
+                reports = [r.to_dict() for r in self.ws.sync(job["source"], progress=on_progress)]
+            else:
+                reports = self._run_child(job["source"], on_progress)
         except Exception as exc:  # a failed job is reported, the server goes on
             log.exception("sync job %s failed", job_id)
             self._set(job_id, status="failed", finished_at=utcnow(), progress=dict(progress), error=str(exc))
@@ -116,7 +123,33 @@ class SyncJobs:
 
         total = SyncReport(source=job["source"] or "*")
         for r in reports:
-            total.merge(r)
+            total.merge(SyncReport(**r))
         progress["stage"] = "done"
         self._set(job_id, status="completed", finished_at=utcnow(), progress=dict(progress),
-                  report=total.to_dict() | {"sources": [r.to_dict() for r in reports]})
+                  report=total.to_dict() | {"sources": reports})
+
+    def _run_child(self, source: str | None, on_progress) -> list[dict]:
+        """``bastion sync [SOURCE] --json --progress-jsonl`` in a child process; its report dicts."""
+        import json
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "bastion.cli.app", "--home", str(self.ws.home), "sync", "--json",
+               "--progress-jsonl", "--nice", str(min(self.nice, 19))]
+        if source is not None:
+            cmd.insert(cmd.index("sync") + 1, source)
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        other: list[str] = []
+        for line in child.stderr:  # progress events; anything else is the error message if it fails
+            try:
+                event = json.loads(line)
+                on_progress(event["stage"], event["advance"], event["total"])
+            except (ValueError, KeyError, TypeError):
+                if line.strip():
+                    other.append(line.strip())
+        out = child.stdout.read()
+        if child.wait() != 0:
+            message = " ".join(other[-20:]).removeprefix("error: ")
+            raise RuntimeError(message or f"bastion sync exited with {child.returncode}")
+        data = json.loads(out)
+        return data["sources"] if "sources" in data else [data]
