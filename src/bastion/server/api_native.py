@@ -517,10 +517,7 @@ async def patch_user(user_id: Annotated[str, PathParam(max_length=200)], body: U
 
     def run():
         ctx.target = user_id
-        try:
-            current = server.ws.principal(user_id)
-        except AccessError:
-            raise Problem(404, "not-found", f"no user {user_id!r}") from None
+        current = _existing_user(server, user_id)
         _keep_an_admin(server, user_id, body.role)
         groups = body.groups if body.groups is not None else sorted(current.groups)
         p = server.ws.directory.add_user(user_id, groups, role=body.role)
@@ -530,6 +527,13 @@ async def patch_user(user_id: Annotated[str, PathParam(max_length=200)], body: U
         return _user_dict(server, p)
 
     return await server.blocking(run)
+
+
+def _existing_user(server, user_id: str):
+    try:
+        return server.ws.principal(user_id)
+    except AccessError:
+        raise Problem(404, "not-found", f"no user {user_id!r}") from None
 
 
 def _keep_an_admin(server, user_id: str, new_role: str | None) -> None:
@@ -544,10 +548,7 @@ async def delete_user(user_id: Annotated[str, PathParam(max_length=200)], ctx: C
 
     def run():
         ctx.target = user_id
-        try:
-            server.ws.principal(user_id)
-        except AccessError:
-            raise Problem(404, "not-found", f"no user {user_id!r}") from None
+        _existing_user(server, user_id)
         _keep_an_admin(server, user_id, None)
         server.ws.directory.remove_user(user_id)
         ctx.audit()
