@@ -8,7 +8,7 @@ stays. Writing is part of the request: the server answers only after its entry i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import IO, Iterator
 
@@ -96,7 +96,7 @@ class AuditLog:
         """Every matching entry, oldest first, read a page at a time."""
         after = q.after_id
         while True:
-            rows = self.query(AuditQuery(q.actor, q.action, q.outcome, q.since, q.until, q.lineage_id, after, page))
+            rows = self.query(replace(q, after_id=after, limit=page, newest_first=False))
             yield from rows
             if len(rows) < page:
                 return

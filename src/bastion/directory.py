@@ -5,6 +5,7 @@ import re
 
 from sqlalchemy import delete, select
 
+from bastion.accounts import ROLES
 from bastion.catalog.db import Catalog
 from bastion.catalog.models import AccountRow, GroupRow, MembershipRow, UserRow
 from bastion.core.errors import AccessError
@@ -33,8 +34,6 @@ class Directory:
     def add_user(self, user_id: str, groups: list[str] | None = None, display_name: str | None = None,
                  role: str | None = None) -> Principal:
         """Create a user, or replace an existing user's groups (and role, when given)."""
-        from bastion.accounts import ROLES
-
         _check("user", user_id)
         groups = [_check("group", g) for g in (groups or [])]
         if role is not None and role not in ROLES:

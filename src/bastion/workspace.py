@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -41,7 +42,10 @@ class Workspace:
         self.data_dir = home / "data"
         self._embedder = embedder
         self.embedder_injected = embedder is not None  # an embedder object, not the configured one
-        self._llm = None
+        self._llm_override = None  # use_llm()
+        self._llms: dict[str, object] = {}  # model name -> loaded LLM
+        self._llm_lock = threading.Lock()
+        self._answerers: dict[str, tuple] = {}  # assistant name -> (Answerer, sources)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -80,6 +84,22 @@ class Workspace:
     def sources(self) -> SourceRegistry:
         return SourceRegistry(self.catalog, self.config.ingest)
 
+    @cached_property
+    def accounts(self):
+        """Roles, passwords, API keys and web sessions (lockout settings from ``[auth]``)."""
+        from bastion.accounts import Accounts
+
+        a = self.config.auth
+        return Accounts(self.catalog, max_failures=a.max_failed_logins, lockout_base_s=a.lockout_base_s,
+                        lockout_max_s=a.lockout_max_s)
+
+    @cached_property
+    def audit(self):
+        """The append-only audit log."""
+        from bastion.audit import AuditLog
+
+        return AuditLog(self.catalog)
+
     def principal(self, user_id: str) -> Principal:
         """The principal of a known user, with their current groups."""
         return self.directory.principal(user_id)
@@ -102,10 +122,12 @@ class Workspace:
                           ann_min_rows=self.config.index.ann_min_rows)
 
     def close(self) -> None:
-        for llm in {id(x): x for x in [self._llm, *self.__dict__.get("_llms", {}).values()] if x is not None}.values():
+        for llm in self._llms.values():
             llm.close()
-        self._llm = None
-        self.__dict__.pop("_llms", None)
+        self._llms.clear()
+        if self._llm_override is not None:
+            self._llm_override.close()
+            self._llm_override = None
         if "catalog" in self.__dict__:
             self.catalog.close()
 
@@ -168,28 +190,22 @@ class Workspace:
     @property
     def llm(self):
         """The configured LLM, loaded on first use (its file's sha256 is checked before loading)."""
-        if self._llm is None:
-            self._llm = self.llm_named(self.config.llm.model)
-        return self._llm
+        return self.llm_named(self.config.llm.model)
 
     def llm_named(self, name: str):
         """A registered model by name, loaded once per workspace object (assistants may use several)."""
-        if self._llm is not None and getattr(self, "_llm_override", False):
-            return self._llm
-        import threading
-
+        if self._llm_override is not None:
+            return self._llm_override
         from bastion.generation.factory import build_llm
 
-        with self.__dict__.setdefault("_llm_lock", threading.Lock()):
-            loaded = self.__dict__.setdefault("_llms", {})
-            if name not in loaded:
-                loaded[name] = build_llm(self.models.get(name), self.config.llm)
-            return loaded[name]
+        with self._llm_lock:
+            if name not in self._llms:
+                self._llms[name] = build_llm(self.models.get(name), self.config.llm)
+            return self._llms[name]
 
     def use_llm(self, llm) -> None:
-        """Answer with this LLM object instead of the configured one (tests, notebooks)."""
-        self._llm = llm
-        self._llm_override = True
+        """Answer with this LLM object instead of the configured ones (tests, notebooks)."""
+        self._llm_override = llm
 
     def assistants(self) -> dict:
         """Assistant name -> AssistantConfig; ``bastion`` (the workspace defaults) unless redefined."""
@@ -197,36 +213,32 @@ class Workspace:
 
         return {"bastion": AssistantConfig(description="The workspace's default model, prompt and sources.")} | dict(self.config.assistants)
 
-    def answerer_for(self, assistant: str):
-        """The Answerer of one assistant (its model, prompt template, mode and sources)."""
+    def _build_answerer(self, answer_cfg, model: str):
         from bastion.generation.answer import Answerer
         from bastion.generation.prompting import load_template
 
+        a = answer_cfg
+        template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
+        return Answerer(self, template, a, self.config.llm, lambda: self.llm_named(model))
+
+    def answerer_for(self, assistant: str):
+        """(Answerer, sources) of one assistant: its model, prompt template, mode and sources."""
         known = self.assistants()
         if assistant not in known:
             raise ConfigError(f"unknown assistant {assistant!r} (known: {', '.join(sorted(known))})")
-        cache = self.__dict__.setdefault("_answerers", {})
-        if assistant not in cache:
+        if assistant not in self._answerers:
             spec = known[assistant]
-            a = self.config.answer
-            if spec.mode or spec.prompt:
-                a = a.model_copy(update={k: v for k, v in {"mode": spec.mode, "prompt": spec.prompt}.items() if v})
+            a = self.config.answer.model_copy(update={k: v for k, v in {"mode": spec.mode, "prompt": spec.prompt}.items() if v})
             for name in spec.sources:
                 self.sources.get(name)
-            template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
-            model = spec.model or self.config.llm.model
-            cache[assistant] = (Answerer(self, template, a, self.config.llm, lambda: self.llm_named(model)),
-                                list(spec.sources) or None)
-        return cache[assistant]
+            self._answerers[assistant] = (self._build_answerer(a, spec.model or self.config.llm.model),
+                                          list(spec.sources) or None)
+        return self._answerers[assistant]
 
     @cached_property
     def answerer(self):
-        from bastion.generation.answer import Answerer
-        from bastion.generation.prompting import load_template
-
-        a = self.config.answer
-        template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
-        return Answerer(self, template, a, self.config.llm, lambda: self.llm)
+        """The Answerer with the workspace defaults (CLI and Python API)."""
+        return self._build_answerer(self.config.answer, self.config.llm.model)
 
     def ask(self, question: str, principal: Principal, *, mode: str | None = None, history=None,
             source: str | None = None, on_token=None):

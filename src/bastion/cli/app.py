@@ -57,7 +57,7 @@ def user_add(user_id: str, groups: Annotated[str, typer.Option(help="Comma-separ
         ws = _ws()
         p = ws.directory.add_user(user_id, _csv(groups), role=role)
         _cli_audit(ws, "user.add", user_id, {"groups": _csv(groups), "role": role})
-        role = _accounts(ws).role(user_id)
+        role = ws.accounts.role(user_id)
     if as_json:
         emit_json({"user": p.user_id, "groups": sorted(p.groups), "role": role})
     else:
@@ -76,24 +76,16 @@ def user_passwd(user_id: str,
             password = sys.stdin.readline().rstrip("\n")
         else:
             password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
-        _accounts(ws).set_password(user_id, password)
+        ws.accounts.set_password(user_id, password)
         _cli_audit(ws, "user.password", user_id, {})
     console.print(f"password set for {user_id}")
-
-
-def _accounts(ws):
-    from bastion.accounts import Accounts
-
-    return Accounts(ws.catalog)
 
 
 def _cli_audit(ws, action: str, target: str | None, detail: dict) -> None:
     """Admin changes made from the CLI are audited too (actor: the operating-system user)."""
     import getpass
 
-    from bastion.audit import AuditLog
-
-    AuditLog(ws.catalog).record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome="ok",
+    ws.audit.record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome="ok",
                                 target=target, detail=detail)
 
 
@@ -113,7 +105,7 @@ def user_list(as_json: JsonOpt = False) -> None:
     with friendly_errors():
         ws = _ws()
         users = ws.directory.users()
-        roles = _accounts(ws).roles()
+        roles = ws.accounts.roles()
     if as_json:
         emit_json([{"user": u.user_id, "groups": sorted(u.groups), "role": roles.get(u.user_id, "member")} for u in users])
         return

@@ -32,9 +32,7 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
 
         with friendly_errors():
             ws = open_ws()
-            from bastion.accounts import Accounts
-
-            if not Accounts(ws.catalog).admins():
+            if not ws.accounts.admins():
                 console.print("[yellow]no admin yet[/]: make one with `bastion user add NAME --role admin` "
                               "and `bastion user passwd NAME`", highlight=False)
             cfg = ws.config.server
@@ -47,11 +45,11 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
                    name: Annotated[Optional[str], typer.Option(help="A label, e.g. the client it is for.")] = None,
                    as_json: JsonOpt = False) -> None:
         """Create an API key and print it once."""
-        from bastion.accounts import Accounts, parse_duration
+        from bastion.accounts import parse_duration
 
         with friendly_errors():
             ws = open_ws()
-            acc = Accounts(ws.catalog)
+            acc = ws.accounts
             key_id, key = acc.create_key(user, name=name, expires_in=parse_duration(expires) if expires else None,
                                          created_by="cli")
             cli_audit(ws, "key.create", user, {"key": key_id, "expires_in": expires})
@@ -68,10 +66,8 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
     def key_list(user: Annotated[Optional[str], typer.Option("--user", help="Only this user's keys.")] = None,
                  as_json: JsonOpt = False) -> None:
         """List API keys (never the keys themselves)."""
-        from bastion.accounts import Accounts
-
         with friendly_errors():
-            keys = [k.to_dict() for k in Accounts(open_ws().catalog).list_keys(user)]
+            keys = [k.to_dict() for k in open_ws().accounts.list_keys(user)]
         if as_json:
             emit_json(keys)
             return
@@ -85,11 +81,9 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
     @key_app.command("revoke")
     def key_revoke(key_id: str, as_json: JsonOpt = False) -> None:
         """Revoke an API key; the next request with it is refused."""
-        from bastion.accounts import Accounts
-
         with friendly_errors():
             ws = open_ws()
-            acc = Accounts(ws.catalog)
+            acc = ws.accounts
             owner = acc.key_owner(key_id)
             acc.revoke_key(key_id)
             cli_audit(ws, "key.revoke", key_id, {"owner": owner})
@@ -100,8 +94,12 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
 
     def _query(actor, action, outcome, since, limit, newest=False):
         from bastion.audit import AuditQuery
+        from bastion.core.errors import ConfigError
 
-        since_t = datetime.fromisoformat(since) if since else None
+        try:
+            since_t = datetime.fromisoformat(since) if since else None
+        except ValueError as exc:
+            raise ConfigError(f"--since {since!r}: {exc}") from None
         return AuditQuery(actor=actor, action=action, outcome=outcome, since=since_t, limit=limit, newest_first=newest)
 
     @audit_app.command("list")
@@ -112,16 +110,9 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
                    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
                    as_json: JsonOpt = False) -> None:
         """Show the most recent matching audit entries (like tail: the newest last)."""
-        from bastion.audit import AuditLog
-
         with friendly_errors():
-            try:
-                q = _query(actor, action, outcome, since, limit, newest=True)
-            except ValueError as exc:
-                from bastion.core.errors import ConfigError
-
-                raise ConfigError(f"--since {since!r}: {exc}") from None
-            rows = AuditLog(open_ws().catalog).query(q)[::-1]
+            q = _query(actor, action, outcome, since, limit, newest=True)
+            rows = open_ws().audit.query(q)[::-1]
         if as_json:
             emit_json(rows)
             return
@@ -136,13 +127,6 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
                      action: Annotated[Optional[str], typer.Option(help="Action, or a prefix like 'user.*'.")] = None,
                      since: Annotated[Optional[str], typer.Option(help="ISO time (UTC)")] = None) -> None:
         """Write matching audit entries to stdout as JSON Lines."""
-        from bastion.audit import AuditLog
-
         with friendly_errors():
-            try:
-                q = _query(actor, action, None, since, 1000)
-            except ValueError as exc:
-                from bastion.core.errors import ConfigError
-
-                raise ConfigError(f"--since {since!r}: {exc}") from None
-            AuditLog(open_ws().catalog).export_jsonl(q, sys.stdout)
+            q = _query(actor, action, None, since, 1000)
+            open_ws().audit.export_jsonl(q, sys.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
@@ -11,11 +12,11 @@ from typing import Annotated, Literal
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from bastion.accounts import ROLES, parse_duration
+from bastion.accounts import parse_duration
 from bastion.audit import AuditQuery
 from bastion.catalog.models import DocumentRow, DocumentVersionRow, FeedbackRow, LineageRow, SourceRow
 from bastion.core.errors import AccessError, BastionError, ConfigError
@@ -123,14 +124,14 @@ class AskBody(_Body):
     stream: bool = False
 
 
-def run_ask(ctx: Ctx, question: str, *, assistant: str, mode: str | None, history, on_token=None):
-    """Answer as the caller with an assistant; audits the read with its lineage id (blocking)."""
+def run_ask(ctx: Ctx, question: str, *, assistant: str, mode: str | None, history: list[dict], on_token=None):
+    """Answer as the caller with an assistant (``history``: role/content dicts); audits the read with its
+    lineage id (blocking)."""
     from bastion.generation.protocol import ChatMessage
 
     ws = ctx.server.ws
     answerer, sources = ws.answerer_for(assistant)
-    turns = [ChatMessage(t.role, t.content) if hasattr(t, "role") else ChatMessage(t["role"], t["content"])
-             for t in history or []]
+    turns = [ChatMessage(t["role"], t["content"]) for t in history or []]
     ans = answerer.ask(question, ctx.principal, mode=mode, history=turns, source=sources, on_token=on_token)
     ctx.server.m_answers.labels(ans.decision).inc()
     ctx.audit(target=question, lineage_id=ans.lineage_id,
@@ -144,7 +145,7 @@ async def ask(body: AskBody, ctx: Ctx = Depends(require("member", "ask"))):
     server = ctx.server
     if not body.stream:
         ans = await server.blocking(run_ask, ctx, body.question, assistant=body.assistant, mode=body.mode,
-                                    history=body.history)
+                                    history=[t.model_dump() for t in body.history])
         return ans.to_dict()
     return StreamingResponse(_ask_events(ctx, body), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
@@ -171,7 +172,7 @@ async def _ask_events(ctx: Ctx, body: AskBody):
 
         try:
             ans = await ctx.server.blocking(run_ask, ctx, body.question, assistant=body.assistant, mode=body.mode,
-                                            history=body.history, on_token=on_token)
+                                            history=[t.model_dump() for t in body.history], on_token=on_token)
             result["answer"] = ans
             await send.send(("answer", ans.to_dict()))
         except Problem as p:
@@ -402,7 +403,6 @@ async def upload(name: Annotated[str, PathParam(max_length=100)], file: UploadFi
                  ctx: Ctx = Depends(require("editor", "document.upload"))):
     server = ctx.server
     ws = server.ws
-    data = await file.read()
 
     def run():
         ctx.target = f"{name}/{path or file.filename}"
@@ -420,11 +420,13 @@ async def upload(name: Annotated[str, PathParam(max_length=100)], file: UploadFi
             raise ConfigError(f"invalid file path {str(rel)!r}: it leaves the source folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.upload-{os.getpid()}")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as out:  # the spooled upload, copied only once the caller may upload here
+            shutil.copyfileobj(file.file, out)
+        size = tmp.stat().st_size
         os.replace(tmp, dest)  # atomic: a sync never sees half a file
         job = server.jobs.start(name, ctx.identity.user_id)
-        ctx.audit(detail={"bytes": len(data), "job": job["id"]})
-        return {"source": name, "path": str(rel), "bytes": len(data), "job": job}
+        ctx.audit(detail={"bytes": size, "job": job["id"]})
+        return {"source": name, "path": str(rel), "bytes": size, "job": job}
 
     return await server.blocking(run)
 

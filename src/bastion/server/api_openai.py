@@ -50,12 +50,6 @@ def _text(content) -> str:
     return "\n".join(p for p in parts if isinstance(p, str))
 
 
-def _content(ans) -> str:
-    if ans.abstained or not ans.citations:
-        return ans.answer
-    return ans.answer
-
-
 def _extension(ans) -> dict:
     return {"lineage_id": ans.lineage_id, "abstained": ans.abstained, "decision": ans.decision,
             "reason": ans.reason, "grounded": ans.grounded, "citations": [c.to_dict() for c in ans.citations]}
@@ -85,14 +79,14 @@ async def chat_completions(body: ChatCompletionBody, ctx: Ctx = Depends(require(
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     if not body.stream:
         return {"id": cid, "object": "chat.completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": _content(ans)},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.answer},
                              "finish_reason": "stop"}],
                 "usage": usage, "bastion": _extension(ans)}
 
     def events():
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
         yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        text = _content(ans)
+        text = ans.answer
         for i in range(0, len(text), 24):
             yield _sse(base | {"choices": [{"index": 0, "delta": {"content": text[i:i + 24]}, "finish_reason": None}]})
         yield _sse(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "bastion": _extension(ans)})

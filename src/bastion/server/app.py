@@ -13,8 +13,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from bastion import __version__
-from bastion.accounts import Accounts
-from bastion.audit import AuditLog
 from bastion.server import problems
 from bastion.server.auth import Authenticator
 from bastion.server.jobs import SyncJobs
@@ -32,10 +30,7 @@ class BastionServer:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.ws = ws
-        a = ws.config.auth
-        self.accounts = Accounts(ws.catalog, max_failures=a.max_failed_logins, lockout_base_s=a.lockout_base_s,
-                                 lockout_max_s=a.lockout_max_s)
-        self.audit = AuditLog(ws.catalog)
+        self.accounts, self.audit = ws.accounts, ws.audit
         self.auth = Authenticator(self)
         # a workspace opened with an embedder object (tests, notebooks) syncs in process: a child
         # process would build the configured embedder instead
