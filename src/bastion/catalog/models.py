@@ -67,6 +67,8 @@ class DocumentVersionRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     run_id: Mapped[int | None] = mapped_column(Integer)
+    # text statistics of this version (bastion.monitoring.quality.text_stats), for source-level quality
+    stats: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -74,12 +76,15 @@ class IngestRunRow(Base):
     __tablename__ = "ingest_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20))  # running|completed|interrupted|failed
+    # running | completed | interrupted | failed | quarantined (checks failed: nothing published)
+    status: Mapped[str] = mapped_column(String(20))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
     embedder_id: Mapped[str] = mapped_column(String(200))
     counts: Mapped[dict] = mapped_column(JSON, default=dict)
     errors: Mapped[list] = mapped_column(JSON, default=list)
+    # what the sync measured: freshness, volume, schema, quality, drift (docs/monitoring.md)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
 
 
 class UserRow(Base):
@@ -236,3 +241,61 @@ class SyncJobRow(Base):
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     report: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertRow(Base):
+    """A data-observability alert: open -> acknowledged -> resolved; one unresolved per (source, check)."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # freshness | volume | schema | quality | drift | parse
+    check_name: Mapped[str] = mapped_column(String(60))  # e.g. volume.removed, quality.garbled
+    severity: Mapped[str] = mapped_column(String(10))  # warn | hard
+    status: Mapped[str] = mapped_column(String(20))  # open | acknowledged | resolved
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolved_by: Mapped[str | None] = mapped_column(String(200))  # None: resolved by a healthy check
+
+
+class AlertDeliveryRow(Base):
+    """The webhook outbox: one row per (alert event, webhook URL) until delivered."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(20))  # opened | acknowledged | resolved
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SourceSchemaRow(Base):
+    """The accepted columns of a source's table, CSV or sheet; a difference is a schema alert."""
+
+    __tablename__ = "source_schemas"
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    object: Mapped[str] = mapped_column(Text, primary_key=True)
+    columns: Mapped[list] = mapped_column(JSON)
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class EmbedderCanaryRow(Base):
+    """Vectors of fixed probe sentences from an embedder's first use: re-embedded each sync to catch a
+    model that changed behind the same id (e.g. an endpoint serving another model)."""
+
+    __tablename__ = "embedder_canaries"
+    embedder_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
+    dimension: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -60,6 +60,7 @@ class SqlConnector:
         if not fields:
             raise ConfigError(f"text template {template!r} names no column; use e.g. '{{title}}\\n{{body}}'")
         self.fields = fields
+        self.observed_schema: dict[str, list[str]] = {}  # what the last scan saw: object -> "column TYPE"
 
     def _sql(self) -> str:
         return self.query if self.query else f"SELECT * FROM {self.table}"
@@ -79,6 +80,7 @@ class SqlConnector:
             # frame (an open SQLite statement would keep the source database locked)
             with engine.connect() as conn, conn.execute(text(self._sql())) as result:
                 columns = list(result.keys())
+                self.observed_schema = {self.table or "query": self._describe(conn, columns)}
                 missing = ({self.id_column} | self.fields | {c for c in (self.updated_at_column, self.acl_column, self.title_column) if c}) - set(columns)
                 if missing:
                     raise IngestError(f"SQL source has no column(s) {sorted(missing)}; it has {columns}")
@@ -92,6 +94,19 @@ class SqlConnector:
         where = self.table or "query"
         for row in rows:
             yield self._item(dict(row), where)
+
+    def _describe(self, conn, columns: list[str]) -> list[str]:
+        """The result's columns with their declared types (a table's, from the database catalog)."""
+        types: dict[str, str] = {}
+        if self.table:
+            from sqlalchemy import inspect
+
+            schema, _, name = self.table.rpartition(".")
+            try:
+                types = {c["name"]: str(c["type"]) for c in inspect(conn).get_columns(name, schema=schema or None)}
+            except (SQLAlchemyError, NotImplementedError):
+                types = {}
+        return [f"{c} {types[c]}" if c in types else c for c in columns]
 
     def _item(self, row: dict, where: str) -> SourceItem:
         key = str(row[self.id_column])

@@ -87,6 +87,7 @@ class ParsedDocument:
     sections: list[Section]
     parser: str
     title: str | None = None
+    columns: dict[str, list[str]] | None = None  # tables (CSV: "", XLSX: sheet name) -> column headers
 
     @property
     def text(self) -> str:

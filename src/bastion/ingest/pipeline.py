@@ -7,6 +7,12 @@ Order of writes for every batch of changed documents (the catalog is the source 
 3. index: one ``replace_documents`` commit swaps all chunks of the batch's documents;
 4. catalog: versions ``indexed``, documents ``active`` pointing at the new version.
 
+Every sync first examines the whole source (scan, read, parse, chunk; chunks are spooled to
+a temporary file, so memory stays flat) and measures what it would change (volume, text
+quality, schema; bastion.monitoring). A ``gate`` may then refuse to publish it: the run is
+recorded as ``quarantined``, the index and the documents stay as they were, and a later
+``sync(..., accept=True)`` publishes deliberately. Only then are batches written as above.
+
 A process killed anywhere leaves either the old or the new chunks of each document in the
 index, and a catalog that still differs from the source for every document not finished,
 so the next sync redoes exactly those (chunk ids are deterministic, so a redo overwrites
@@ -16,9 +22,13 @@ from the source is deleted from the index even if its first sync never finished.
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from sqlalchemy import select, update
 
@@ -31,11 +41,14 @@ from bastion.core.types import Chunk
 from bastion.embedding.cache import CachedEmbedder
 from bastion.ingest.report import SyncReport
 from bastion.logging import log
+from bastion.monitoring.quality import DeltaQuality, version_stats
 from bastion.parsing import parse
 from bastion.retrieval.analyzer import analyze
 from bastion.stores.protocol import ChunkStore, StoredChunk
 
 Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
+# given the measurements of an examined sync, the reasons not to publish it (empty: publish)
+Gate = Callable[[str, dict], list[str]]
 
 
 def doc_id_for(source_id: int, key: str) -> str:
@@ -58,6 +71,49 @@ class _Pending:
     kind: str  # added | updated | acl_changed
     parser: str
     pages: int
+    stats: dict | None = None
+
+
+class _Spool:
+    """Examined documents waiting to be published, kept in an anonymous temporary file."""
+
+    def __init__(self) -> None:
+        self._fh = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.documents = 0
+
+    def add(self, p: _Pending) -> None:
+        i = p.item
+        item = {"key": i.key, "uri": i.uri, "media_type": i.media_type, "acl": sorted(i.acl), "mtime": i.mtime,
+                "size": i.size, "title": i.title}
+        self._fh.write(json.dumps({"item": item, "chunks": [asdict(c) for c in p.chunks]} | {
+            k: getattr(p, k) for k in ("doc_id", "version_id", "content_hash", "size", "title", "kind", "parser",
+                                       "pages", "stats")}, ensure_ascii=False) + "\n")
+        self.documents += 1
+
+    def batches(self, max_chunks: int) -> Iterator[list[_Pending]]:
+        self._fh.seek(0)
+        batch: list[_Pending] = []
+        n = 0
+        for line in self._fh:
+            d = json.loads(line)
+            i = d.pop("item")
+            item = SourceItem(key=i["key"], uri=i["uri"], media_type=i["media_type"], acl=frozenset(i["acl"]),
+                              load=_not_kept, mtime=i["mtime"], size=i["size"], title=i["title"])
+            p = _Pending(item=item, chunks=[Chunk(**c) for c in d.pop("chunks")], **d)
+            batch.append(p)
+            n += len(p.chunks)
+            if n >= max_chunks:
+                yield batch
+                batch, n = [], 0
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _not_kept() -> bytes:
+    raise RuntimeError("a spooled document's bytes are not kept; its chunks are")
 
 
 class SyncPipeline:
@@ -69,43 +125,69 @@ class SyncPipeline:
         self.batch_chunks, self.optimize_every = batch_chunks, optimize_every
 
     # -- entry point ---------------------------------------------------------------------
-    def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None) -> SyncReport:
+    def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None, *,
+             gate: Gate | None = None, accept: bool = False) -> SyncReport:
+        """Sync one source. ``gate`` may quarantine the run (nothing published) unless ``accept``."""
         started = time.perf_counter()
         report = SyncReport(source=source.name)
         progress = progress or (lambda *_: None)
         report.run_id = self._start_run(source.name)
         embedded_before = self.embedder.embedded
+        metrics: dict = {"accepted": accept}
+        spool = _Spool()
         try:
+            # 1. examine everything, publish nothing
+            delta = DeltaQuality()
             items = list(connector.scan())
+            metrics["schema"] = dict(getattr(connector, "observed_schema", None) or {})
             progress("scan", 0, len(items))
             known = self._known(source.id)
-            pending: list[_Pending] = []
             seen: set[str] = set()
-            optimized_at = 0
             for item in items:
                 doc_id = doc_id_for(source.id, item.key)
                 seen.add(doc_id)
-                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report)
+                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta)
                 if entry is not None:
-                    pending.append(entry)
-                    if sum(len(p.chunks) for p in pending) >= self.batch_chunks:
-                        self._commit_batch(source, pending, report, progress)
-                        pending = []
-                        # index small and often: queries during a long sync scan only a short unindexed tail
-                        if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
-                            self.store.optimize()
-                            optimized_at = report.chunks_written
+                    spool.add(entry)
+                    for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
+                        metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
                 progress("scan", 1, None)
-            self._commit_batch(source, pending, report, progress)
+            known_active = sum(1 for d in known.values() if d.current_version_id)
+            gone = [d for d in known if d not in seen and known[d].current_version_id]
+            metrics["scan"] = {"items": len(items), "bytes": sum(i.size or 0 for i in items),
+                               "newest_change": max((i.mtime for i in items if i.mtime is not None), default=None)}
+            metrics["delta"] = delta.to_dict() | {
+                "documents_before": known_active, "to_publish": spool.documents, "removed": len(gone),
+                "removed_ratio": round(len(gone) / known_active, 4) if known_active else None}
+            reasons = gate(source.name, metrics) if gate is not None and not accept else []
+            if reasons:
+                report.status, report.quarantined = "quarantined", reasons
+                metrics["quarantine"] = reasons
+                self._finish_run(report, "quarantined", started, metrics=metrics)
+                return report
+            # 2. publish
+            centroid = np.zeros(self.embedder.embedder.dimension, dtype=np.float64)
+            optimized_at = 0
+            for batch in spool.batches(self.batch_chunks):
+                centroid += self._commit_batch(source, batch, report, progress)
+                # index small and often: queries during a long sync scan only a short unindexed tail
+                if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
+                    self.store.optimize()
+                    optimized_at = report.chunks_written
             self._delete_missing(source, known, seen, report)
             if report.chunks_written or report.documents_deleted:
                 self.store.optimize()
+            if report.chunks_written:
+                metrics["centroid"] = [round(float(x), 5) for x in centroid / report.chunks_written]
         except BaseException as exc:
             report.chunks_embedded = self.embedder.embedded - embedded_before
-            self._finish_run(report, "failed", started, reason=f"{type(exc).__name__}: {exc}")
+            report.status = "failed"
+            self._finish_run(report, "failed", started, reason=f"{type(exc).__name__}: {exc}", metrics=metrics)
             raise
+        finally:
+            spool.close()
         report.chunks_embedded = self.embedder.embedded - embedded_before
-        self._finish_run(report, "completed", started)
+        self._finish_run(report, "completed", started, metrics=metrics)
         return report
 
     # -- runs ----------------------------------------------------------------------------
@@ -118,12 +200,13 @@ class SyncPipeline:
             s.flush()
             return run.id
 
-    def _finish_run(self, report: SyncReport, status: str, started: float, reason: str | None = None) -> None:
+    def _finish_run(self, report: SyncReport, status: str, started: float, reason: str | None = None,
+                    metrics: dict | None = None) -> None:
         report.seconds = round(time.perf_counter() - started, 3)
         errors = report.errors + ([{"file": None, "reason": reason}] if reason else [])
         with self.catalog.session(write=True) as s:
             s.execute(update(IngestRunRow).where(IngestRunRow.id == report.run_id).values(
-                status=status, finished_at=utcnow(), counts=report.counts(), errors=errors))
+                status=status, finished_at=utcnow(), counts=report.counts(), errors=errors, metrics=metrics))
         log("sync.finished", status=status, **report.counts())
 
     # -- diff ----------------------------------------------------------------------------
@@ -133,7 +216,8 @@ class SyncPipeline:
                                                        DocumentRow.status != "deleted"))
             return {r.id: r for r in rows}
 
-    def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport) -> _Pending | None:
+    def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport,
+                 delta: DeltaQuality) -> _Pending | None:
         if item.error:
             self._record_failure(item, source_id, doc_id, doc, None, item.error, report, acl_problem=not item.acl)
             return None
@@ -163,9 +247,12 @@ class SyncPipeline:
         try:
             parsed = parse(content, item.media_type)
         except ParseError as exc:
+            delta.failed()
             self._record_failure(item, source_id, doc_id, doc, content_hash, str(exc), report, size=len(content))
             return None
         chunks = self.chunker.chunk(parsed, doc_id, version_id)
+        stats = version_stats([c.text for c in chunks], parsed.columns)
+        delta.parsed([c.text for c in chunks], stats)
         if doc is None or doc.current_version_id is None:
             kind = "added"
         elif doc.seen_hash == content_hash and doc.status == "active":
@@ -174,7 +261,7 @@ class SyncPipeline:
             kind = "updated"
         pages = len({s.page for s in parsed.sections if s.page}) or 1
         return _Pending(item, doc_id, version_id, content_hash, len(content), chunks,
-                        item.title or parsed.title, kind, parsed.parser, pages)
+                        item.title or parsed.title, kind, parsed.parser, pages, stats)
 
     def _touch(self, doc_id: str, item: SourceItem) -> None:
         with self.catalog.session(write=True) as s:
@@ -204,9 +291,8 @@ class SyncPipeline:
                                            status="failed", error=reason, run_id=report.run_id))
 
     # -- write ---------------------------------------------------------------------------
-    def _commit_batch(self, source: SourceRow, batch: list[_Pending], report: SyncReport, progress: Progress) -> None:
-        if not batch:
-            return
+    def _commit_batch(self, source: SourceRow, batch: list[_Pending], report: SyncReport, progress: Progress) -> np.ndarray:
+        """Publish a batch; returns the sum of its chunk vectors (for the run's centroid)."""
         with self.catalog.session(write=True) as s:  # 1. intent
             for p in batch:
                 row = s.get(DocumentRow, p.doc_id)
@@ -215,7 +301,7 @@ class SyncPipeline:
                                       title=p.title, acl=sorted(p.item.acl), status="pending"))
                 s.merge(DocumentVersionRow(id=p.version_id, document_id=p.doc_id, content_hash=p.content_hash,
                                            size=p.size, mtime=p.item.mtime, parser=p.parser, status="pending",
-                                           chunk_count=len(p.chunks), run_id=report.run_id))
+                                           chunk_count=len(p.chunks), run_id=report.run_id, stats=p.stats))
         texts = [c.text for p in batch for c in p.chunks]
         vectors = self.embedder.embed(texts, progress=lambda n: progress("embed", n, None))  # 2.
         rows, i = [], 0
@@ -242,6 +328,7 @@ class SyncPipeline:
             setattr(report, f"documents_{p.kind}", getattr(report, f"documents_{p.kind}") + 1)
             report.pages += p.pages if p.kind != "acl_changed" else 0
         report.chunks_written += len(rows)
+        return np.asarray(vectors, dtype=np.float64).sum(axis=0) if len(rows) else 0.0
 
     def _delete_missing(self, source: SourceRow, known: dict[str, DocumentRow], seen: set[str], report: SyncReport) -> None:
         gone = [doc_id for doc_id in known if doc_id not in seen]

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 class SyncReport:
     source: str
     run_id: int | None = None
+    status: str = "completed"  # completed | quarantined (nothing published) | failed
     documents_added: int = 0
     documents_updated: int = 0
     documents_acl_changed: int = 0
@@ -19,6 +20,8 @@ class SyncReport:
     pages: int = 0
     seconds: float = 0.0
     errors: list[dict] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)  # why the run was not published
+    alerts: list[dict] = field(default_factory=list)  # alerts this sync opened or still sees
 
     def error(self, file: str, reason: str) -> None:
         self.documents_failed += 1
@@ -26,7 +29,8 @@ class SyncReport:
 
     def counts(self) -> dict:
         data = asdict(self)
-        data.pop("errors")
+        for name in ("errors", "quarantined", "alerts", "status"):
+            data.pop(name)
         return data
 
     def to_dict(self) -> dict:
@@ -37,3 +41,5 @@ class SyncReport:
             if isinstance(value, (int, float)) and name != "run_id":
                 setattr(self, name, getattr(self, name) + value)
         self.errors.extend(other.errors)
+        self.quarantined.extend(other.quarantined)
+        self.alerts.extend(other.alerts)

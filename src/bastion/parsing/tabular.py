@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 
 from bastion.core.errors import ParseError
 from bastion.core.types import ParsedDocument
@@ -30,17 +31,19 @@ def parse_csv(content: bytes) -> ParsedDocument:
     rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
     if len(rows) < 2:
         raise ParseError("CSV needs a header row and at least one data row")
-    return build(_records(rows[0], rows[1:], None), "csv")
+    return replace(build(_records(rows[0], rows[1:], None), "csv"), columns={"": [h.strip() for h in rows[0]]})
 
 
 def parse_xlsx(content: bytes) -> ParsedDocument:
     import openpyxl
 
     book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    parts = []
+    parts, columns = [], {}
     for sheet in book.worksheets:
         rows = [list(r) for r in sheet.iter_rows(values_only=True) if any(v is not None for v in r)]
         if len(rows) >= 2:
-            parts.extend(_records([str(h or "") for h in rows[0]], rows[1:], sheet.title))
+            header = [str(h or "").strip() for h in rows[0]]
+            parts.extend(_records(header, rows[1:], sheet.title))
+            columns[sheet.title] = header
     book.close()
-    return build(parts, "openpyxl")
+    return replace(build(parts, "openpyxl"), columns=columns or None)
