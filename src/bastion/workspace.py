@@ -100,6 +100,15 @@ class Workspace:
 
         return AuditLog(self.catalog)
 
+    @cached_property
+    def monitor(self):
+        """Data-observability checks and alerts (``[monitoring]``), with webhook delivery."""
+        from bastion.monitoring.monitor import Monitor
+        from bastion.monitoring.notify import Notifier
+
+        m = self.config.monitoring
+        return Monitor(self.catalog, m, Notifier(self.catalog, m.webhooks, workspace=self.home.name))
+
     def principal(self, user_id: str) -> Principal:
         """The principal of a known user, with their current groups."""
         return self.directory.principal(user_id)
@@ -142,8 +151,12 @@ class Workspace:
                 raise WorkspaceError("another sync is running in this workspace; wait for it to finish") from None
             yield  # the lock dies with the process, so a killed sync never blocks the next
 
-    def sync(self, source: str | None = None, progress=None) -> list[SyncReport]:
-        """Sync one source (by name) or all of them; returns one report per source."""
+    def sync(self, source: str | None = None, progress=None, *, accept: bool = False) -> list[SyncReport]:
+        """Sync one source (by name) or all of them; returns one report per source.
+
+        Each sync is checked before it is published (bastion.monitoring): one that fails its hard
+        checks is quarantined (``report.status``) unless ``accept``; its alerts are in ``report.alerts``.
+        """
         from bastion.chunking import Chunker
         from bastion.embedding.cache import CachedEmbedder
         from bastion.ingest.pipeline import SyncPipeline
@@ -155,8 +168,38 @@ class Workspace:
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
         pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
                                 batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks)
+        if accept and not source:
+            raise BastionError("accept a quarantined sync one source at a time: name the source")
+        reports = []
         with self._sync_lock():
-            return [pipeline.sync(row, self.sources.connector(row), progress) for row in sources]
+            for row in sources:
+                try:
+                    report = pipeline.sync(row, self.sources.connector(row), progress, gate=self.monitor.gate,
+                                           accept=accept)
+                except BaseException:
+                    self._check_failed_sync(row.name)
+                    raise
+                # the embedder is probed only when this sync wrote new vectors (an unchanged re-sync embeds nothing)
+                report.alerts = self.monitor.after_sync(row.name, report.run_id,
+                                                        embedder=self.embedder if report.chunks_embedded else None)
+                reports.append(report)
+        return reports
+
+    def _check_failed_sync(self, source: str) -> None:
+        """Alert on a sync that failed as a whole (a connector error, a renamed column)."""
+        from sqlalchemy import func, select
+
+        from bastion.catalog.models import IngestRunRow
+
+        try:
+            with self.catalog.session() as s:
+                run_id = s.scalar(select(func.max(IngestRunRow.id)).where(IngestRunRow.source == source))
+            if run_id is not None:
+                self.monitor.after_sync(source, run_id)
+        except Exception:  # the sync's own error is the one to report
+            from bastion.logging import log
+
+            log("monitor.failed", source=source)
 
     def rebuild_index(self, progress=None) -> list[SyncReport]:
         """Drop the derived index and rebuild it from the sources (e.g. after changing embedder).

@@ -250,7 +250,7 @@ class AlertRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))  # freshness | volume | schema | quality | drift | parse
-    check_name: Mapped[str] = mapped_column(String(60))  # e.g. volume.removed, quality.garbled
+    check_name: Mapped[str] = mapped_column(String(300))  # e.g. volume.removed, quality.garbled
     severity: Mapped[str] = mapped_column(String(10))  # warn | hard
     status: Mapped[str] = mapped_column(String(20))  # open | acknowledged | resolved
     message: Mapped[str] = mapped_column(Text)

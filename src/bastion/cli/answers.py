@@ -120,6 +120,9 @@ def _print_answer(a, as_json: bool) -> None:
         for c in a.citations:
             where = c.path + (f" p.{c.page}" if c.page else "")
             console.print(f"  [{c.n}] [cyan]{where}[/] — “{c.quote[:160]}{'…' if len(c.quote) > 160 else ''}”", highlight=False)
+    for w in a.warnings:
+        console.print(f"[bold yellow]warning:[/] source {w['source']} has an open {w['kind']} alert "
+                      f"(#{w['alert_id']}): {w['message']}", highlight=False)
     notes = []
     if a.reason:
         notes.append(a.reason)
@@ -232,6 +235,75 @@ def lineage_show(lineage_id: str, as_json: JsonOpt = False) -> None:
         console.print(f"tokens: {rec['tokens']}", highlight=False)
     console.print(f"invalid citations: {rec.get('invalid_citations', 0)}   cached: {rec.get('cached')}", highlight=False)
     console.print(f"timings (ms): {rec.get('timings_ms')}", highlight=False)
+
+
+@lineage_app.command("trace")
+def lineage_trace(lineage_id: str, as_json: JsonOpt = False) -> None:
+    """Walk one answer upstream: each chunk's document version, ingest run, source and embedder."""
+    from bastion.monitoring.lineage import trace_answer
+
+    with friendly_errors():
+        ws = _ws()
+        rec = ws.lineage(lineage_id)
+        chain = trace_answer(ws.catalog, rec)
+    if as_json:
+        emit_json({"lineage_id": lineage_id, "question": rec["question"], "chunks": chain})
+        return
+    console.print(f"[bold]answer {lineage_id}[/]: {rec['question']}", highlight=False)
+    for c in chain:
+        v, d = c["version"] or {}, c["document"] or {}
+        run = v.get("run") or {}
+        mark = "cited" if c["cited"] else "retrieved"
+        console.print(f"  [{c['n']}] {mark} chunk {c['chunk_id']}\n"
+                      f"      -> version {v.get('version_id')} (sha256 {(v.get('content_hash') or '?')[:12]}…, {v.get('status')}"
+                      f"{'' if d.get('still_current') else ', no longer current'})\n"
+                      f"      -> document {c['source']}:{d.get('key')}\n"
+                      f"      -> ingest run {run.get('id')} ({run.get('started_at')}) -> embedder {run.get('embedder_id')}",
+                      highlight=False)
+
+
+@lineage_app.command("document")
+def lineage_document(ref: Annotated[str, typer.Argument(help="A document id or SOURCE:KEY, e.g. docs:hr/leave.md.")],
+                     as_json: JsonOpt = False) -> None:
+    """Walk a document downstream: its versions, the runs that indexed them, and the answers that used each."""
+    from bastion.monitoring.lineage import trace_document
+
+    with friendly_errors():
+        t = trace_document(_ws().catalog, ref)
+    if as_json:
+        emit_json(t)
+        return
+    console.print(f"[bold]{t['source']['name']}:{t['key']}[/] ({t['status']}, document {t['doc_id']})", highlight=False)
+    for v in t["versions"]:
+        run = v["run"] or {}
+        current = " [green]current[/]" if v["version_id"] == t["current_version_id"] else ""
+        console.print(f"  version {v['version_id']}{current}  {v['status']}, {v['chunks']} chunks, sha256 "
+                      f"{v['content_hash'][:12]}…, run {run.get('id')} ({run.get('embedder_id')})", highlight=False)
+        for a in v["answers"]:
+            console.print(f"      used by answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
+                          f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}", highlight=False)
+        if not v["answers"]:
+            console.print("      no answer used this version", style="dim")
+
+
+@lineage_app.command("version")
+def lineage_version(version_id: str, as_json: JsonOpt = False) -> None:
+    """Which answers used this document version?"""
+    from bastion.monitoring.lineage import trace_version
+
+    with friendly_errors():
+        t = trace_version(_ws().catalog, version_id)
+    if as_json:
+        emit_json(t)
+        return
+    d = t["document"]
+    console.print(f"[bold]version {t['version_id']}[/] of {d['source']}:{d['key']} ({t['status']}"
+                  f"{', current' if d['current'] else ''})", highlight=False)
+    for a in t["answers"]:
+        console.print(f"  answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
+                      f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}", highlight=False)
+    if not t["answers"]:
+        console.print("  no answer used this version", style="dim")
 
 
 @lineage_app.command("list")

@@ -188,8 +188,12 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
          progress_jsonl: Annotated[bool, typer.Option("--progress-jsonl", hidden=True,
                                                       help="Progress as JSON lines on stderr (for the server).")] = False,
          nice: Annotated[int, typer.Option("--nice", min=0, max=19, help="Run at this CPU priority (nice value).")] = 0,
+         accept: Annotated[bool, typer.Option("--accept", help="Publish even if the checks would quarantine "
+                                                               "this sync (one named source).")] = False,
          ) -> None:
-    """Bring the index up to date with the sources (incremental, crash-safe)."""
+    """Bring the index up to date with the sources (incremental, crash-safe, checked before publishing).
+
+    Exit code 3: a sync was quarantined (not published; see `bastion monitor status`)."""
     import os
 
     if nice:
@@ -204,10 +208,12 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
                 sys.stderr.write(json.dumps({"stage": stage, "advance": advance, "total": total}) + "\n")
                 sys.stderr.flush()
 
-            reports = ws.sync(source, progress=progress)
+            reports = ws.sync(source, progress=progress, accept=accept)
         else:
             with sync_progress(not as_json) as progress:
-                reports = ws.sync(source, progress=progress)
+                reports = ws.sync(source, progress=progress, accept=accept)
+        ws.monitor.notifier.wait(30)  # webhooks go out in the background; give them a moment before exiting
+    quarantined = any(r.status == "quarantined" for r in reports)
     if as_json:
         if len(reports) == 1:
             emit_json(reports[0].to_dict())
@@ -217,15 +223,32 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
             total = SyncReport(source="*")
             for r in reports:
                 total.merge(r)
-            emit_json(total.to_dict() | {"sources": [r.to_dict() for r in reports]})
+            emit_json(total.to_dict() | {"status": "quarantined" if quarantined else "completed",
+                                         "sources": [r.to_dict() for r in reports]})
+        if quarantined:
+            raise typer.Exit(3)
         return
+    from bastion.cli.monitor import print_alerts
+
     for r in reports:
+        if r.status == "quarantined":
+            console.print(f"[bold red]{r.source}: QUARANTINED[/] — nothing was published, the previous state stays live:",
+                          highlight=False)
+            for why in r.quarantined:
+                console.print(f"  {why}", highlight=False)
+            console.print(f"  publish it anyway with: bastion sync {r.source} --accept", highlight=False)
+            continue
         console.print(f"[bold]{r.source}[/]: {r.documents_added} added, {r.documents_updated} updated, "
                       f"{r.documents_acl_changed} ACL changed, {r.documents_deleted} deleted, "
                       f"{r.documents_unchanged} unchanged, {r.documents_failed} failed; "
                       f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
         for e in r.errors:
             console.print(f"  [yellow]skipped[/] {e['file']}: {e['reason']}", highlight=False)
+    alerts = [a for r in reports for a in r.alerts]
+    if alerts:
+        print_alerts(alerts)
+    if quarantined:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -269,10 +292,12 @@ def search(query: str,
 
 
 from bastion.cli.answers import register as _register_answers  # noqa: E402
+from bastion.cli.monitor import register as _register_monitor  # noqa: E402
 from bastion.cli.server import register as _register_server  # noqa: E402
 
 _register_answers(app, lambda: _ws())
 _register_server(app, lambda: _ws(), _cli_audit)
+_register_monitor(app, lambda: _ws(), _cli_audit)
 
 
 def main() -> None:

@@ -188,6 +188,93 @@ class ServerConfig(_Strict):
     sync_nice: int = Field(10, ge=0, le=19)
 
 
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"12h"``, ``"3d"``, ``"1w"`` -> seconds."""
+    t = text.strip().lower()
+    if len(t) < 2 or t[-1] not in _DURATION:
+        raise ValueError(f"duration {text!r}: use a number and a unit s, m, h, d or w (e.g. '12h')")
+    try:
+        value = float(t[:-1])
+    except ValueError:
+        raise ValueError(f"duration {text!r}: use a number and a unit s, m, h, d or w (e.g. '12h')") from None
+    if value <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return value * _DURATION[t[-1]]
+
+
+class MonitorThresholds(_Strict):
+    """When a source's checks alert (warn) or quarantine a sync (hard). Ratios are 0..1."""
+
+    # freshness: the last successful sync, and the newest change inside the source (None: off)
+    sync_sla: str | None = "3d"
+    change_sla: str | None = None
+    # volume: share of the source's documents one sync removes; deviation of the totals from
+    # their history (median +/- max(mad_k x MAD, deviation x median), once min_history runs exist)
+    removed_warn: float = Field(0.25, gt=0, le=1)
+    volume_deviation: float = Field(0.3, gt=0)
+    volume_mad_k: float = Field(5.0, gt=0)
+    min_history: int = Field(3, ge=1, le=1000)
+    # quality of the live text (and of a sync's new text for quarantine)
+    parse_failure_warn: float = Field(0.1, gt=0, le=1)
+    empty_warn: float = Field(0.2, gt=0, le=1)
+    garbled_warn: float = Field(0.05, gt=0, le=1)
+    duplicate_warn: float = Field(0.5, gt=0, le=1)
+    # drift: probe sentences re-embedded each sync vs their first vectors; run centroid vs previous
+    canary_min_cosine: float = Field(0.98, ge=-1, le=1)
+    centroid_min_cosine: float = Field(0.75, ge=-1, le=1)
+    drift_min_chunks: int = Field(32, ge=1)
+    # quarantine: do not publish a sync that removes or garbles this much (sources of >= min docs)
+    quarantine_removed: float | None = Field(0.6, gt=0, le=1)
+    quarantine_garbled: float | None = Field(0.5, gt=0, le=1)
+    quarantine_min_documents: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _durations(self) -> "MonitorThresholds":
+        for name in ("sync_sla", "change_sla"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_duration(value)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
+
+
+class WebhookConfig(_Strict):
+    """Where alerts are POSTed (JSON); deliveries retry with exponential backoff, off the sync's path."""
+
+    url: str
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=600)
+    events: list[Literal["opened", "acknowledged", "resolved"]] = ["opened", "resolved"]
+    secret_env: str | None = None  # HMAC-SHA256 of the body in X-Bastion-Signature, key from this variable
+
+    @model_validator(mode="after")
+    def _http_url(self) -> "WebhookConfig":
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook url {self.url!r} must start with http:// or https://")
+        return self
+
+
+class MonitoringConfig(MonitorThresholds):
+    """``[monitoring]``: default thresholds, per-source overrides, webhooks."""
+
+    webhooks: list[WebhookConfig] = []
+    # source name -> the thresholds that differ for it, e.g. [monitoring.sources.feed] change_sla = "1d"
+    sources: dict[str, MonitorThresholds] = {}
+
+    def for_source(self, name: str) -> MonitorThresholds:
+        base = MonitorThresholds(**{k: getattr(self, k) for k in MonitorThresholds.model_fields})
+        override = self.sources.get(name)
+        if override is None:
+            return base
+        return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+
 class AssistantConfig(_Strict):
     """What a client names as ``model`` on /v1/chat/completions: a model + prompt template + sources."""
 
@@ -210,6 +297,7 @@ class WorkspaceConfig(_Strict):
     answer: AnswerConfig = AnswerConfig()
     auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     # name -> assistant; "bastion" (the workspace defaults) always exists unless redefined here
     assistants: dict[str, AssistantConfig] = {}
 
@@ -292,6 +380,16 @@ port = 8900
 # issuer = "https://idp.example.com"
 # audience = "bastion"
 # groups_claim = "groups"
+
+[monitoring]             # data observability (docs/monitoring.md)
+sync_sla = "3d"          # alert when a source has not synced successfully for this long
+# change_sla = "1d"      # alert when nothing in a source changed for this long (a stalled feed)
+quarantine_removed = 0.6 # do not publish a sync that removes 60 % of a source's documents
+# [monitoring.sources.hr-feed]   # per-source overrides
+# change_sla = "12h"
+# [[monitoring.webhooks]]
+# url = "https://alerts.example.com/hooks/bastion"
+# secret_env = "BASTION_WEBHOOK_SECRET"
 
 # [assistants.finance-bot]   # an OpenAI "model" name: model + prompt + sources
 # sources = ["finance"]

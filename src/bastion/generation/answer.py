@@ -73,6 +73,8 @@ class Answer:
     cached: bool = False
     model: str | None = None
     timings_ms: dict = field(default_factory=dict)
+    # open freshness / quality / parse / drift alerts of the cited sources (bastion.monitoring)
+    warnings: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -220,6 +222,8 @@ class Answerer:
             record["answer"] = answer.answer
             record["citations"] = [c.to_dict() for c in answer.citations]
             record["grounded"] = answer.grounded
+            answer.warnings = self.ws.monitor.warnings_for([c.doc_id for c in answer.citations])
+            record["warnings"] = answer.warnings
             self._write_lineage(answer, principal, record)
             return answer
 

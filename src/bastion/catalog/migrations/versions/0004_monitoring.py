@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
         sa.Column('source', sa.String(length=200), nullable=False),
         sa.Column('kind', sa.String(length=20), nullable=False),
-        sa.Column('check_name', sa.String(length=60), nullable=False),
+        sa.Column('check_name', sa.String(length=300), nullable=False),
         sa.Column('severity', sa.String(length=10), nullable=False),
         sa.Column('status', sa.String(length=20), nullable=False),
         sa.Column('message', sa.Text(), nullable=False),

@@ -1,0 +1,151 @@
+"""``bastion monitor …``: data-observability status, history, checks, alerts and the HTML report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from bastion.cli.output import console, emit_json, friendly_errors
+
+monitor_app = typer.Typer(help="Data health of every source: checks, alerts, report.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+_holder: dict = {}
+STYLE = {"hard": "bold red", "warn": "yellow"}
+
+
+def register(app: typer.Typer, ws_factory, audit) -> None:
+    app.add_typer(monitor_app, name="monitor")
+    _holder.update(factory=ws_factory, audit=audit)
+
+
+def _ws():
+    return _holder["factory"]()
+
+
+def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
+    if not alerts:
+        console.print(f"[green]{empty}[/]")
+        return
+    table = Table("id", "source", "kind", "severity", "status", "opened", "message", show_lines=False)
+    for a in alerts:
+        table.add_row(str(a["id"]), a["source"], a["kind"], f"[{STYLE.get(a['severity'], '')}]{a['severity']}[/]",
+                      a["status"], (a["opened_at"] or "")[:16], a["message"])
+    console.print(table)
+
+
+def _status_data(ws, source: str | None, include_resolved: bool) -> dict:
+    if source:
+        ws.sources.get(source)
+    alerts = ws.monitor.alerts(source=source, include_resolved=include_resolved)
+    sources = []
+    for row in ws.sources.list():
+        if source and row.name != source:
+            continue
+        hist = ws.monitor.history(row.name, limit=1)
+        last = hist[0] if hist else None
+        state = (last or {}).get("metrics", {}).get("state") or {}
+        sources.append({"name": row.name, "last_run": last and {k: last[k] for k in ("run_id", "status", "finished_at")},
+                        "documents": state.get("documents"), "chunks": state.get("chunks"),
+                        "open_alerts": sum(1 for a in alerts if a["source"] == row.name and a["status"] != "resolved")})
+    return {"alerts": alerts, "sources": sources, "undelivered_webhooks": len(ws.monitor.notifier.pending())}
+
+
+@monitor_app.command("status")
+def status(source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+           all_: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Unresolved alerts (open or acknowledged) and each source's last sync."""
+    with friendly_errors():
+        data = _status_data(_ws(), source, all_)
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("source", "last sync", "when", "live documents", "alerts")
+    for s in data["sources"]:
+        last = s["last_run"] or {}
+        table.add_row(s["name"], last.get("status") or "never", (last.get("finished_at") or "")[:16],
+                      str(s["documents"] if s["documents"] is not None else "-"), str(s["open_alerts"]))
+    console.print(table)
+    print_alerts(data["alerts"])
+    if data["undelivered_webhooks"]:
+        console.print(f"[yellow]{data['undelivered_webhooks']} webhook deliveries pending (retried by `bastion monitor run`)[/]")
+
+
+@monitor_app.command("run")
+def run(as_json: JsonOpt = False) -> None:
+    """Evaluate every source's checks now (e.g. from cron: freshness moves with the clock), send webhooks."""
+    with friendly_errors():
+        ws = _ws()
+        alerts = ws.monitor.run()
+        ws.monitor.notifier.wait(60)
+    if as_json:
+        emit_json({"alerts": alerts})
+        return
+    print_alerts(alerts)
+
+
+@monitor_app.command("history")
+def history(source: str, limit: Annotated[int, typer.Option(min=1, max=10000)] = 20, as_json: JsonOpt = False) -> None:
+    """A source's syncs, newest first, with what each measured."""
+    with friendly_errors():
+        runs = _ws().monitor.history(source, limit)
+    if as_json:
+        emit_json({"source": source, "runs": runs})
+        return
+    table = Table("run", "status", "started", "docs", "chunks", "added", "removed", "failed", "garbled", "empty", "dupes", "langs")
+    for r in runs:
+        m, c = r["metrics"], r["counts"]
+        st, d = m.get("state") or {}, m.get("delta") or {}
+
+        def pct(x):
+            return "-" if x is None else f"{100 * x:.0f}%"
+        table.add_row(str(r["run_id"]), r["status"], r["started_at"][:16], str(st.get("documents", "-")),
+                      str(st.get("chunks", "-")), str(c.get("documents_added", "-")), str(d.get("removed", "-")),
+                      pct(st.get("failed_ratio")), pct(st.get("garbled_ratio")), pct(st.get("empty_ratio")),
+                      pct(d.get("duplicate_ratio")), ", ".join(f"{k} {v}" for k, v in (st.get("languages") or {}).items()))
+    console.print(table)
+
+
+def _transition(alert_id: int, to: str, as_json: bool) -> None:
+    import getpass
+
+    with friendly_errors():
+        ws = _ws()
+        actor = f"cli:{getpass.getuser()}"
+        a = ws.monitor.acknowledge(alert_id, actor) if to == "ack" else ws.monitor.resolve(alert_id, actor)
+        _holder["audit"](ws, f"alert.{'acknowledge' if to == 'ack' else 'resolve'}", str(alert_id), {"source": a["source"]})
+        ws.monitor.notifier.wait(30)
+    if as_json:
+        emit_json(a)
+    else:
+        console.print(f"alert {a['id']} ({a['source']}, {a['kind']}) is now [bold]{a['status']}[/]")
+
+
+@monitor_app.command("ack")
+def ack(alert_id: int, as_json: JsonOpt = False) -> None:
+    """Acknowledge an alert: someone is on it (it stays unresolved, answers still warn)."""
+    _transition(alert_id, "ack", as_json)
+
+
+@monitor_app.command("resolve")
+def resolve(alert_id: int, as_json: JsonOpt = False) -> None:
+    """Resolve an alert by hand; for a schema change this accepts the new columns."""
+    _transition(alert_id, "resolve", as_json)
+
+
+@monitor_app.command("report")
+def report(out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path("bastion-report.html"),
+           as_json: JsonOpt = False) -> None:
+    """Write a self-contained HTML page: per-source time series, open alerts, schema changes."""
+    from bastion.monitoring.report import build_report
+
+    with friendly_errors():
+        ws = _ws()
+        html = build_report(ws.monitor, [s.name for s in ws.sources.list()], ws.home.name)
+    out.write_text(html, encoding="utf-8")
+    if as_json:
+        emit_json({"path": str(out.resolve()), "bytes": len(html.encode())})
+    else:
+        console.print(f"wrote {out.resolve()}")
