@@ -182,6 +182,8 @@ class SyncPipeline:
         except BaseException as exc:
             report.chunks_embedded = self.embedder.embedded - embedded_before
             report.status = "failed"
+            # what the connector saw before it failed (e.g. the columns of a table that lost one)
+            metrics.setdefault("schema", dict(getattr(connector, "observed_schema", None) or {}))
             self._finish_run(report, "failed", started, reason=f"{type(exc).__name__}: {exc}", metrics=metrics)
             raise
         finally:
