@@ -35,30 +35,13 @@ def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
     console.print(table)
 
 
-def _status_data(ws, source: str | None, include_resolved: bool) -> dict:
-    if source:
-        ws.sources.get(source)
-    alerts = ws.monitor.alerts(source=source, include_resolved=include_resolved)
-    sources = []
-    for row in ws.sources.list():
-        if source and row.name != source:
-            continue
-        hist = ws.monitor.history(row.name, limit=1)
-        last = hist[0] if hist else None
-        state = (last or {}).get("metrics", {}).get("state") or {}
-        sources.append({"name": row.name, "last_run": last and {k: last[k] for k in ("run_id", "status", "finished_at")},
-                        "documents": state.get("documents"), "chunks": state.get("chunks"),
-                        "open_alerts": sum(1 for a in alerts if a["source"] == row.name and a["status"] != "resolved")})
-    return {"alerts": alerts, "sources": sources, "undelivered_webhooks": len(ws.monitor.notifier.pending())}
-
-
 @monitor_app.command("status")
 def status(source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
            all_: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
            as_json: JsonOpt = False) -> None:
     """Unresolved alerts (open or acknowledged) and each source's last sync."""
     with friendly_errors():
-        data = _status_data(_ws(), source, all_)
+        data = _ws().monitor.status(source, all_)
     if as_json:
         emit_json(data)
         return

@@ -399,6 +399,24 @@ class Monitor:
         self._notify([(to, out)])
         return out
 
+    def status(self, source: str | None = None, include_resolved: bool = False) -> dict:
+        """Alerts plus each source's last sync and live size (``bastion monitor status --json``)."""
+        with self.catalog.session() as s:
+            names = list(s.scalars(select(SourceRow.name).order_by(SourceRow.name)))
+        if source is not None and source not in names:
+            raise WorkspaceError(f"no source named {source!r}")
+        alerts = self.alerts(source=source, include_resolved=include_resolved)
+        sources = []
+        for name in names if source is None else [source]:
+            hist = self.history(name, limit=1)
+            last = hist[0] if hist else None
+            state = next((h["metrics"]["state"] for h in self.history(name, limit=10) if h["metrics"].get("state")), {})
+            sources.append({"name": name, "last_run": last and {k: last[k] for k in ("run_id", "status", "finished_at")},
+                            "documents": state.get("documents"), "chunks": state.get("chunks"),
+                            "open_alerts": sum(1 for a in alerts if a["source"] == name and a["status"] != "resolved")})
+        pending = self.notifier.pending() if self.notifier is not None else []
+        return {"alerts": alerts, "sources": sources, "undelivered_webhooks": len(pending)}
+
     def warnings_for(self, doc_ids: list[str]) -> list[dict]:
         """Unresolved freshness / quality / parse / drift alerts of the sources these documents come from."""
         if not doc_ids:

@@ -683,6 +683,84 @@ async def audit_export(ctx: Ctx = Depends(require("admin", "audit.export")),
                     headers={"content-disposition": 'attachment; filename="bastion-audit.jsonl"'})
 
 
+# -- data health -------------------------------------------------------------------------------------
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; base-uri 'none'"
+
+
+@router.get("/monitor", tags=["admin"], summary="Data health: unresolved alerts and each source's last sync")
+async def monitor_status(ctx: Ctx = Depends(require("admin", "monitor.status")),
+                         source: Annotated[str | None, Query(max_length=200)] = None,
+                         include_resolved: bool = False):
+    def run():
+        try:
+            data = ctx.server.ws.monitor.status(source, include_resolved)
+        except BastionError as exc:
+            raise Problem(404, "not-found", str(exc)) from None
+        ctx.audit()
+        return data
+
+    return await ctx.server.blocking(run)
+
+
+@router.get("/monitor/sources/{name}/history", tags=["admin"], summary="A source's syncs and what each measured")
+async def monitor_history(name: Annotated[str, PathParam(max_length=200)],
+                          ctx: Ctx = Depends(require("admin", "monitor.history")),
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 30):
+    def run():
+        ctx.target = name
+        try:
+            runs = ctx.server.ws.monitor.history(name, limit)
+        except BastionError as exc:
+            raise Problem(404, "not-found", str(exc)) from None
+        ctx.audit()
+        return {"source": name, "runs": runs}
+
+    return await ctx.server.blocking(run)
+
+
+@router.post("/monitor/alerts/{alert_id}/{action}", tags=["admin"],
+             summary="Acknowledge or resolve an alert (resolving a schema alert accepts the new columns)")
+async def monitor_alert(alert_id: Annotated[int, PathParam(ge=1, le=2**62)], action: Literal["acknowledge", "resolve"],
+                        ctx: Ctx = Depends(require("admin", "alert.change"))):
+    def run():
+        ctx.target = str(alert_id)
+        m = ctx.server.ws.monitor
+        try:
+            alert = m.acknowledge(alert_id, ctx.identity.user_id) if action == "acknowledge" else m.resolve(alert_id, ctx.identity.user_id)
+        except BastionError as exc:
+            status = 404 if "no alert" in str(exc) else 409
+            raise Problem(status, "not-found" if status == 404 else "conflict", str(exc)) from None
+        ctx.audit(action=f"alert.{action}", detail={"source": alert["source"], "kind": alert["kind"]})
+        return alert
+
+    return await ctx.server.blocking(run)
+
+
+@router.post("/monitor/run", tags=["admin"], summary="Evaluate every source's checks now (freshness moves with the clock)")
+async def monitor_run(ctx: Ctx = Depends(require("admin", "monitor.run"))):
+    def run():
+        alerts = ctx.server.ws.monitor.run()
+        ctx.audit()
+        return {"alerts": alerts}
+
+    return await ctx.server.blocking(run)
+
+
+@router.get("/monitor/report", tags=["admin"], summary="The data-health report: one self-contained HTML page",
+            response_class=Response, responses={200: {"content": {"text/html": {}}}})
+async def monitor_report(ctx: Ctx = Depends(require("admin", "monitor.report"))):
+    from bastion.monitoring.report import build_report
+
+    def run():
+        ws = ctx.server.ws
+        html = build_report(ws.monitor, [s.name for s in ws.sources.list()], ws.home.name)
+        ctx.audit()
+        return html
+
+    html = await ctx.server.blocking(run)
+    return Response(html, media_type="text/html; charset=utf-8", headers={"content-security-policy": REPORT_CSP})
+
+
 @router.get("/assistants", tags=["knowledge"], summary="Assistants (OpenAI model names) of this server")
 async def assistants(request: Request, ctx: Ctx = Depends(require("member", "models.list"))):
     await ctx.audit_async()

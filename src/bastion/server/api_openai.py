@@ -52,7 +52,8 @@ def _text(content) -> str:
 
 def _extension(ans) -> dict:
     return {"lineage_id": ans.lineage_id, "abstained": ans.abstained, "decision": ans.decision,
-            "reason": ans.reason, "grounded": ans.grounded, "citations": [c.to_dict() for c in ans.citations]}
+            "reason": ans.reason, "grounded": ans.grounded, "citations": [c.to_dict() for c in ans.citations],
+            "warnings": ans.warnings}
 
 
 @router.get("/models", summary="Assistants, as OpenAI models")
