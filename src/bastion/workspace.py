@@ -168,8 +168,6 @@ class Workspace:
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
         pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
                                 batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks)
-        if accept and not source:
-            raise BastionError("accept a quarantined sync one source at a time: name the source")
         reports = []
         with self._sync_lock():
             for row in sources:
@@ -179,9 +177,11 @@ class Workspace:
                 except BaseException:
                     self._check_failed_sync(row.name)
                     raise
-                # the embedder is probed only when this sync wrote new vectors (an unchanged re-sync embeds nothing)
-                report.alerts = self.monitor.after_sync(row.name, report.run_id,
-                                                        embedder=self.embedder if report.chunks_embedded else None)
+                try:  # the embedder is probed only when this sync wrote new vectors (a re-sync embeds nothing)
+                    report.alerts = self.monitor.after_sync(row.name, report.run_id,
+                                                            embedder=self.embedder if report.chunks_embedded else None)
+                except Exception as exc:  # the sync itself is done and published; say the checks failed
+                    report.errors.append({"file": None, "reason": f"data checks failed: {type(exc).__name__}: {exc}"})
                 reports.append(report)
         return reports
 
@@ -220,7 +220,7 @@ class Workspace:
                 s.execute(update(DocumentRow).where(DocumentRow.status != "deleted")
                           .values(seen_hash=None, seen_size=None, seen_mtime=None, current_version_id=None,
                                   status="pending"))
-        return self.sync(progress=progress)
+        return self.sync(progress=progress, accept=True)  # nothing left to protect: the index was dropped
 
     # -- models and answers ----------------------------------------------------------------
     @cached_property

@@ -87,3 +87,32 @@ def test_the_catalog_migrates_on_postgresql_and_keeps_audit_and_lineage_append_o
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_upgrading_from_0003_keeps_runs_and_versions_and_adds_monitoring(tmp_path):
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+    cat.migrate("0003")
+    with cat.engine.begin() as conn:  # a synced workspace of the previous version
+        conn.execute(text("INSERT INTO sources (id, name, kind, config, created_at) "
+                          "VALUES (1, 'docs', 'folder', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO documents (id, source_id, key, uri, acl, status, current_version_id, created_at, updated_at) "
+                          "VALUES ('d1', 1, 'a.md', 'file:///a.md', '[\"everyone\"]', 'active', 'v1', CURRENT_TIMESTAMP, "
+                          "CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO document_versions (id, document_id, content_hash, size, status, chunk_count, "
+                          "created_at) VALUES ('v1', 'd1', 'h', 10, 'indexed', 2, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO ingest_runs (id, source, status, started_at, embedder_id, counts, errors) "
+                          "VALUES (1, 'docs', 'completed', CURRENT_TIMESTAMP, 'e5', '{}', '[]')"))
+    cat.migrate()
+    assert cat.schema_revision() == cat.head_revision()
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("SELECT chunk_count, stats FROM document_versions")).one() == (2, None)
+        assert conn.execute(text("SELECT status, metrics FROM ingest_runs")).one() == ("completed", None)
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert {"alerts", "alert_deliveries", "source_schemas", "embedder_canaries"} <= names
+    # a monitor over the upgraded catalog: versions without stats are simply not measured
+    from bastion.core.config import MonitoringConfig
+    from bastion.monitoring.monitor import Monitor
+
+    with cat.session() as s:
+        state = Monitor(cat, MonitoringConfig()).state(s, 1)
+    assert state["documents"] == 1 and state["garbled_ratio"] is None

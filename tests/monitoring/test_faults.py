@@ -159,3 +159,28 @@ def test_garbled_majority_is_quarantined(open_ws, src):
     assert report.status == "quarantined" and report.quarantined[0].startswith("quality:")
     assert "差旅.md" in seen(ws, "出差住宿")  # the readable version is still the one served
     assert {"quarantine"} <= open_checks(ws) and "quality.garbled" not in open_checks(ws)
+
+
+def test_a_failing_check_never_fails_a_published_sync(open_ws, src, monkeypatch):
+    ws = open_ws()
+    baseline(ws, 1)
+
+    def broken(*a, **k):
+        raise RuntimeError("catalog hiccup")
+
+    monkeypatch.setattr(ws.monitor, "after_sync", broken)
+    src.write("travel.md", TOPICS[0][1] + "\nRevised.")
+    report = sync(ws)
+    assert report.status == "completed" and report.documents_updated == 1
+    assert report.errors == [{"file": None, "reason": "data checks failed: RuntimeError: catalog hiccup"}]
+    assert "travel.md" in seen(ws, "Revised hotel cap")
+
+
+def test_rebuild_is_never_quarantined(open_ws, src):
+    ws = open_ws()
+    baseline(ws, 1)
+    for name, text in TOPICS[:8]:  # the source went bad, and the index is rebuilt from it anyway
+        src.write(name, broken(text))
+    [report] = ws.rebuild_index()
+    assert report.status == "completed" and report.documents_added == 10
+    assert "quality.garbled" in open_checks(ws)  # published deliberately, and still flagged

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from bastion.cli.output import console, emit_json, friendly_errors, sync_progress
+from bastion.cli.output import console, emit_json, err_console, friendly_errors, sync_progress
 from bastion.core.errors import ConfigError
 
 app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.", no_args_is_help=True,
@@ -198,6 +198,10 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
 
     if nice:
         os.nice(nice)  # before the embedder starts its threads, which inherit it
+    if accept and not source:
+        err_console.print("[bold red]error:[/] --accept publishes one quarantined source: name it "
+                          "(bastion sync SOURCE --accept)", highlight=False)
+        raise typer.Exit(2)
     with friendly_errors():
         ws = _ws()
         if progress_jsonl:
@@ -243,7 +247,10 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
                       f"{r.documents_unchanged} unchanged, {r.documents_failed} failed; "
                       f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
         for e in r.errors:
-            console.print(f"  [yellow]skipped[/] {e['file']}: {e['reason']}", highlight=False)
+            if e["file"] is None:
+                console.print(f"  [yellow]warning[/]: {e['reason']}", highlight=False)
+            else:
+                console.print(f"  [yellow]skipped[/] {e['file']}: {e['reason']}", highlight=False)
     alerts = [a for r in reports for a in r.alerts]
     if alerts:
         print_alerts(alerts)
