@@ -27,6 +27,8 @@ def test_stalled_source_exceeds_its_change_sla_then_recovers(open_ws, src):
     report = sync(ws)
     [alert] = [a for a in report.alerts if a["check"] == "freshness.change"]
     assert alert["kind"] == "freshness" and alert["status"] == "open" and "SLA of 1h" in alert["message"]
+    stored = ws.monitor.history("docs", 1)[0]["metrics"]["freshness"]  # measured and kept with the run
+    assert 3 * 3600 - 60 <= stored["newest_change_age_s"] <= 3 * 3600 + 600 and stored["since_previous_sync_s"] is None
     # the same thresholds leave another source alone: the override is per source
     assert ws.config.monitoring.for_source("other").change_sla is None
     src.write("travel.md", TOPICS[0][1] + "\nUpdated today.")  # the feed moves again

@@ -158,6 +158,7 @@ class Monitor:
             metrics = dict(run.metrics or {}) if run else {}
             if run is not None and state is not None and run.status == "completed":
                 metrics["state"] = state
+                metrics["freshness"] = self._freshness_at(s, source, run, metrics)
                 run.metrics = metrics
                 s.commit()
             run_status = run.status if run else None
@@ -174,6 +175,17 @@ class Monitor:
             results |= self._canary(t, embedder)
             results |= self._centroid(t, run_id, run_embedder, metrics, history)
         return results
+
+    @staticmethod
+    def _freshness_at(s, source: str, run: IngestRunRow, metrics: dict) -> dict:
+        """At this sync: time since the previous successful one, and age of the newest change in the source."""
+        prev = s.scalar(select(func.max(IngestRunRow.finished_at)).where(
+            IngestRunRow.source == source, IngestRunRow.status == "completed", IngestRunRow.id < run.id))
+        done = run.finished_at or utcnow()
+        newest = (metrics.get("scan") or {}).get("newest_change")
+        return {"since_previous_sync_s": round((done - prev).total_seconds()) if prev else None,
+                "newest_change_age_s": round(done.replace(tzinfo=timezone.utc).timestamp() - newest)
+                if newest is not None else None}
 
     def state(self, s, source_id: int) -> dict:
         """The live state of a source: documents, chunks, failures, text quality of current versions."""

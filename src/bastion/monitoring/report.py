@@ -2,7 +2,6 @@
 external files) with each source's time series, open alerts and schema changes."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from html import escape
 
 from jinja2 import Environment
@@ -13,12 +12,19 @@ SERIES = (  # (title, unit, how to read one run's metrics)
     ("Live documents", "", lambda m: (m.get("state") or {}).get("documents")),
     ("Live chunks", "", lambda m: (m.get("state") or {}).get("chunks")),
     ("Documents removed by the sync", "", lambda m: (m.get("delta") or {}).get("removed")),
-    ("Newest change, age at sync (h)", "h", lambda m: m.get("_change_age_h")),
+    ("Hours since the previous successful sync", "h",
+     lambda m: _hours((m.get("freshness") or {}).get("since_previous_sync_s"))),
+    ("Newest change in the source, age at sync (h)", "h",
+     lambda m: _hours((m.get("freshness") or {}).get("newest_change_age_s"))),
     ("Parse failures (share of documents)", "%", lambda m: _pct((m.get("state") or {}).get("failed_ratio"))),
     ("Garbled chunks (share of live)", "%", lambda m: _pct((m.get("state") or {}).get("garbled_ratio"))),
     ("Empty documents (share of live)", "%", lambda m: _pct((m.get("state") or {}).get("empty_ratio"))),
     ("Duplicate new chunks (share)", "%", lambda m: _pct((m.get("delta") or {}).get("duplicate_ratio"))),
 )
+
+
+def _hours(s):
+    return None if s is None else round(s / 3600, 2)
 
 
 def _pct(x):
@@ -95,11 +101,6 @@ def build_report(monitor, source_names: list[str], workspace: str, runs: int = 6
     sources = []
     for name in source_names:
         history = list(reversed(monitor.history(name, limit=runs)))
-        for h in history:
-            newest = ((h["metrics"].get("scan") or {}).get("newest_change"))
-            if newest is not None and h["finished_at"]:
-                done = datetime.fromisoformat(h["finished_at"].rstrip("Z")).replace(tzinfo=timezone.utc)
-                h["metrics"]["_change_age_h"] = round((done.timestamp() - newest) / 3600, 2)
         charts = [(title, sparkline([(f"run {h['run_id']} {h['started_at']}", get(h["metrics"])) for h in history], unit))
                   for title, unit, get in SERIES]
         last = history[-1] if history else None
