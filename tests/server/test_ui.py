@@ -139,7 +139,7 @@ def test_login_errors_and_session(site, pages, served):
     expect(page.locator("#login-error")).to_be_hidden()
     expect(page.locator("#question")).to_be_visible()
     expect(page.locator('#nav a[data-view="chat"]')).to_be_visible()
-    for view in ("sources", "admin", "audit"):  # members do not see the admin tabs
+    for view in ("sources", "health", "admin", "audit"):  # members do not see the admin tabs
         expect(page.locator(f'#nav a[data-view="{view}"]')).to_be_hidden()
     cookie = next(c for c in page.context.cookies() if c["name"] == "bastion_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -297,7 +297,7 @@ def test_admin_pages(site, pages, served):
 def test_member_is_refused_admin(site, pages):
     page = pages.new()
     login(page, site, "alice", ALICE_PW)
-    for view in ("admin", "sources", "audit"):
+    for view in ("admin", "sources", "health", "audit"):
         page.goto(f"{site}/#{view}")
         refusal = page.locator("#view-forbidden")
         expect(refusal).to_be_visible()
@@ -371,7 +371,7 @@ def test_phone_layout(site, pages):
     # the admin pages' wide tables scroll inside their frames, not the page
     admin = pages.new(390, 844, is_mobile=True, has_touch=True)
     login(admin, site, "root", ADMIN_PW)
-    for view in ("admin", "audit", "sources"):
+    for view in ("admin", "audit", "sources", "health"):
         admin.goto(f"{site}/#{view}")
         expect(admin.locator(f"#view-{view} table tbody tr:not(.empty-row)").first).to_be_visible()
         assert no_horizontal_overflow(admin), view
@@ -434,3 +434,91 @@ def test_streamed_draft_and_hostile_text(site, pages, served):
     expect(page.locator(".turn-answer")).to_have_count(2)
     expect(page.locator(".turn-answer").last).to_have_attribute("data-decision", "answered")
     assert fake.histories[-1] == [("user", "How was Q3?"), ("assistant", HOSTILE_ANSWER)]
+
+
+# -- data health: an answer from a garbled source warns; the admin acknowledges the alert ------------------
+GARBLED_QUESTION = "住宿费用每晚不超过多少？"
+
+
+def test_data_health_answer_warning_and_alerts(site, pages, served, tmp_path):
+    import httpx
+
+    from tests.conftest import write
+
+    member = pages.new()
+    login(member, site, "alice", ALICE_PW)
+    healthy = ask(member, GARBLED_QUESTION)  # positive control: a healthy source, no warning
+    expect(healthy.locator(".sources li").first).to_contain_text("报销")
+    expect(healthy.locator(".answer-warning")).to_have_count(0)
+
+    # the Chinese document turns into mojibake: the sync publishes it and opens a quality alert
+    text = "# 差旅报销\n\n住宿费用每晚不超过 180 欧元。\n"
+    write(tmp_path / "docs" / "hr" / "报销.md", text.encode("utf-8").decode("cp1252", errors="replace"))
+    [run] = served.ws.sync("docs")
+    [alert] = run.alerts
+    assert alert["check"] == "quality.garbled" and alert["kind"] == "quality"
+
+    card = ask(member, GARBLED_QUESTION)  # a Chinese answer warns in Chinese
+    expect(card.locator(".sources li").first).to_be_visible()
+    warning = card.locator(".answer-warning")
+    expect(warning).to_be_visible()
+    expect(warning.locator("li")).to_have_count(1)
+    expect(warning.locator("li")).to_have_text(f"数据源 docs 有一条未解决的质量告警：{alert['message']}")
+    expect(warning).to_have_attribute("lang", "zh-CN")
+    card = ask(member, "What is the hotel cost limit per night in Europe?")  # an English one in English
+    expect(card.locator(".answer-text")).to_contain_text("EUR 180")
+    warning = card.locator(".answer-warning")
+    expect(warning).to_be_visible()
+    expect(warning.locator("li")).to_have_text(f"Source docs has an open quality alert: {alert['message']}")
+    assert warning.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 246, 224)"  # amber
+    member.goto(f"{site}/#health")  # and the view itself is for admins only
+    expect(member.locator("#view-forbidden")).to_be_visible()
+
+    admin = pages.new()
+    login(admin, site, "root", ADMIN_PW)
+    admin.click('#nav a[data-view="health"]')
+    expect(admin.locator("#view-health")).to_be_visible()
+    src = admin.locator('#health-sources tr[data-source="docs"]')
+    expect(src.locator("td").nth(1)).to_have_text("completed")
+    expect(src.locator("td").nth(3)).to_have_text("3")
+    expect(src.locator("td").nth(4)).to_have_text("1")
+    row = admin.locator(f'#health-alerts tr[data-alert="{alert["id"]}"]')
+    expect(row).to_contain_text("docs")
+    expect(row).to_contain_text("quality")
+    expect(row).to_contain_text(alert["message"])
+    expect(row.locator(".alert-status")).to_have_text("open")
+    report = admin.locator("#health-report")
+    assert report.get_attribute("target") == "_blank" and report.get_attribute("rel") == "noopener"
+    page = admin.request.get(site + report.get_attribute("href"))  # the session cookie authenticates it
+    assert page.status == 200 and "garbled" in page.text()
+
+    row.get_by_role("button", name="Acknowledge").click()
+    expect(row.locator(".alert-status")).to_have_text("acknowledged")
+    expect(row.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    expect(admin.locator("#toast")).to_contain_text(f"Alert {alert['id']} acknowledged")
+    [stored] = served.ws.monitor.alerts()
+    assert stored["status"] == "acknowledged" and stored["acknowledged_by"] == "root"
+
+    # "Run checks now" re-evaluates and keeps the acknowledged alert
+    admin.click("#health-run")
+    expect(admin.locator("#toast")).to_contain_text("Checks ran: 1 unresolved alert")
+    expect(row.locator(".alert-status")).to_have_text("acknowledged")
+
+    # the view in Chinese for a Chinese browser
+    zh = pages.new(locale="zh-CN")
+    login(zh, site, "root", ADMIN_PW)
+    expect(zh.locator('#nav a[data-view="health"]')).to_have_text("数据健康")
+    zh.goto(f"{site}/#health")
+    zh_row = zh.locator(f'#health-alerts tr[data-alert="{alert["id"]}"]')
+    expect(zh_row.locator(".alert-status")).to_have_text("已确认")
+    expect(zh.locator("#health-run")).to_have_text("立即运行检查")
+
+    # resolved: the list is empty and says so; a later answer no longer warns
+    row.get_by_role("button", name="Resolve").click()
+    expect(admin.locator("#health-alerts tbody tr.empty-row")).to_have_text(
+        "No unresolved alerts: the checks found nothing wrong.")
+    expect(src.locator("td").nth(4)).to_have_text("0")
+    assert served.ws.monitor.alerts() == []
+    r = httpx.post(site + "/api/v1/ask", headers=auth(served.keys["alice"]), timeout=60,
+                   json={"question": "What is the hotel cost limit per night in Europe?"})
+    assert r.json()["citations"] and r.json()["warnings"] == []

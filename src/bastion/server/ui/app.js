@@ -9,8 +9,8 @@
 
 (() => {
   const API = "/api/v1";
-  const VIEWS = ["chat", "sources", "admin", "audit"];
-  const ADMIN_VIEWS = new Set(["sources", "admin", "audit"]);
+  const VIEWS = ["chat", "sources", "health", "admin", "audit"];
+  const ADMIN_VIEWS = new Set(["sources", "health", "admin", "audit"]);
   const FINAL_JOB = new Set(["completed", "failed", "interrupted"]);
   const MAX_HISTORY_TURNS = 20; // the API takes at most 50 messages
 
@@ -44,6 +44,103 @@
   }
 
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+  // -- strings ------------------------------------------------------------------------------------
+  /* English and Chinese for the data-health view and the answer warnings. Static text in
+   * index.html names its key in data-i18n (the English there is the fallback); code calls t().
+   * The view follows the browser's language; an answer's warning follows the answer's language. */
+  const STRINGS = {
+    en: {
+      "nav.health": "Data health",
+      "health.title": "Data health",
+      "health.run": "Run checks now",
+      "health.report": "Open report",
+      "health.sources": "Sources",
+      "health.alerts": "Alerts",
+      "health.col.source": "Source",
+      "health.col.lastSync": "Last sync",
+      "health.col.when": "When",
+      "health.col.documents": "Live documents",
+      "health.col.openAlerts": "Open alerts",
+      "health.col.id": "Id",
+      "health.col.kind": "Kind",
+      "health.col.severity": "Severity",
+      "health.col.status": "Status",
+      "health.col.opened": "Opened",
+      "health.col.message": "Message",
+      "health.noAlerts": "No unresolved alerts: the checks found nothing wrong.",
+      "health.noSources": "No sources yet.",
+      "health.never": "never synced",
+      "health.acknowledge": "Acknowledge",
+      "health.resolve": "Resolve",
+      "health.acknowledged": (id) => `Alert ${id} acknowledged`,
+      "health.resolvedToast": (id) => `Alert ${id} resolved`,
+      "health.ran": (n) => `Checks ran: ${n} unresolved alert${n === 1 ? "" : "s"}`,
+      "health.webhooks": (n) => `${n} webhook notification${n === 1 ? "" : "s"} not delivered yet.`,
+      "status.open": "open", "status.acknowledged": "acknowledged", "status.resolved": "resolved",
+      "severity.warn": "warn", "severity.hard": "hard",
+      "kind.freshness": "freshness", "kind.volume": "volume", "kind.schema": "schema",
+      "kind.quality": "quality", "kind.drift": "drift", "kind.parse": "parse",
+      "warning.title": "Data-health warning for the cited sources",
+      "warning.line": (source, kind, message) => `Source ${source} has an open ${kind} alert: ${message}`,
+    },
+    zh: {
+      "nav.health": "数据健康",
+      "health.title": "数据健康",
+      "health.run": "立即运行检查",
+      "health.report": "打开报告",
+      "health.sources": "数据源",
+      "health.alerts": "告警",
+      "health.col.source": "数据源",
+      "health.col.lastSync": "最近同步",
+      "health.col.when": "时间",
+      "health.col.documents": "在用文档",
+      "health.col.openAlerts": "未解决告警",
+      "health.col.id": "编号",
+      "health.col.kind": "类型",
+      "health.col.severity": "级别",
+      "health.col.status": "状态",
+      "health.col.opened": "发生时间",
+      "health.col.message": "说明",
+      "health.noAlerts": "没有未解决的告警：检查未发现问题。",
+      "health.noSources": "还没有数据源。",
+      "health.never": "从未同步",
+      "health.acknowledge": "确认",
+      "health.resolve": "解决",
+      "health.acknowledged": (id) => `告警 ${id} 已确认`,
+      "health.resolvedToast": (id) => `告警 ${id} 已解决`,
+      "health.ran": (n) => `检查已完成：${n} 条未解决告警`,
+      "health.webhooks": (n) => `${n} 条 webhook 通知尚未送达。`,
+      "status.open": "未处理", "status.acknowledged": "已确认", "status.resolved": "已解决",
+      "severity.warn": "警告", "severity.hard": "严重",
+      "kind.freshness": "时效", "kind.volume": "数据量", "kind.schema": "结构",
+      "kind.quality": "质量", "kind.drift": "漂移", "kind.parse": "解析",
+      "warning.title": "所引用的数据源有数据健康告警",
+      "warning.line": (source, kind, message) => `数据源 ${source} 有一条未解决的${kind}告警：${message}`,
+    },
+  };
+  const UI_LANG = /^zh\b/i.test((navigator.languages && navigator.languages[0]) || navigator.language || "") ? "zh" : "en";
+
+  /** The string for key in lang (default: the browser's); a function entry is called with args. */
+  function t(key, args = [], lang = UI_LANG) {
+    const table = STRINGS[lang] || STRINGS.en;
+    const v = key in table ? table[key] : STRINGS.en[key];
+    if (v === undefined) return key;
+    return typeof v === "function" ? v(...args) : v;
+  }
+
+  /** A server enum (status, kind, severity) in words, or the value itself when unknown. */
+  function term(prefix, value, lang = UI_LANG) {
+    const key = `${prefix}.${value}`;
+    return key in STRINGS.en ? t(key, [], lang) : String(value ?? "");
+  }
+
+  function applyStrings() {
+    if (UI_LANG === "en") return; // index.html already holds the English
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    $("view-health").setAttribute("lang", "zh-CN");
+    document.querySelector('#nav a[data-view="health"]').setAttribute("lang", "zh-CN");
+  }
 
   function fmtTime(iso) {
     if (!iso) return "—";
@@ -220,6 +317,7 @@
     show(view);
     if (view === "chat") $("question").focus();
     else if (view === "sources") loadSources();
+    else if (view === "health") loadHealth();
     else if (view === "admin") loadAdmin();
     else if (view === "audit") loadAudit(true);
   }
@@ -367,6 +465,7 @@
     const cites = new Map((a.citations || []).map((c) => [Number(c.n), c]));
 
     if (a.abstained) card.append(el("div", { class: "abstain-label", text: "No answer from the sources you can access" }));
+    if (Array.isArray(a.warnings) && a.warnings.length) card.append(answerWarnings(a.warnings, a.language));
     const text = el("div", { class: "answer-text" });
     if (a.abstained) text.textContent = a.answer || "";
     else appendCitedText(text, a.answer || "", cites);
@@ -387,6 +486,18 @@
     }
     if (a.lineage_id) card.append(feedbackBar(a.lineage_id));
     state.history.push({ role: "user", content: turn.question }, { role: "assistant", content: a.answer || "" });
+  }
+
+  /** Open data-health alerts of the cited sources: one line each, in the answer's language. */
+  function answerWarnings(warnings, language) {
+    const lang = language === "zh" ? "zh" : language === "en" ? "en" : UI_LANG;
+    const list = el("ul", { class: "answer-warning-list" });
+    for (const w of warnings) {
+      list.append(el("li", { dataset: { source: String(w.source ?? ""), alert: String(w.alert_id ?? "") } },
+        t("warning.line", [w.source, term("kind", w.kind, lang), w.message || ""], lang)));
+    }
+    return el("div", { class: "answer-warning", role: "note", lang: lang === "zh" ? "zh-CN" : "en" },
+      el("p", { class: "answer-warning-title", text: t("warning.title", [], lang) }), list);
   }
 
   /** The answer text with its [n] markers (and fullwidth 【n】) as buttons that open the passage. */
@@ -597,7 +708,7 @@
 
   function statusBadge(status) {
     const cls = status === "completed" ? "badge badge-ok" : (status === "failed" || status === "interrupted")
-      ? "badge badge-bad" : "badge badge-run";
+      ? "badge badge-bad" : status === "quarantined" ? "badge badge-warn" : "badge badge-run";
     return el("span", { class: cls, text: status });
   }
 
@@ -675,6 +786,83 @@
     state.liveJob = null;
     for (const b of document.querySelectorAll(".sync-now, #sync-all")) b.disabled = false;
     if (hide && $("job-live")) $("job-live").hidden = true;
+  }
+
+  // -- data health -----------------------------------------------------------------------------------
+  async function loadHealth() {
+    showError($("health-error"), "");
+    try {
+      renderHealth(await api("GET", "/monitor"));
+    } catch (err) {
+      if (err.status !== 401) showError($("health-error"), err.detail || String(err));
+    }
+  }
+
+  function renderHealth(d) {
+    const sources = clear($("health-sources").tBodies[0]);
+    for (const s of d.sources || []) {
+      const run = s.last_run;
+      sources.append(el("tr", { dataset: { source: s.name } },
+        el("td", { text: s.name }),
+        el("td", null, run ? statusBadge(run.status) : el("span", { class: "muted", text: t("health.never") })),
+        el("td", { class: "nowrap", text: fmtTime(run && run.finished_at) }),
+        el("td", { text: s.documents == null ? "—" : String(s.documents) }),
+        el("td", null, el("span", { class: s.open_alerts ? "badge badge-warn" : "badge badge-ok", text: String(s.open_alerts || 0) }))));
+    }
+    if (!(d.sources || []).length) emptyRow(sources, 5, t("health.noSources"));
+
+    const alerts = clear($("health-alerts").tBodies[0]);
+    const open = (d.alerts || []).filter((a) => a.status !== "resolved");
+    for (const a of open) {
+      const actions = el("td", { class: "actions" });
+      if (a.status === "open") actions.append(alertButton(a, "acknowledge", t("health.acknowledge")));
+      actions.append(alertButton(a, "resolve", t("health.resolve")));
+      alerts.append(el("tr", { dataset: { alert: String(a.id), status: a.status } },
+        el("td", { class: "nowrap", text: String(a.id) }), el("td", { text: a.source }),
+        el("td", { class: "nowrap", text: term("kind", a.kind) }),
+        el("td", null, el("span", { class: a.severity === "hard" ? "badge badge-bad" : "badge badge-warn", text: term("severity", a.severity) })),
+        el("td", null, el("span", { class: `badge alert-status ${a.status === "open" ? "badge-warn" : "badge-run"}`,
+          dataset: { status: a.status }, text: term("status", a.status) })),
+        el("td", { class: "nowrap", text: fmtTime(a.opened_at) }),
+        el("td", { class: "wrap", title: a.check || null, text: a.message || "" }),
+        actions));
+    }
+    if (!open.length) emptyRow(alerts, 8, t("health.noAlerts"));
+
+    const pending = Number(d.undelivered_webhooks) || 0;
+    $("health-webhooks").textContent = pending ? t("health.webhooks", [pending]) : "";
+    $("health-webhooks").hidden = !pending;
+  }
+
+  function alertButton(alert, action, label) {
+    const button = el("button", { type: "button", class: `btn btn-small alert-${action}`, text: label });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      showError($("health-error"), "");
+      try {
+        const a = await api("POST", `/monitor/alerts/${encodeURIComponent(alert.id)}/${action}`);
+        toast(t(action === "acknowledge" ? "health.acknowledged" : "health.resolvedToast", [a.id]));
+      } catch (err) {
+        showError($("health-error"), err.detail || String(err)); // 409: someone else got there first
+      }
+      loadHealth();
+    });
+    return button;
+  }
+
+  async function runChecks() {
+    const button = $("health-run");
+    button.disabled = true;
+    showError($("health-error"), "");
+    try {
+      const d = await api("POST", "/monitor/run");
+      toast(t("health.ran", [(d.alerts || []).filter((a) => a.status !== "resolved").length]));
+      await loadHealth();
+    } catch (err) {
+      showError($("health-error"), err.detail || String(err));
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // -- admin: users, groups, keys -------------------------------------------------------------------
@@ -856,6 +1044,7 @@
 
   // -- wiring ------------------------------------------------------------------------------------------
   function init() {
+    applyStrings();
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("ask-form").addEventListener("submit", ask);
@@ -872,6 +1061,7 @@
       if (e.key === "Escape" && !$("passage-panel").hidden) closePassage();
     });
     $("sync-all").addEventListener("click", () => startSync(null));
+    $("health-run").addEventListener("click", runChecks);
     $("user-form").addEventListener("submit", addUser);
     $("key-form").addEventListener("submit", createKey);
     $("new-key-copy").addEventListener("click", copyKey);
