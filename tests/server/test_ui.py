@@ -504,14 +504,10 @@ def test_data_health_answer_warning_and_alerts(site, pages, served, tmp_path):
     expect(admin.locator("#toast")).to_contain_text("Checks ran: 1 unresolved alert")
     expect(row.locator(".alert-status")).to_have_text("acknowledged")
 
-    # the view in Chinese for a Chinese browser
+    # the labels stay English in a Chinese browser, like every other view (no half-translated UI)
     zh = pages.new(locale="zh-CN")
     login(zh, site, "root", ADMIN_PW)
-    expect(zh.locator('#nav a[data-view="health"]')).to_have_text("数据健康")
-    zh.goto(f"{site}/#health")
-    zh_row = zh.locator(f'#health-alerts tr[data-alert="{alert["id"]}"]')
-    expect(zh_row.locator(".alert-status")).to_have_text("已确认")
-    expect(zh.locator("#health-run")).to_have_text("立即运行检查")
+    expect(zh.locator('#nav a[data-view="health"]')).to_have_text("Data health")
 
     # resolved: the list is empty and says so; a later answer no longer warns
     row.get_by_role("button", name="Resolve").click()

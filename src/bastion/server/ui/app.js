@@ -119,7 +119,9 @@
       "warning.line": (source, kind, message) => `数据源 ${source} 有一条未解决的${kind}告警：${message}`,
     },
   };
-  const UI_LANG = /^zh\b/i.test((navigator.languages && navigator.languages[0]) || navigator.language || "") ? "zh" : "en";
+  // The UI's labels are English throughout until every view is translated; the Chinese table
+  // already serves warnings on Chinese answers (they follow the answer's language).
+  const UI_LANG = "en";
 
   /** The string for key in lang (default: the browser's); a function entry is called with args. */
   function t(key, args = [], lang = UI_LANG) {
