@@ -25,14 +25,21 @@ def _ws():
 
 
 def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
+    """One heading line per alert, its message indented below (reads well in a narrow terminal)."""
     if not alerts:
         console.print(f"[green]{empty}[/]")
         return
-    table = Table("id", "source", "kind", "severity", "status", "opened", "message", show_lines=False)
     for a in alerts:
-        table.add_row(str(a["id"]), a["source"], a["kind"], f"[{STYLE.get(a['severity'], '')}]{a['severity']}[/]",
-                      a["status"], (a["opened_at"] or "")[:16], a["message"])
-    console.print(table)
+        def when(ts):
+            return (ts or "").replace("T", " ")[:16]
+        status = a["status"]
+        if a.get("acknowledged_by") and status == "acknowledged":
+            status += f" by {a['acknowledged_by']}"
+        if status == "resolved":
+            status += f" {when(a['resolved_at'])}" + (f" by {a['resolved_by']}" if a.get("resolved_by") else " (check passed)")
+        console.print(f"[{STYLE.get(a['severity'], '')}]{a['severity'].upper()}[/] #{a['id']} {a['source']} · "
+                      f"{a['kind']} · opened {when(a['opened_at'])} · {status}", highlight=False)
+        console.print(f"    {a['message']}", highlight=False, soft_wrap=True)
 
 
 @monitor_app.command("status")
@@ -77,17 +84,20 @@ def history(source: str, limit: Annotated[int, typer.Option(min=1, max=10000)] =
     if as_json:
         emit_json({"source": source, "runs": runs})
         return
-    table = Table("run", "status", "started", "docs", "chunks", "added", "removed", "failed", "garbled", "empty", "dupes", "langs")
+    table = Table("run", "status", "started", "docs", "chunks", "+new", "-gone", "fail", "garbled", "empty", "dupes",
+                  box=None, pad_edge=False)
+    for col in table.columns[:3]:
+        col.no_wrap = True
     for r in runs:
         m, c = r["metrics"], r["counts"]
         st, d = m.get("state") or {}, m.get("delta") or {}
 
         def pct(x):
             return "-" if x is None else f"{100 * x:.0f}%"
-        table.add_row(str(r["run_id"]), r["status"], r["started_at"][:16], str(st.get("documents", "-")),
-                      str(st.get("chunks", "-")), str(c.get("documents_added", "-")), str(d.get("removed", "-")),
-                      pct(st.get("failed_ratio")), pct(st.get("garbled_ratio")), pct(st.get("empty_ratio")),
-                      pct(d.get("duplicate_ratio")), ", ".join(f"{k} {v}" for k, v in (st.get("languages") or {}).items()))
+        table.add_row(str(r["run_id"]), r["status"], r["started_at"][5:16].replace("T", "_"),
+                      str(st.get("documents", "-")), str(st.get("chunks", "-")), str(c.get("documents_added", "-")),
+                      str(d.get("removed", "-")), pct(st.get("failed_ratio")), pct(st.get("garbled_ratio")),
+                      pct(st.get("empty_ratio")), pct(d.get("duplicate_ratio")))
     console.print(table)
 
 

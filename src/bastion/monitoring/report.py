@@ -60,7 +60,7 @@ def sparkline(points: list[tuple[str, float | None]], unit: str = "", width: int
                     for s in segs)
     dots = "".join(f'<circle cx="{x}" cy="{y}" r="2.5" fill="#2563eb"><title>{escape(label)}: {v:g}{unit}</title></circle>'
                    for i, (label, v) in enumerate(points) if v is not None for x, y in [xy(i, v)])
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" role="img">'
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 14}" width="100%" role="img">'
             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#ccc"/>{lines}{dots}'
             f'<text x="{pad}" y="{height + 11}" font-size="10" fill="#555">min {min(vals):g}{unit} · max {hi:g}{unit} · '
             f'last {vals[-1]:g}{unit}</text></svg>')
@@ -86,7 +86,7 @@ code{background:#f4f4f5;padding:0 3px}
 {% else %}<p class="ok">No open alerts.</p>{% endif %}
 {% for s in sources %}
 <h2>{{ s.name }}</h2>
-<p>Last sync: {{ s.last_status or "never" }} {{ s.last_at or "" }} · live documents {{ s.documents }} · languages {{ s.languages }}</p>
+<p>Last sync: {{ s.last_status or "never" }} {{ s.last_at or "" }} · live documents {{ s.documents }} · chunks by language: {{ s.languages }}</p>
 {% if s.schema_changes %}<h3>Schema changes</h3><table><tr><th>object</th><th>status</th><th>removed</th><th>added</th><th>when</th></tr>
 {% for c in s.schema_changes %}<tr><td>{{ c.detail.object }}</td><td>{{ c.status }}</td><td>{{ c.detail.removed|join(", ") }}</td>
 <td>{{ c.detail.added|join(", ") }}</td><td>{{ c.opened_at }}</td></tr>{% endfor %}</table>{% endif %}
@@ -108,7 +108,9 @@ def build_report(monitor, source_names: list[str], workspace: str, runs: int = 6
         schema = [a for a in monitor.alerts(source=name, include_resolved=True) if a["kind"] == "schema"]
         sources.append({"name": name, "charts": charts, "last_status": last and last["status"],
                         "last_at": last and last["finished_at"], "documents": state.get("documents", 0),
-                        "languages": state.get("languages") or {}, "schema_changes": schema})
+                        "languages": " · ".join(f"{k} {v}" for k, v in sorted((state.get("languages") or {}).items(),
+                                                                                     key=lambda kv: -kv[1])) or "-",
+                        "schema_changes": schema})
     env = Environment(autoescape=True)
     return env.from_string(TEMPLATE).render(workspace=workspace, generated=utcnow().isoformat(timespec="seconds") + "Z",
                                             alerts=alerts, sources=sources)
