@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import TOPICS, mojibake, open_checks, sync
+from tests.monitoring.conftest import TOPICS, mojibake, open_checks, sync
 from typer.testing import CliRunner
 
 from bastion.cli.app import app

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-from conftest import TOPICS, broken, mojibake, open_checks, sync
+from tests.monitoring.conftest import TOPICS, broken, mojibake, open_checks, sync
 
 from bastion.catalog.models import IngestRunRow, utcnow
 from bastion.testing import HashEmbedder
