@@ -329,6 +329,13 @@ def test_the_server_syncs_in_a_child_process_with_the_configured_embedder(tmp_pa
     root, bob = (Accounts(ws.catalog).create_key(u)[1] for u in ("root", "bob"))
     app = create_app(ws)
     assert app.state.server.jobs.in_process is False
+    import os
+
+    # the child embeds on all cores but one (the other stays with the searches) unless configured
+    assert app.state.server.jobs.sync_threads() == max(1, (os.cpu_count() or 2) - 1)
+    ws.config.server.sync_threads = 3
+    assert app.state.server.jobs.sync_threads() == 3
+    ws.config.server.sync_threads = None
     with TestClient(app) as client:
         job = client.post("/api/v1/sync", json={"source": "docs"}, headers=auth(root)).json()
         done = app.state.server.jobs.wait(job["id"], timeout=120)

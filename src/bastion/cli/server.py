@@ -32,6 +32,8 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
 
         with friendly_errors():
             ws = open_ws()
+            # before the embedder is built: this process only embeds queries (syncs run in children)
+            ws.config.embedder.threads = ws.config.server.query_threads
             if not ws.accounts.admins():
                 console.print("[yellow]no admin yet[/]: make one with `bastion user add NAME --role admin` "
                               "and `bastion user passwd NAME`", highlight=False)

@@ -186,6 +186,11 @@ class ServerConfig(_Strict):
     workers_threads: int = Field(16, ge=1, le=256)
     # background syncs run at this nice value (0-19), so searches keep the CPU (docs/benchmarks.md)
     sync_nice: int = Field(10, ge=0, le=19)
+    # embedder threads in the server process: a query is a few tokens, so concurrent requests run
+    # side by side on one thread each instead of splitting every query across cores (docs/benchmarks.md)
+    query_threads: int = Field(1, ge=1, le=256)
+    # embedder threads of the syncs the server starts; None: embedder.threads, else all cores but one
+    sync_threads: int | None = Field(None, ge=1, le=256)
 
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

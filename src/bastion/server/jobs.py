@@ -128,6 +128,14 @@ class SyncJobs:
         self._set(job_id, status="completed", finished_at=utcnow(), progress=dict(progress),
                   report=total.to_dict() | {"sources": reports})
 
+    def sync_threads(self) -> int:
+        """Embedder threads of a child sync: ``server.sync_threads``, else ``embedder.threads`` as the file
+        configures it, else all cores but one (the other stays with the searches)."""
+        from bastion.core.config import load_config
+
+        configured = self.ws.config.server.sync_threads or load_config(self.ws.home).embedder.threads
+        return configured or max(1, (os.cpu_count() or 2) - 1)
+
     def _run_child(self, source: str | None, on_progress) -> list[dict]:
         """``bastion sync [SOURCE] --json --progress-jsonl`` in a child process; its report dicts."""
         import json
@@ -138,7 +146,8 @@ class SyncJobs:
                "--progress-jsonl", "--nice", str(min(self.nice, 19))]
         if source is not None:
             cmd.insert(cmd.index("sync") + 1, source)
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                                 env=os.environ | {"BASTION_EMBEDDER__THREADS": str(self.sync_threads())})
         other: list[str] = []
         for line in child.stderr:  # progress events; anything else is the error message if it fails
             try:
