@@ -102,7 +102,7 @@ def test_a_hanging_webhook_never_blocks_the_sync_and_is_retried_later(open_ws, s
     hook.hold = False
     hook.release.set()
     ws.monitor.run()  # e.g. from cron: the outbox is retried
-    assert ws.monitor.notifier.pending() == []
+    assert ws.monitor.notifier.wait(10) and ws.monitor.notifier.pending() == []
     assert any(p["event"] == "opened" for p in hook.received)
 
 

@@ -137,8 +137,8 @@ class Monitor:
         for name in names:
             run_id = self._latest_run_id(name)
             self._reconcile(name, run_id, self._evaluate(name, run_id, now, None))
-        if self.notifier is not None:
-            self.notifier.deliver_pending()
+        if self.notifier is not None:  # retry what earlier events could not deliver, off this call's path
+            self.notifier.deliver_in_background()
         return self.alerts()
 
     def _latest_run_id(self, source: str) -> int | None:
