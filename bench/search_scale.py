@@ -85,7 +85,7 @@ import pyarrow as pa
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import HybridRetriever
-from bastion.stores.lance import _COLUMNS, LanceStore, _schema, acl_filter
+from bastion.stores.lance import _CITE, _COLUMNS, LanceStore, _schema, acl_filter, pack_cite
 from bastion.stores.protocol import StoredChunk
 
 DIM = 384
@@ -186,6 +186,7 @@ class Corpus:
             "text": texts, "terms": texts, "char_start": [0] * len(idx), "char_end": [len(t) for t in texts],
             "acl": acl,
         }
+        cols["cite"] = [pack_cite({name: cols[name][j] for name in _CITE}) for j in range(len(idx))]
         arrays = {k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}
         arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(self.vectors[start:stop].reshape(-1)), DIM)
         return pa.table(arrays, schema=schema)

@@ -119,3 +119,32 @@ def test_fetch_reads_rows_added_after_the_last_optimize(tmp_path, embedder):
     assert [h.row["chunk_id"] for h in got] == ["late-0", "big3-0"]
     assert got[0].row["text"] == "late arrival pump" and set(got[0].row) >= {"doc_id", "path", "char_end", "version_id"}
     assert store.fetch([("late-0", 1.0)], Principal("x").labels()) == []
+
+
+def test_an_index_written_before_the_packed_cite_column_still_reads_and_writes(tmp_path):
+    """Indexes of earlier versions have no ``cite`` column: they read the separate columns."""
+    import lancedb
+    import numpy as np
+
+    from bastion.core.types import Principal
+    from bastion.stores.lance import TABLE, LanceStore, _schema
+    from bastion.stores.protocol import StoredChunk
+
+    lancedb.connect(str(tmp_path)).create_table(TABLE, schema=_schema(4, cite=False))
+    old = LanceStore(tmp_path, embedder_id="e", dimension=4)
+    assert "cite" not in old._table.schema.names
+
+    def chunk(cid, doc, text):
+        return StoredChunk(chunk_id=cid, doc_id=doc, version_id="v1", source="docs", document="Doc", path=f"{doc}.md",
+                           page=2, section="S", ordinal=0, text=text, terms=text, char_start=0, char_end=len(text),
+                           acl=("group:staff",), vector=np.array([1, 0, 0, 0], np.float32))
+
+    old.replace_documents(["a"], [chunk("a-0", "a", "alpha hotel")])
+    staff = Principal("bob", frozenset({"staff"})).labels()
+    [hit] = old.fetch([("a-0", 1.0)], staff)
+    assert hit.row["path"] == "a.md" and hit.row["page"] == 2 and hit.row["text"] == "alpha hotel"
+    new = LanceStore(tmp_path / "new", embedder_id="e", dimension=4)
+    new.replace_documents(["a"], [chunk("a-0", "a", "alpha hotel")])
+    [hit2] = new.fetch([("a-0", 1.0)], staff)
+    assert hit2.row == hit.row  # the packed column gives back exactly the same fields
+    assert new.fetch([("a-0", 1.0)], Principal("eve").labels()) == []  # and the ACL still applies

@@ -26,9 +26,13 @@ TABLE = "chunks"
 META_FILE = "bastion-index.json"
 _COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
             "ordinal", "text", "char_start", "char_end"]
+# A row's citation fields are also kept packed in one JSON column, ``cite``: reading a row costs
+# ~2-6 ms per column at 1M chunks (docs/benchmarks.md), so a hit is read as chunk_id + text + cite.
+# The separate columns stay for filters (source, doc_id) and for indexes written before ``cite``.
+_CITE = [c for c in _COLUMNS if c not in ("chunk_id", "text")]
 
 
-def _schema(dim: int) -> pa.Schema:
+def _schema(dim: int, cite: bool = True) -> pa.Schema:
     return pa.schema([
         pa.field("chunk_id", pa.string(), nullable=False),
         pa.field("doc_id", pa.string(), nullable=False),
@@ -45,7 +49,20 @@ def _schema(dim: int) -> pa.Schema:
         pa.field("char_end", pa.int32()),
         pa.field("acl", pa.list_(pa.string())),
         pa.field("vector", pa.list_(pa.float32(), dim)),
-    ])
+    ] + ([pa.field("cite", pa.string())] if cite else []))
+
+
+def pack_cite(row: dict) -> str:
+    """The ``cite`` column's value for a row holding the citation fields."""
+    return json.dumps([row[name] for name in _CITE], ensure_ascii=False, separators=(",", ":"))
+
+
+def _expand(row: dict) -> dict:
+    """A row as read (chunk_id, text, cite, ...) with its citation fields unpacked."""
+    packed = row.pop("cite", None)
+    if packed is not None:
+        row.update(zip(_CITE, json.loads(packed)))
+    return row
 
 
 def _quote(value: str) -> str:
@@ -89,6 +106,9 @@ class LanceStore:
         else:
             self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
         self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+        # an index written before the packed ``cite`` column reads the separate columns (`bastion rebuild` adds it)
+        self._cite = "cite" in self._table.schema.names
+        self._read = ["chunk_id", "text", "cite"] if self._cite else list(_COLUMNS)
         # Searches go through the async table behind the sync one (same connection, caches and
         # consistency), run on LanceDB's own background loop. LanceDB 0.40's sync query builders
         # fetch the table schema three times per query, each a round trip to that loop with a
@@ -119,16 +139,19 @@ class LanceStore:
 
     # -- writes ---------------------------------------------------------------------------
     def _to_arrow(self, chunks: list[StoredChunk]) -> pa.Table:
-        cols: dict[str, list] = {f.name: [] for f in _schema(self.dimension)}
+        schema = _schema(self.dimension, self._cite)
+        cols: dict[str, list] = {f.name: [] for f in schema}
         for c in chunks:
             for name in _COLUMNS + ["terms"]:
                 cols[name].append(getattr(c, name))
             cols["acl"].append(list(c.acl))
             cols["vector"].append(np.asarray(c.vector, dtype=np.float32))
+            if self._cite:
+                cols["cite"].append(pack_cite({name: getattr(c, name) for name in _CITE}))
         vectors = np.stack(cols.pop("vector")) if chunks else np.zeros((0, self.dimension), np.float32)
-        arrays = {k: pa.array(v, type=_schema(self.dimension).field(k).type) for k, v in cols.items()}
+        arrays = {k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}
         arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dimension)
-        return pa.table(arrays, schema=_schema(self.dimension))
+        return pa.table(arrays, schema=schema)
 
     def replace_documents(self, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
         if not doc_ids:
@@ -236,21 +259,21 @@ class LanceStore:
             return []
         ids = sorted({cid for cid, _ in ranked})
         where = f"chunk_id IN ({', '.join(_quote(c) for c in ids)}) AND {acl_filter(labels, source)}"
-        table = self._run(self._reader.query().where(where).limit(len(ids)).select(_COLUMNS).to_arrow())
-        rows = {r["chunk_id"]: r for r in table.to_pylist()}
+        table = self._run(self._reader.query().where(where).limit(len(ids)).select(self._read).to_arrow())
+        rows = {r["chunk_id"]: _expand(r) for r in table.to_pylist()}
         return [StoreHit(row=rows[cid], score=score) for cid, score in ranked if cid in rows]
 
     def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
         """Top-k full rows by cosine similarity in one query (the retriever uses rank_dense + fetch)."""
-        rows = self._dense(vector, acl_filter(labels, source), k, _COLUMNS).to_pylist()
-        return [StoreHit(row=r, score=1.0 - float(r.pop("_distance"))) for r in rows]
+        rows = self._dense(vector, acl_filter(labels, source), k, self._read).to_pylist()
+        return [StoreHit(row=_expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
 
     def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
         """Top-k full rows by BM25 in one query (the retriever uses rank_terms + fetch)."""
         if not terms:
             return []
-        rows = self._terms(terms, acl_filter(labels, source), k, _COLUMNS).to_pylist()
-        return [StoreHit(row=r, score=float(r.pop("_score"))) for r in rows]
+        rows = self._terms(terms, acl_filter(labels, source), k, self._read).to_pylist()
+        return [StoreHit(row=_expand(r), score=float(r.pop("_score"))) for r in rows]
 
     def chunk_keys(self) -> list[tuple[str, str, str]]:
         t = self._table.to_arrow().select(["chunk_id", "doc_id", "version_id"]) if self.count() else None
