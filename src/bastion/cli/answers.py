@@ -279,11 +279,7 @@ def lineage_document(ref: Annotated[str, typer.Argument(help="A document id or S
         current = " [green]current[/]" if v["version_id"] == t["current_version_id"] else ""
         console.print(f"  version {v['version_id']}{current}  {v['status']}, {v['chunks']} chunks, sha256 "
                       f"{v['content_hash'][:12]}…, run {run.get('id')} ({run.get('embedder_id')})", highlight=False)
-        for a in v["answers"]:
-            console.print(f"      used by answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
-                          f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}", highlight=False)
-        if not v["answers"]:
-            console.print("      no answer used this version", style="dim")
+        _print_users_of(v["answers"], "      ")
 
 
 @lineage_app.command("version")
@@ -299,11 +295,16 @@ def lineage_version(version_id: str, as_json: JsonOpt = False) -> None:
     d = t["document"]
     console.print(f"[bold]version {t['version_id']}[/] of {d['source']}:{d['key']} ({t['status']}"
                   f"{', current' if d['current'] else ''})", highlight=False)
-    for a in t["answers"]:
-        console.print(f"  answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
+    _print_users_of(t["answers"], "  ")
+
+
+def _print_users_of(answers: list[dict], indent: str) -> None:
+    """The answers that used a document version, one line each."""
+    for a in answers:
+        console.print(f"{indent}used by answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
                       f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}", highlight=False)
-    if not t["answers"]:
-        console.print("  no answer used this version", style="dim")
+    if not answers:
+        console.print(f"{indent}no answer used this version", style="dim")
 
 
 @lineage_app.command("list")
