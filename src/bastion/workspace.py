@@ -187,13 +187,8 @@ class Workspace:
 
     def _check_failed_sync(self, source: str) -> None:
         """Alert on a sync that failed as a whole (a connector error, a renamed column)."""
-        from sqlalchemy import func, select
-
-        from bastion.catalog.models import IngestRunRow
-
         try:
-            with self.catalog.session() as s:
-                run_id = s.scalar(select(func.max(IngestRunRow.id)).where(IngestRunRow.source == source))
+            run_id = self.monitor.latest_run_id(source)
             if run_id is not None:
                 self.monitor.after_sync(source, run_id)
         except Exception:  # the sync's own error is the one to report

@@ -83,7 +83,7 @@ def test_parse_failure_burst_keeps_old_versions(open_ws, src):
     ws = open_ws()
     src.write("report.pdf", b"%PDF-1.4 not really a pdf")
     baseline_report = sync(ws)
-    assert baseline_report.documents_failed == 1 and open_checks(ws) == set()  # 1 of 11 is below 10 %... just
+    assert baseline_report.documents_failed == 1 and open_checks(ws) == set()  # 1 failure in 11 (9 %) is under the 10 % line
     broken = [name for name, _ in TOPICS[:4]]
     for name in broken:  # a converter starts writing binary junk into the markdown files
         src.write(name, b"\x00\x01\x02\xff\xfe" * 50)

@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def utc_iso(value: datetime | None) -> str | None:
+    """A catalog timestamp (naive UTC) as ISO 8601 to the second with ``Z``; None stays None."""
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -32,8 +32,11 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
 
         with friendly_errors():
             ws = open_ws()
-            # before the embedder is built: this process only embeds queries (syncs run in children)
-            ws.config.embedder.threads = ws.config.server.query_threads
+            # before the embedder is built: this process only embeds queries (syncs run in children,
+            # which keep the configured threads unless server.sync_threads says otherwise)
+            srv, emb = ws.config.server, ws.config.embedder
+            srv.sync_threads = srv.sync_threads or emb.threads
+            emb.threads = srv.query_threads
             if not ws.accounts.admins():
                 console.print("[yellow]no admin yet[/]: make one with `bastion user add NAME --role admin` "
                               "and `bastion user passwd NAME`", highlight=False)

@@ -253,8 +253,9 @@ class SyncPipeline:
             self._record_failure(item, source_id, doc_id, doc, content_hash, str(exc), report, size=len(content))
             return None
         chunks = self.chunker.chunk(parsed, doc_id, version_id)
-        stats = version_stats([c.text for c in chunks], parsed.columns)
-        delta.parsed([c.text for c in chunks], stats)
+        texts = [c.text for c in chunks]
+        stats = version_stats(texts, parsed.columns)
+        delta.parsed(texts, stats)
         if doc is None or doc.current_version_id is None:
             kind = "added"
         elif doc.seen_hash == content_hash and doc.status == "active":

@@ -5,19 +5,15 @@ from __future__ import annotations
 from sqlalchemy import Text, cast, select
 
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, LineageRow, SourceRow
+from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, LineageRow, SourceRow, utc_iso
 from bastion.core.errors import WorkspaceError
-
-
-def _ts(v) -> str | None:
-    return v.isoformat(timespec="seconds") + "Z" if v else None
 
 
 def _version_dict(s, v: DocumentVersionRow) -> dict:
     run = s.get(IngestRunRow, v.run_id) if v.run_id else None
     return {"version_id": v.id, "content_hash": v.content_hash, "status": v.status, "size": v.size,
-            "chunks": v.chunk_count, "parser": v.parser, "error": v.error, "created_at": _ts(v.created_at),
-            "run": {"id": run.id, "status": run.status, "started_at": _ts(run.started_at),
+            "chunks": v.chunk_count, "parser": v.parser, "error": v.error, "created_at": utc_iso(v.created_at),
+            "run": {"id": run.id, "status": run.status, "started_at": utc_iso(run.started_at),
                     "embedder_id": run.embedder_id} if run else None}
 
 
@@ -52,7 +48,7 @@ def answers_using(catalog: Catalog, *, version_ids: set[str], limit: int = 1000)
             if not used:
                 continue
             cited = [c for c in row.record.get("citations") or [] if c.get("version_id") in version_ids]
-            out.append({"lineage_id": row.id, "created_at": _ts(row.created_at), "user_id": row.user_id,
+            out.append({"lineage_id": row.id, "created_at": utc_iso(row.created_at), "user_id": row.user_id,
                         "question": row.question, "decision": row.decision, "cited": bool(cited),
                         "versions": sorted({h["version_id"] for h in used}),
                         "chunks": sorted({h["chunk_id"] for h in used})})

@@ -40,12 +40,12 @@ from bastion.catalog.models import (
     IngestRunRow,
     SourceRow,
     SourceSchemaRow,
+    utc_iso,
     utcnow,
 )
 from bastion.core.config import MonitoringConfig, MonitorThresholds, parse_duration
 from bastion.core.errors import WorkspaceError
 
-KINDS = ("freshness", "volume", "schema", "quality", "drift", "parse")
 # alerts on a cited source that make an answer carry a warning
 ANSWER_WARNING_KINDS = ("freshness", "quality", "parse", "drift")
 
@@ -72,9 +72,7 @@ class Finding:
 
 
 def alert_dict(a: AlertRow) -> dict:
-    def ts(v: datetime | None) -> str | None:
-        return v.isoformat(timespec="seconds") + "Z" if v else None
-
+    ts = utc_iso
     return {"id": a.id, "source": a.source, "kind": a.kind, "check": a.check_name, "severity": a.severity,
             "status": a.status, "message": a.message, "detail": a.detail, "run_id": a.run_id,
             "opened_at": ts(a.opened_at), "last_seen_at": ts(a.last_seen_at),
@@ -135,20 +133,21 @@ class Monitor:
         with self.catalog.session() as s:
             names = list(s.scalars(select(SourceRow.name).order_by(SourceRow.name)))
         for name in names:
-            run_id = self._latest_run_id(name)
+            run_id = self.latest_run_id(name)
             self._reconcile(name, run_id, self._evaluate(name, run_id, now, None))
         if self.notifier is not None:  # retry what earlier events could not deliver, off this call's path
             self.notifier.deliver_in_background()
         return self.alerts()
 
-    def _latest_run_id(self, source: str) -> int | None:
+    def latest_run_id(self, source: str) -> int | None:
+        """The source's most recent finished (or failed / quarantined) sync."""
         with self.catalog.session() as s:
             return s.scalar(select(func.max(IngestRunRow.id)).where(IngestRunRow.source == source,
                                                                     IngestRunRow.status != "running"))
 
     def _evaluate(self, source: str, run_id: int | None, now: datetime, embedder) -> dict[str, Finding | None]:
         t = self.config.for_source(source)
-        with self.catalog.session() as s:
+        with self.catalog.session(write=True) as s:  # writes the live state into the run's metrics
             run = s.get(IngestRunRow, run_id) if run_id else None
             runs = list(s.scalars(select(IngestRunRow).where(IngestRunRow.source == source,
                                                              IngestRunRow.status.in_(["completed", "quarantined", "failed"]))
@@ -160,7 +159,6 @@ class Monitor:
                 metrics["state"] = state
                 metrics["freshness"] = self._freshness_at(s, source, run, metrics)
                 run.metrics = metrics
-                s.commit()
             run_status = run.status if run else None
             run_errors = list(run.errors or []) if run else []
             run_embedder = run.embedder_id if run else None
@@ -223,7 +221,7 @@ class Monitor:
                 age = (now - done[0][2]).total_seconds()
                 out["freshness.sync"] = Finding(
                     "freshness", "warn", f"last successful sync {_age(age)} ago, over its SLA of {t.sync_sla}",
-                    {"last_sync": done[0][2].isoformat() + "Z", "age_s": round(age), "sla": t.sync_sla}) if age > sla else None
+                    {"last_sync": utc_iso(done[0][2]), "age_s": round(age), "sla": t.sync_sla}) if age > sla else None
         if t.change_sla:
             scanned = [h for h in history if h[1] in ("completed", "quarantined") and "scan" in h[4]]
             newest = scanned[0][4]["scan"].get("newest_change") if scanned else None
@@ -420,9 +418,9 @@ class Monitor:
         alerts = self.alerts(source=source, include_resolved=include_resolved)
         sources = []
         for name in names if source is None else [source]:
-            hist = self.history(name, limit=1)
+            hist = self.history(name, limit=10)
             last = hist[0] if hist else None
-            state = next((h["metrics"]["state"] for h in self.history(name, limit=10) if h["metrics"].get("state")), {})
+            state = next((h["metrics"]["state"] for h in hist if h["metrics"].get("state")), {})
             sources.append({"name": name, "last_run": last and {k: last[k] for k in ("run_id", "status", "finished_at")},
                             "documents": state.get("documents"), "chunks": state.get("chunks"),
                             "open_alerts": sum(1 for a in alerts if a["source"] == name and a["status"] != "resolved")})
@@ -449,8 +447,8 @@ class Monitor:
                 raise WorkspaceError(f"no source named {source!r}")
             runs = s.scalars(select(IngestRunRow).where(IngestRunRow.source == source)
                              .order_by(IngestRunRow.id.desc()).limit(limit))
-            return [{"run_id": r.id, "status": r.status, "started_at": r.started_at.isoformat(timespec="seconds") + "Z",
-                     "finished_at": r.finished_at.isoformat(timespec="seconds") + "Z" if r.finished_at else None,
+            return [{"run_id": r.id, "status": r.status, "started_at": utc_iso(r.started_at),
+                     "finished_at": utc_iso(r.finished_at),
                      "embedder_id": r.embedder_id, "counts": r.counts or {},
                      "metrics": {k: v for k, v in (r.metrics or {}).items() if k != "centroid"}} for r in runs]
 

@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import select
 
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import AlertDeliveryRow, utcnow
+from bastion.catalog.models import AlertDeliveryRow, utc_iso, utcnow
 from bastion.core.config import WebhookConfig
 from bastion.logging import log
 
@@ -82,7 +82,7 @@ class Notifier:
             self._lock.release()
 
     def _deliver(self, row_id: int, hook: WebhookConfig, payload: dict) -> bool:
-        body = json.dumps(payload | {"sent_at": utcnow().isoformat(timespec="seconds") + "Z"}, ensure_ascii=False).encode()
+        body = json.dumps(payload | {"sent_at": utc_iso(utcnow())}, ensure_ascii=False).encode()
         headers = {"content-type": "application/json", "user-agent": "bastion-alerts"}
         secret = os.environ.get(hook.secret_env) if hook.secret_env else None
         if secret:

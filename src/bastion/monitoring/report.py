@@ -6,7 +6,7 @@ from html import escape
 
 from jinja2 import Environment
 
-from bastion.catalog.models import utcnow
+from bastion.catalog.models import utc_iso, utcnow
 
 SERIES = (  # (title, unit, how to read one run's metrics)
     ("Live documents", "", lambda m: (m.get("state") or {}).get("documents")),
@@ -112,5 +112,5 @@ def build_report(monitor, source_names: list[str], workspace: str, runs: int = 6
                                                                                      key=lambda kv: -kv[1])) or "-",
                         "schema_changes": schema})
     env = Environment(autoescape=True)
-    return env.from_string(TEMPLATE).render(workspace=workspace, generated=utcnow().isoformat(timespec="seconds") + "Z",
+    return env.from_string(TEMPLATE).render(workspace=workspace, generated=utc_iso(utcnow()),
                                             alerts=alerts, sources=sources)

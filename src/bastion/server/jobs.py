@@ -129,12 +129,11 @@ class SyncJobs:
                   report=total.to_dict() | {"sources": reports})
 
     def sync_threads(self) -> int:
-        """Embedder threads of a child sync: ``server.sync_threads``, else ``embedder.threads`` as the file
-        configures it, else all cores but one (the other stays with the searches)."""
-        from bastion.core.config import load_config
-
-        configured = self.ws.config.server.sync_threads or load_config(self.ws.home).embedder.threads
-        return configured or max(1, (os.cpu_count() or 2) - 1)
+        """Embedder threads of a child sync: ``server.sync_threads``, else ``embedder.threads``, else all
+        cores but one (the other stays with the searches). ``bastion serve`` resolves the first two
+        before it sets its own process's embedder to ``server.query_threads``."""
+        cfg = self.ws.config
+        return cfg.server.sync_threads or cfg.embedder.threads or max(1, (os.cpu_count() or 2) - 1)
 
     def _run_child(self, source: str | None, on_progress) -> list[dict]:
         """``bastion sync [SOURCE] --json --progress-jsonl`` in a child process; its report dicts."""

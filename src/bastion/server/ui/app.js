@@ -46,9 +46,8 @@
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
 
   // -- strings ------------------------------------------------------------------------------------
-  /* English and Chinese for the data-health view and the answer warnings. Static text in
-   * index.html names its key in data-i18n (the English there is the fallback); code calls t().
-   * The view follows the browser's language; an answer's warning follows the answer's language. */
+  /* The data-health view's labels (English, like the rest of the UI) and the answer warnings,
+   * which follow the answer's language (English or Chinese). Code calls t(). */
   const STRINGS = {
     en: {
       "nav.health": "Data health",
@@ -85,45 +84,15 @@
       "warning.line": (source, kind, message) => `Source ${source} has an open ${kind} alert: ${message}`,
     },
     zh: {
-      "nav.health": "数据健康",
-      "health.title": "数据健康",
-      "health.run": "立即运行检查",
-      "health.report": "打开报告",
-      "health.sources": "数据源",
-      "health.alerts": "告警",
-      "health.col.source": "数据源",
-      "health.col.lastSync": "最近同步",
-      "health.col.when": "时间",
-      "health.col.documents": "在用文档",
-      "health.col.openAlerts": "未解决告警",
-      "health.col.id": "编号",
-      "health.col.kind": "类型",
-      "health.col.severity": "级别",
-      "health.col.status": "状态",
-      "health.col.opened": "发生时间",
-      "health.col.message": "说明",
-      "health.noAlerts": "没有未解决的告警：检查未发现问题。",
-      "health.noSources": "还没有数据源。",
-      "health.never": "从未同步",
-      "health.acknowledge": "确认",
-      "health.resolve": "解决",
-      "health.acknowledged": (id) => `告警 ${id} 已确认`,
-      "health.resolvedToast": (id) => `告警 ${id} 已解决`,
-      "health.ran": (n) => `检查已完成：${n} 条未解决告警`,
-      "health.webhooks": (n) => `${n} 条 webhook 通知尚未送达。`,
-      "status.open": "未处理", "status.acknowledged": "已确认", "status.resolved": "已解决",
-      "severity.warn": "警告", "severity.hard": "严重",
       "kind.freshness": "时效", "kind.volume": "数据量", "kind.schema": "结构",
       "kind.quality": "质量", "kind.drift": "漂移", "kind.parse": "解析",
       "warning.title": "所引用的数据源有数据健康告警",
       "warning.line": (source, kind, message) => `数据源 ${source} 有一条未解决的${kind}告警：${message}`,
     },
   };
-  // The UI's labels are English throughout until every view is translated; the Chinese table
-  // already serves warnings on Chinese answers (they follow the answer's language).
-  const UI_LANG = "en";
+  const UI_LANG = "en"; // the UI's own labels; a warning takes its answer's language
 
-  /** The string for key in lang (default: the browser's); a function entry is called with args. */
+  /** The string for key in lang (default: the UI's); a function entry is called with args. */
   function t(key, args = [], lang = UI_LANG) {
     const table = STRINGS[lang] || STRINGS.en;
     const v = key in table ? table[key] : STRINGS.en[key];
@@ -135,13 +104,6 @@
   function term(prefix, value, lang = UI_LANG) {
     const key = `${prefix}.${value}`;
     return key in STRINGS.en ? t(key, [], lang) : String(value ?? "");
-  }
-
-  function applyStrings() {
-    if (UI_LANG === "en") return; // index.html already holds the English
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-    $("view-health").setAttribute("lang", "zh-CN");
-    document.querySelector('#nav a[data-view="health"]').setAttribute("lang", "zh-CN");
   }
 
   function fmtTime(iso) {
@@ -1046,7 +1008,6 @@
 
   // -- wiring ------------------------------------------------------------------------------------------
   function init() {
-    applyStrings();
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("ask-form").addEventListener("submit", ask);
