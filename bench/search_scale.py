@@ -20,12 +20,15 @@ For each corpus size and each ACL selectivity (the share of chunks the principal
 * **short**  -- how many queries returned fewer than k=10 hits although at least 10
   authorised (and, for BM25, term-matching) chunks exist. Must be 0.
 * **path**   -- whether the store took its exact path (``count_rows(filter) <=
-  exact_threshold`` -> ``bypass_vector_index``) or its IVF_PQ path (nprobes/refine_factor,
-  with the exact fallback when the probe returns fewer than k rows). For IVF_PQ cells the
-  raw ANN result (no fallback) is also measured, to show what the fallback hides.
-* **while a sync writes** -- query p50/p95 idle, then while a background writer (a thread
-  with its own ``LanceStore`` on the same directory, or ``--writer process``) calls
-  ``replace_documents`` with 500 new chunks (50 new doc ids) every ~0.5 s, then idle again.
+  exact_threshold``: the authorised vectors held in memory, ``bastion.stores.exact``) or its
+  IVF_PQ path (nprobes/refine_factor, with a wider probe and then a LanceDB scan when the probe
+  returns fewer than k rows). With ``--diag-queries`` the LanceDB scan (``bypass_vector_index``) and
+  the raw IVF_PQ probe (no fallback) are also measured for every cell.
+* **while a sync writes** -- query p50/p95 idle, then while a background writer (a separate
+  process with its own ``LanceStore`` on the same directory, or ``--writer thread``) calls
+  ``replace_documents`` with 500 new chunks (50 new doc ids) every ~0.5 s and ``optimize()`` every
+  2,048 rows, at nice 10 -- as the server runs a sync (``index.optimize_every_chunks``,
+  ``server.sync_nice``; ``--optimize-every`` / ``--writer-nice`` change them) -- then idle again.
   Reported as busy p95 / idle p95.
 
 Latencies are wall-clock per call (``time.perf_counter``), warm-up queries excluded; every
@@ -73,6 +76,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import shutil
 import tempfile
 import threading
@@ -273,7 +277,9 @@ def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, 
 
 
 def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out,
-                    optimize_every: int = 0) -> None:
+                    optimize_every: int = 0, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)  # as the server runs its syncs (server.sync_nice)
     store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)
     times: list[float] = []
     _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times, optimize_every)
@@ -284,7 +290,7 @@ class Writer:
     """A sync running beside the queries: a thread with its own LanceStore, or a separate process."""
 
     def __init__(self, kind: str, path: Path, model: TopicModel, seed: int, period: float, size: int, seconds: float,
-                 optimize_every: int = 0):
+                 optimize_every: int = 0, nice: int = 0):
         self.kind, self.times = kind, []
         if kind == "thread":
             self.stop, self.started = threading.Event(), threading.Event()
@@ -297,7 +303,7 @@ class Writer:
             self.stop, self.started, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
             self.worker = ctx.Process(target=_writer_process, daemon=True,
                                       args=(str(path), seed, period, size, seconds, self.stop, self.started, self.out,
-                                            optimize_every))
+                                            optimize_every, nice))
 
     def __enter__(self):
         self.worker.start()
@@ -487,7 +493,7 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
     before = store.count()
     idle, _ = phase()
     with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds,
-                args.optimize_every) as w:
+                args.optimize_every, args.writer_nice if args.writer == "process" else 0) as w:
         t0 = time.perf_counter()
         busy, busy_rounds = phase(w.writing)
         busy_s = time.perf_counter() - t0
@@ -600,8 +606,10 @@ def main() -> None:
     ap.add_argument("--sync-batch", type=int, default=500, help="chunks per replace_documents while syncing")
     ap.add_argument("--sync-period", type=float, default=0.5, help="seconds between writer batches")
     ap.add_argument("--no-sync", action="store_true", help="skip the while-a-sync-writes measurement")
-    ap.add_argument("--optimize-every", type=int, default=0,
-                    help="the writer optimizes after this many rows, like index.optimize_every_chunks (0: never)")
+    ap.add_argument("--optimize-every", type=int, default=2048,
+                    help="the writer optimizes after this many rows, like index.optimize_every_chunks (its default; 0: never)")
+    ap.add_argument("--writer-nice", type=int, default=10,
+                    help="nice value of the writer process, like server.sync_nice (its default; 0: same priority)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 

@@ -128,7 +128,7 @@ class Workspace:
         s = self.config.search
         return LanceStore(self.data_dir / "index", embedder_id=self.embedder.id, dimension=self.embedder.dimension,
                           exact_threshold=s.exact_threshold, nprobes=s.nprobes, refine_factor=s.refine_factor,
-                          ann_min_rows=self.config.index.ann_min_rows)
+                          ann_min_rows=self.config.index.ann_min_rows, exact_cache_mb=s.exact_cache_mb)
 
     def close(self) -> None:
         for llm in self._llms.values():

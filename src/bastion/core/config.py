@@ -79,8 +79,11 @@ class SearchConfig(_Strict):
     rrf_k: int = Field(10, ge=1)
     bm25_weight: float = Field(1.25, ge=0)
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
-    # below this many authorised chunks, dense search is exact (no ANN index)
-    exact_threshold: int = Field(1_000, ge=0)
+    # a principal who may read at most this many chunks gets exact dense search from vectors held
+    # in memory (bastion.stores.exact): an ANN probe can miss a small group's chunks entirely
+    exact_threshold: int = Field(50_000, ge=0)
+    # memory for those vectors (least recently used labels are dropped first)
+    exact_cache_mb: int = Field(512, ge=0)
     refine_factor: int = Field(10, ge=1)
     nprobes: int = Field(20, ge=1)
 

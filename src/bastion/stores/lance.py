@@ -20,7 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 from bastion.core.errors import EmbedderMismatch, MissingExtraError, StoreError
+from bastion.stores.exact import ExactSets
 from bastion.stores.protocol import Ranked, StoreHit, StoredChunk
+
+# Lance scores a filtered full-text query one of two ways: every document the filter admits (when it
+# admits at most this percent of the index), or WAND over the posting lists skipping the others. Its
+# default, 10 %, put a 10 % ACL group on the first way: 49 / 58 ms (p50 / p95) at 1M chunks, against
+# 10 / 18 ms by WAND, while a 1 % group is faster the first way (17 / 22 ms, WAND 21 / 48 ms);
+# docs/benchmarks.md. Read once per process, at the first full-text query; the environment overrides.
+os.environ.setdefault("LANCE_FLAT_SEARCH_PERCENT_THRESHOLD", "2")
 
 TABLE = "chunks"
 META_FILE = "bastion-index.json"
@@ -88,8 +96,8 @@ class LanceStore:
     """
 
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
-                 exact_threshold: int = 1_000, nprobes: int = 20, refine_factor: int = 10,
-                 ann_min_rows: int = 100_000):
+                 exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
+                 ann_min_rows: int = 100_000, exact_cache_mb: int = 512):
         try:
             import lancedb
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -99,6 +107,7 @@ class LanceStore:
         self.embedder_id, self.dimension = embedder_id, dimension
         self.exact_threshold, self.nprobes, self.refine_factor = exact_threshold, nprobes, refine_factor
         self.ann_min_rows = ann_min_rows
+        self._exact_sets = ExactSets(exact_cache_mb << 20)
         self._check_meta()
         self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
         if TABLE in self._db.list_tables().tables:
@@ -209,26 +218,49 @@ class LanceStore:
 
     # -- reads ----------------------------------------------------------------------------
     def _exact(self, where: str) -> bool:
-        if "vector" not in self._indexed_columns:
-            return True  # no ANN index: the scan is exact anyway
+        """Whether dense search under ``where`` is exact, from vectors held in memory (:mod:`.exact`):
+        true when it admits at most ``exact_threshold`` chunks (``count_rows`` on the LABEL_LIST index
+        costs < 1 ms at 1M chunks)."""
         return self._table.count_rows(where) <= self.exact_threshold
 
-    def _dense(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
+    def _exact_rank(self, vector: np.ndarray, labels: frozenset[str], source, k: int) -> list[Ranked]:
+        src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
+        # the version is read before any row, so what the cache reads is never older than its tag
+        version = self._run(self._reader.version())
+        ranked = self._exact_sets.rank(vector, [(label, src) for label in sorted(labels)], version, k,
+                                       list_rows=self._label_rows, read=self._label_vectors)
+        return [Ranked(c, s) for c, s in ranked]
+
+    def _label_rows(self, key: tuple) -> np.ndarray:
+        """Row ids of one (label, source) filter: the LABEL_LIST index answers without reading a column."""
+        label, src = key
+        t = self._run(self._reader.query().where(acl_filter(frozenset({label}), src)).with_row_id().select([]).to_arrow())
+        return t.column("_rowid").to_numpy()
+
+    def _label_vectors(self, key: tuple, rows: np.ndarray | None) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(row ids, chunk ids, vectors) of the given rows, or of every row of the (label, source) filter."""
+        if rows is None:
+            label, src = key
+            query = self._reader.query().where(acl_filter(frozenset({label}), src))
+        else:  # rows a compaction retired since they were listed are simply not returned
+            query = self._reader.take_row_ids([int(r) for r in rows])
+        t = self._run(query.with_row_id().select(["chunk_id", "vector"]).to_arrow())
+        vectors = t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), vectors.reshape(-1, self.dimension)
+
+    def _ann(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
+        """Dense search in LanceDB: the IVF_PQ index when there is one, else a scan of the filtered rows."""
         query = (self._reader.vector_search(np.asarray(vector, dtype=np.float32)).column("vector")
                  .distance_type("cosine").where(where).limit(k)  # async queries prefilter by default
                  .select(columns + ["_distance"]))
-        # The exact path reads every authorised vector by row id (~12 us a row measured at 1M chunks, so
-        # 10k rows cost ~130 ms and 100k ~1 s); the ANN path costs ~20 ms whatever the filter. Hence a low
-        # exact_threshold. Refinement re-reads k * refine_factor full vectors: cap them near 200 for deep k.
-        exact = self._exact(where)
-        if exact:
-            query = query.bypass_vector_index()
-        else:
-            query = query.nprobes(self.nprobes).refine_factor(min(self.refine_factor, max(2, 200 // k)))
+        if "vector" not in self._indexed_columns:
+            return self._run(query.bypass_vector_index().to_arrow())
+        # Refinement re-reads k * refine_factor full vectors: cap them near 200 for deep k.
+        query = query.nprobes(self.nprobes).refine_factor(min(self.refine_factor, max(2, 200 // k)))
         rows = self._run(query.to_arrow())
-        if not exact and rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
+        if rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
             rows = self._run(query.nprobes(self.nprobes * 10).to_arrow())
-            if rows.num_rows < k:  # still short: exact
+            if rows.num_rows < k:  # still short: scan them all
                 rows = self._run(query.bypass_vector_index().to_arrow())
         return rows
 
@@ -238,7 +270,10 @@ class LanceStore:
 
     def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
         """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`)."""
-        t = self._dense(vector, acl_filter(labels, source), k, ["chunk_id"])
+        where = acl_filter(labels, source)
+        if self._exact(where):
+            return self._exact_rank(vector, labels, source, k)
+        t = self._ann(vector, where, k, ["chunk_id"])
         return [Ranked(c, 1.0 - float(d)) for c, d in zip(t.column("chunk_id").to_pylist(), t.column("_distance").to_pylist())]
 
     def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
@@ -264,8 +299,11 @@ class LanceStore:
         return [StoreHit(row=rows[cid], score=score) for cid, score in ranked if cid in rows]
 
     def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        """Top-k full rows by cosine similarity in one query (the retriever uses rank_dense + fetch)."""
-        rows = self._dense(vector, acl_filter(labels, source), k, self._read).to_pylist()
+        """Top-k full rows by cosine similarity (the retriever uses rank_dense + fetch)."""
+        where = acl_filter(labels, source)
+        if self._exact(where):
+            return self.fetch(self._exact_rank(vector, labels, source, k), labels, source)
+        rows = self._ann(vector, where, k, self._read).to_pylist()
         return [StoreHit(row=_expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
 
     def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
