@@ -143,7 +143,6 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         return r["decision"] == "abstained" or (r["evidence"] is None or r["evidence"] < threshold)
 
     ans = [r for r in rows if not r["impossible"]]
-    imp = [r for r in rows if r["impossible"]]
     answered = [r for r in ans if not abstains(r)]
     n = max(1, len(ans))
     res = {

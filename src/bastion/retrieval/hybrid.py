@@ -8,12 +8,17 @@ drops are never read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from bastion.core.types import Hit, Principal
 from bastion.retrieval.analyzer import analyze
 from bastion.stores.protocol import ChunkStore, Ranked, StoreHit
+
+
+# Threads for the BM25 leg of hybrid searches, shared by every retriever of the process.
+_LEGS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="bastion-bm25")
 
 
 def rrf(rankings: list[list[str]], k: int = 60, weights: list[float] | None = None) -> dict[str, float]:
@@ -50,12 +55,20 @@ class HybridRetriever:
         """Every candidate id, best first: one leg's ranking, or both legs fused by weighted RRF
         (ties broken by chunk id). Each leg ranks ``max(k, candidates)`` ids; no row is read."""
         depth = max(k, self.candidates)
-        dense = self.store.rank_dense(self.embed_query(query), labels, depth, source) if mode in ("hybrid", "dense") else []
-        terms = self.store.rank_terms(analyze(query), labels, depth, source) if mode in ("hybrid", "bm25") else []
         if mode == "dense":
-            return dense
+            return self.store.rank_dense(self.embed_query(query), labels, depth, source)
         if mode == "bm25":
-            return terms
+            return self.store.rank_terms(analyze(query), labels, depth, source)
+        # The BM25 leg runs on another thread while this one embeds the query and ranks by vector:
+        # both wait on LanceDB's native threads or numpy most of the time, so a hybrid search costs
+        # about its slower leg instead of the sum (docs/benchmarks.md).
+        pending = _LEGS.submit(self.store.rank_terms, analyze(query), labels, depth, source)
+        try:
+            dense = self.store.rank_dense(self.embed_query(query), labels, depth, source)
+        except BaseException:
+            wait([pending])  # let the other leg finish before the error propagates
+            raise
+        terms = pending.result()
         fused = rrf([[cid for cid, _ in dense], [cid for cid, _ in terms]], self.rrf_k, weights=[1.0, self.bm25_weight])
         return [Ranked(cid, score) for cid, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
 

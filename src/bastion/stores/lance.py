@@ -221,7 +221,7 @@ class LanceStore:
         """Whether dense search under ``where`` is exact, from vectors held in memory (:mod:`.exact`):
         true when it admits at most ``exact_threshold`` chunks (``count_rows`` on the LABEL_LIST index
         costs < 1 ms at 1M chunks)."""
-        return self._table.count_rows(where) <= self.exact_threshold
+        return self._run(self._reader.count_rows(where)) <= self.exact_threshold
 
     def _exact_rank(self, vector: np.ndarray, labels: frozenset[str], source, k: int) -> list[Ranked]:
         src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
