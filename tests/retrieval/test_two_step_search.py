@@ -146,11 +146,12 @@ def test_a_chunk_removed_before_the_fetch_is_replaced_by_the_next_candidate(corp
     store, _ = corpus
     p, q, k = Principal("u3", frozenset({"hr", "staff"})), QUERIES[1], 8
     r = HybridRetriever(store, embedder.embed_query, candidates=20)
-    ranked = r.rank(q, p.labels(), k, mode=mode)
+    ranked = r.rank(q, p.labels(), k, mode=mode)  # dense alone ranks k, the other modes 20 per leg
+    deep = r.rank(q, p.labels(), 20, mode=mode)
     removed = {ranked[0].chunk_id, ranked[3].chunk_id}
     spy = SyncBetweenRankAndFetch(store, lambda _: store.replace_documents(sorted(c[:-2] for c in removed), []))
     hits = HybridRetriever(spy, embedder.embed_query, candidates=20).search(q, p, k, mode=mode)
-    assert [h.chunk_id for h in hits] == [c for c, _ in ranked if c not in removed][:k]  # fused order kept
+    assert [h.chunk_id for h in hits] == [c for c, _ in deep if c not in removed][:k]  # order kept
     assert len(spy.fetched) == 2 and len(spy.fetched[1]) == 2  # topped up with the next two candidates
 
 

@@ -168,8 +168,9 @@ def test_another_writers_changes_show_on_the_next_exact_search(tmp_path, embedde
     the next search by the reader sees both, reading only the new rows."""
     big, small = _corpus(embedder)
     reader = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64)
-    writer = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64)
+    writer = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64, ann_min_rows=256)
     writer.replace_documents([c.doc_id for c in big + small], big + small)
+    writer.optimize()  # the writer builds the vector index; the reader, opened before, notices it
     labels = frozenset({"group:small", "user:eve"})
     v = embedder.embed_query("payroll bonus schedule 3")
     first = reader.rank_dense(v, labels, 3)
@@ -195,8 +196,9 @@ def test_a_source_filter_keeps_its_own_entries(tmp_path, embedder):
     big, small = _corpus(embedder)
     other = [replace(make_chunk(embedder, f"other{i}", f"payroll bonus schedule {i}", ("group:small",)), source="other")
              for i in range(5)]
-    store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64)
+    store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64, ann_min_rows=256)
     store.replace_documents([c.doc_id for c in big + small + other], big + small + other)
+    store.optimize()
     v = embedder.embed_query("payroll bonus schedule 2")
     labels = frozenset({"group:small"})
     assert {c for c, _ in store.rank_dense(v, labels, 10, source="other")} == {c.chunk_id for c in other}

@@ -53,8 +53,10 @@ class HybridRetriever:
     def rank(self, query: str, labels: frozenset[str], k: int, *, source: str | None = None,
              mode: str = "hybrid") -> list[Ranked]:
         """Every candidate id, best first: one leg's ranking, or both legs fused by weighted RRF
-        (ties broken by chunk id). Each leg ranks ``max(k, candidates)`` ids; no row is read."""
-        depth = max(k, self.candidates)
+        (ties broken by chunk id). Each leg ranks ``max(k, candidates)`` ids, except dense alone,
+        which ranks ``k``: it has nothing to fuse, and a deeper IVF probe refines more vectors. No row
+        is read."""
+        depth = k if mode == "dense" else max(k, self.candidates)
         if mode == "dense":
             return self.store.rank_dense(self.embed_query(query), labels, depth, source)
         if mode == "bm25":
@@ -76,7 +78,13 @@ class HybridRetriever:
                mode: str = "hybrid") -> list[Hit]:
         labels = principal.labels()
         ranked = self.rank(query, labels, k, source=source, mode=mode)
-        return [_hit(h) for h in self._fetch(ranked, k, labels, source)]
+        hits = self._fetch(ranked, k, labels, source)
+        if len(hits) < k and mode == "dense" and len(ranked) == k < self.candidates:
+            # a sync replaced some ranked chunks between ranking and reading: rank deeper for the rest
+            tried = {cid for cid, _ in ranked}
+            deeper = self.rank(query, labels, self.candidates, source=source, mode=mode)
+            hits += self._fetch([r for r in deeper if r.chunk_id not in tried], k - len(hits), labels, source)
+        return [_hit(h) for h in hits]
 
     def _fetch(self, ranked: list[Ranked], k: int, labels: frozenset[str], source: str | None) -> list[StoreHit]:
         """Rows of the first k ranked ids, in rank order. An id the fetch does not return (a concurrent

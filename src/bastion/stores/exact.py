@@ -49,12 +49,15 @@ class _Entry:
 
     @classmethod
     def of(cls, version: int, rows: np.ndarray, ids, vectors: np.ndarray) -> "_Entry":
+        """An entry from rows in any order; ``vectors`` must be unit length already."""
         rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
+        ids = np.asarray(ids, dtype=object) if len(rows) else np.array([], object)
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(rows), -1) if len(rows) else vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        return cls(version, rows[order], np.array(list(ids), dtype=object)[order] if len(rows) else np.array([], object),
-                   _unit(vectors[order]))
+        if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):  # appended rows usually sort last already
+            order = np.argsort(rows, kind="stable")
+            rows, ids, vectors = rows[order], ids[order], vectors[order]
+        return cls(version, rows, ids, vectors)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -127,17 +130,22 @@ class ExactSets:
             kept = np.isin(now, old.rows, assume_unique=True)
             missing = now[~kept]
             if len(missing) <= self.REREAD_SHARE * max(1, len(now)):
-                at = np.searchsorted(old.rows, now[kept])
-                rows, ids, vectors = [old.rows[at]], [old.ids[at]], [old.vectors[at]]
+                if int(kept.sum()) == len(old.rows):  # no row left the key: keep its arrays as they are
+                    rows, ids, vectors = [old.rows], [old.ids], [old.vectors]
+                else:
+                    at = np.searchsorted(old.rows, now[kept])
+                    rows, ids, vectors = [old.rows[at]], [old.ids[at]], [old.vectors[at]]
                 if len(missing):
                     found, found_ids, found_vectors = read(key, missing)
                     rows.append(np.asarray(found, dtype=np.int64))
                     ids.append(np.array(list(found_ids), dtype=object))
-                    vectors.append(np.asarray(found_vectors, dtype=np.float32))
+                    vectors.append(_unit(np.asarray(found_vectors, dtype=np.float32).reshape(len(found_ids), -1)))
                 dim = max((v.shape[1] for v in vectors if v.ndim == 2 and len(v)), default=0)
                 return _Entry.of(version, np.concatenate(rows), np.concatenate(ids),
                                  np.concatenate([v.reshape(len(v), dim) for v in vectors]))
-        return _Entry.of(version, *read(key, None))
+        rows, ids, vectors = read(key, None)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return _Entry.of(version, rows, list(ids), _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors)
 
     def clear(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +109,8 @@ class LanceStore:
         self.exact_threshold, self.nprobes, self.refine_factor = exact_threshold, nprobes, refine_factor
         self.ann_min_rows = ann_min_rows
         self._exact_sets = ExactSets(exact_cache_mb << 20)
+        self._counts: dict[str, tuple[int, int]] = {}  # filter -> (table version, rows it admits)
+        self._counts_lock = threading.Lock()
         self._check_meta()
         self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
         if TABLE in self._db.list_tables().tables:
@@ -115,6 +118,7 @@ class LanceStore:
         else:
             self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
         self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+        self._seen_version = self._table.version
         # an index written before the packed ``cite`` column reads the separate columns (`bastion rebuild` adds it)
         self._cite = "cite" in self._table.schema.names
         self._read = ["chunk_id", "text", "cite"] if self._cite else list(_COLUMNS)
@@ -217,16 +221,37 @@ class LanceStore:
         self._indexed_columns.add("vector")
 
     # -- reads ----------------------------------------------------------------------------
-    def _exact(self, where: str) -> bool:
-        """Whether dense search under ``where`` is exact, from vectors held in memory (:mod:`.exact`):
-        true when it admits at most ``exact_threshold`` chunks (``count_rows`` on the LABEL_LIST index
-        costs < 1 ms at 1M chunks)."""
-        return self._run(self._reader.count_rows(where)) <= self.exact_threshold
-
-    def _exact_rank(self, vector: np.ndarray, labels: frozenset[str], source, k: int) -> list[Ranked]:
-        src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
-        # the version is read before any row, so what the cache reads is never older than its tag
+    def _version(self) -> int:
+        """The table's latest version. When it moved, the indexes are listed again: another process
+        (a sync beside a server) may have built the vector index since this one opened the table."""
         version = self._run(self._reader.version())
+        if version != self._seen_version:
+            self._indexed_columns = {tuple(i.columns)[0] for i in self._run(self._reader.list_indices())}
+            self._seen_version = version
+        return version
+
+    def _exact(self, where: str, version: int | None = None) -> bool:
+        """Whether dense search under ``where`` is exact from vectors held in memory (:mod:`.exact`):
+        when there is an ANN index (without one, LanceDB's scan is exact already) and the filter admits
+        at most ``exact_threshold`` chunks. The count (``count_rows`` on the LABEL_LIST index, 2-3 ms at
+        1M chunks) is kept per filter until the table's version moves."""
+        version = self._version() if version is None else version
+        if "vector" not in self._indexed_columns:
+            return False
+        with self._counts_lock:
+            known = self._counts.get(where)
+        if known is None or known[0] != version:
+            known = (version, self._run(self._reader.count_rows(where)))
+            with self._counts_lock:
+                self._counts[where] = known
+                if len(self._counts) > 4096:
+                    self._counts.pop(next(iter(self._counts)))
+        return known[1] <= self.exact_threshold
+
+    def _exact_rank(self, vector: np.ndarray, labels: frozenset[str], source, k: int, version: int) -> list[Ranked]:
+        """Exact top-k from the in-memory vectors; ``version`` was read before any row (so what the
+        cache reads is never older than its tag)."""
+        src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
         ranked = self._exact_sets.rank(vector, [(label, src) for label in sorted(labels)], version, k,
                                        list_rows=self._label_rows, read=self._label_vectors)
         return [Ranked(c, s) for c, s in ranked]
@@ -270,9 +295,9 @@ class LanceStore:
 
     def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
         """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`)."""
-        where = acl_filter(labels, source)
-        if self._exact(where):
-            return self._exact_rank(vector, labels, source, k)
+        where, version = acl_filter(labels, source), self._version()
+        if self._exact(where, version):
+            return self._exact_rank(vector, labels, source, k, version)
         t = self._ann(vector, where, k, ["chunk_id"])
         return [Ranked(c, 1.0 - float(d)) for c, d in zip(t.column("chunk_id").to_pylist(), t.column("_distance").to_pylist())]
 
@@ -300,9 +325,9 @@ class LanceStore:
 
     def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
         """Top-k full rows by cosine similarity (the retriever uses rank_dense + fetch)."""
-        where = acl_filter(labels, source)
-        if self._exact(where):
-            return self.fetch(self._exact_rank(vector, labels, source, k), labels, source)
+        where, version = acl_filter(labels, source), self._version()
+        if self._exact(where, version):
+            return self.fetch(self._exact_rank(vector, labels, source, k, version), labels, source)
         rows = self._ann(vector, where, k, self._read).to_pylist()
         return [StoreHit(row=_expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
 
