@@ -380,7 +380,8 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
         t0 = time.perf_counter()
         counted = store._table.count_rows(where)
         count_ms = (time.perf_counter() - t0) * 1000
-        exact_path = store._exact(where)
+        path_name = ("exact (memory)" if store._exact(where) else
+                     "ivf_pq" if "vector" in store._indexed_columns else "exact (scan)")
         lat = {"dense": [], "dense_r": [], "bm25": [], "hybrid": []}
         recall, relevant, short = [], [], {"dense": 0, "dense_r": 0, "bm25": 0, "hybrid": 0}
         for i in range(nq):
@@ -414,7 +415,7 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
                 matching = int((np.isin(corpus.words, qwords[i]).any(1) & members).sum())
                 short["bm25"] += matching >= K
         cell = {"acl": name, "group": group, "authorised": authorised, "count_rows": counted,
-                "count_rows_ms": count_ms, "path": "exact" if exact_path else "ivf_pq",
+                "count_rows_ms": count_ms, "path": path_name,
                 "recall": float(np.mean(recall)), "recall_min": float(np.min(recall)),
                 "recall_relevant": float(np.mean(relevant)) if relevant else float("nan"),
                 "queries_with_relevant": len(relevant), "short": short}
