@@ -84,7 +84,6 @@ class ExactSets:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()  # guards the dict; entries are immutable and replaced whole
-        self.reads = 0  # vector reads done (full or partial), for tests and diagnostics
 
     def rank(self, vector: np.ndarray, keys: Sequence[Hashable], version: int, k: int, *,
              list_rows: ListRows, read: ReadRows) -> list[tuple[str, float]]:
@@ -124,7 +123,6 @@ class ExactSets:
 
     def _refresh(self, key: Hashable, version: int, old: _Entry | None, list_rows: ListRows, read: ReadRows) -> _Entry:
         # The caller read ``version`` before any row, so an entry's rows are never older than its tag.
-        self.reads += 1
         if old is not None:
             now = np.unique(np.asarray(list_rows(key), dtype=np.int64))
             kept = np.isin(now, old.rows, assume_unique=True)
@@ -146,11 +144,6 @@ class ExactSets:
         rows, ids, vectors = read(key, None)
         vectors = np.asarray(vectors, dtype=np.float32)
         return _Entry.of(version, rows, list(ids), _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
 
     @property
     def nbytes(self) -> int:

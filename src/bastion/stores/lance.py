@@ -187,6 +187,7 @@ class LanceStore:
         rows = self._table.count_rows()
         if rows == 0:
             return
+        self._list_indexes()  # another process may have built some since this one looked
         made = False
         wanted = {
             "terms": FTS(base_tokenizer="whitespace", lower_case=False, stem=False, remove_stop_words=False,
@@ -204,7 +205,7 @@ class LanceStore:
             made = True
         self._table.optimize(cleanup_older_than=timedelta(hours=1))
         if made:
-            self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+            self._list_indexes()
 
     def build_vector_index(self, num_partitions: int | None = None, num_sub_vectors: int | None = None) -> None:
         rows = self._table.count_rows()
@@ -221,13 +222,17 @@ class LanceStore:
         self._indexed_columns.add("vector")
 
     # -- reads ----------------------------------------------------------------------------
+    def _list_indexes(self) -> None:
+        self._indexed_columns = {tuple(i.columns)[0] for i in self._run(self._reader.list_indices())}
+
     def _version(self) -> int:
-        """The table's latest version. When it moved, the indexes are listed again: another process
-        (a sync beside a server) may have built the vector index since this one opened the table."""
+        """The table's latest version. Until a vector index is known, a moved version lists the indexes
+        again: another process (a sync beside a server) may have built it since this one opened the
+        table. Once known it stays (an index is only replaced, never dropped), so a commit costs no listing."""
         version = self._run(self._reader.version())
-        if version != self._seen_version:
-            self._indexed_columns = {tuple(i.columns)[0] for i in self._run(self._reader.list_indices())}
-            self._seen_version = version
+        if version != self._seen_version and "vector" not in self._indexed_columns:
+            self._list_indexes()
+        self._seen_version = version
         return version
 
     def _exact(self, where: str, version: int | None = None) -> bool:
