@@ -13,29 +13,42 @@ from bastion.testing.fakes import HashEmbedder
 
 
 class Table:
-    """What a LanceStore answers for each key: its rows (row id -> chunk id, vector); counts the reads."""
+    """What a LanceStore answers: each key's rows (chunk id -> vector). Like LanceDB, a row id addresses
+    immutable data: a chunk whose keys change gets a new row id. Counts the reads."""
 
     def __init__(self, rows: dict[str, dict[str, np.ndarray]]):
-        self.full_reads, self.partial_reads = 0, []
-        self.row_of: dict[str, int] = {}
+        self.full_reads, self.partial_reads, self.listings = 0, [], 0
+        self.row_of: dict[tuple, int] = {}
         self.rows = rows
 
+    def _keys_of(self, cid: str) -> tuple:
+        return tuple(sorted(k for k, rows in self.rows.items() if cid in rows))
+
     def _rid(self, cid: str) -> int:
-        return self.row_of.setdefault(cid, 1000 + len(self.row_of))  # a chunk keeps its row
+        return self.row_of.setdefault((cid, self._keys_of(cid)), 1000 + len(self.row_of))
 
-    def list_rows(self, key):
-        return np.array([self._rid(c) for c in self.rows[key]], dtype=np.int64)
+    def _vector(self, cid: str) -> np.ndarray:
+        return next(rows[cid] for rows in self.rows.values() if cid in rows)
 
-    def read(self, key, rows):
-        by_row = {self._rid(c): c for c in self.rows[key]}
-        if rows is None:
-            self.full_reads += 1
-            rows = list(by_row)
-        else:
-            self.partial_reads.append(sorted(by_row[int(r)] for r in rows if int(r) in by_row))
-            rows = [int(r) for r in rows if int(r) in by_row]
-        ids = [by_row[r] for r in rows]
-        return np.array(rows, dtype=np.int64), ids, np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1)
+    def list_rows(self, keys):
+        self.listings += 1
+        return np.array(sorted({self._rid(c) for key in keys for c in self.rows[key]}), dtype=np.int64)
+
+    def read_key(self, key):
+        self.full_reads += 1
+        ids = list(self.rows[key])
+        return (np.array([self._rid(c) for c in ids], dtype=np.int64), ids,
+                np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32))
+
+    def read_rows(self, rows, keys):
+        live = {self._rid(c): c for r in self.rows.values() for c in r}
+        found = [int(r) for r in rows if int(r) in live]
+        ids = [live[r] for r in found]
+        self.partial_reads.append(sorted(ids))
+        carries = np.array([[c in self.rows[k] for k in keys] for c in ids], dtype=bool).reshape(len(ids), len(keys))
+        return (np.array(found, dtype=np.int64), ids,
+                np.array([self._vector(c) for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
+                carries)
 
 
 def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -44,8 +57,9 @@ def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str
     return sorted(sims.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
-def _rank(sets, table, q, keys, version, k):
-    return sets.rank(q, keys, version, k, list_rows=table.list_rows, read=table.read)
+def _rank(sets, table, q, keys, version, k, limit=None):
+    return sets.rank(q, keys, version, k, list_rows=table.list_rows, read_key=table.read_key,
+                     read_rows=table.read_rows, limit=limit)
 
 
 @pytest.fixture
@@ -102,6 +116,52 @@ def test_an_emptied_key_ranks_nothing_and_refills(rng):
     assert _rank(sets, table, q, ["g"], 2, 3) == []
     table.rows["g"] = {"c2": rng.normal(size=4)}
     assert [c for c, _ in _rank(sets, table, q, ["g"], 3, 3)] == ["c2"]
+
+
+def test_a_principals_keys_refresh_with_one_listing_and_read_only_new_rows(rng):
+    a = {f"a{i}": rng.normal(size=8) for i in range(40)}
+    table = Table({"group:a": a, "group:b": {f"b{i}": rng.normal(size=8) for i in range(40)}, "user:u": {}})
+    sets, keys = ExactSets(1 << 20), ["group:a", "group:b", "user:u"]
+    q = rng.normal(size=8)
+    _rank(sets, table, q, keys, 1, 5)
+    assert table.full_reads == 3 and table.listings == 0  # first read: whole keys, nothing to diff against
+    a["new"] = q * 2
+    table.rows["user:u"]["mine"] = -q  # the user's own chunk, far from the query
+    del table.rows["group:b"]["b0"]
+    got = _rank(sets, table, q, keys, 2, 80)
+    everything = a | table.rows["group:b"] | table.rows["user:u"]
+    assert [c for c, _ in got] == [c for c, _ in _brute(everything, q, 80)]
+    assert table.full_reads == 3 and table.listings == 1 and table.partial_reads == [["mine", "new"]]
+
+
+def test_a_key_another_principal_refreshed_still_gets_rows_it_shares(rng):
+    """Two users of one group: the first refreshes the group's entry; the second's own key is older,
+    and a chunk both may read (ACL ``group:g, user:bob``) arrived in between: the second user sees it,
+    and reads only that row, not the whole group."""
+    g = {f"g{i}": rng.normal(size=8) for i in range(30)}
+    table = Table({"group:g": g, "user:ann": {}, "user:bob": {}})
+    sets, q = ExactSets(1 << 20), rng.normal(size=8)
+    ann, bob = ["group:g", "user:ann"], ["group:g", "user:bob"]
+    _rank(sets, table, q, ann, 1, 3), _rank(sets, table, q, bob, 1, 3)
+    shared = q + 0.05 * rng.normal(size=8)
+    g["shared"] = table.rows["user:bob"]["shared"] = shared
+    assert _rank(sets, table, q, ann, 2, 1)[0][0] == "shared"  # refreshes group:g to version 2
+    table.partial_reads.clear()
+    assert _rank(sets, table, q, bob, 2, 1)[0][0] == "shared"
+    assert table.partial_reads == [["shared"]]
+    # positive control of the membership test: a chunk only ann may read never enters bob's key
+    table.rows["user:ann"]["ann-only"] = q * 3
+    assert _rank(sets, table, q, ann, 3, 1)[0][0] == "ann-only"
+    assert "ann-only" not in {c for c, _ in _rank(sets, table, q, bob, 3, 40)}
+
+
+def test_a_set_grown_past_the_limit_is_left_to_the_ann_index(rng):
+    table = Table({"group:g": {f"c{i}": rng.normal(size=4) for i in range(10)}})
+    sets, q = ExactSets(1 << 20), rng.normal(size=4)
+    assert len(_rank(sets, table, q, ["group:g"], 1, 3, limit=15)) == 3
+    table.rows["group:g"] |= {f"d{i}": rng.normal(size=4) for i in range(10)}
+    assert _rank(sets, table, q, ["group:g"], 2, 3, limit=15) is None
+    assert len(_rank(sets, table, q, ["group:g"], 2, 3, limit=30)) == 3
 
 
 def test_memory_stays_within_the_budget_least_recently_used_first(rng):
@@ -175,16 +235,20 @@ def test_another_writers_changes_show_on_the_next_exact_search(tmp_path, embedde
     v = embedder.embed_query("payroll bonus schedule 3")
     first = reader.rank_dense(v, labels, 3)
     assert first[0][0] == "small3-0"
-    reads = []
-    real = reader._label_vectors
-    reader._label_vectors = lambda key, rows: reads.append((key, rows)) or real(key, rows)
+    reads, listings = [], []
+    read_rows, read_key, list_rows = reader._read_rows, reader._read_key, reader._list_rows
+    reader._read_rows = lambda rows, keys: reads.append(len(rows)) or read_rows(rows, keys)
+    reader._read_key = lambda key: reads.append(key) or read_key(key)
+    reader._list_rows = lambda keys: listings.append(keys) or list_rows(keys)
+    counts, count = [], reader._count
+    reader._count = lambda where, version: counts.append(where) or count(where, version)
     moved = make_chunk(embedder, "small3", "payroll bonus schedule 3", ("group:hr",))  # same text, ACL changed
     added = make_chunk(embedder, "bonus", "payroll bonus schedule 3 rules", ("group:small",))
     writer.replace_documents(["small3", "bonus"], [moved, added])
     after = [c for c, _ in reader.rank_dense(v, labels, 3)]
     assert "small3-0" not in after and "bonus-0" in after
-    # user:eve holds no chunk: nothing to read; group:small: only the new chunk's row is taken
-    assert [(key, len(rows)) for key, rows in reads] == [(("group:small", None), 1)]
+    # one listing for both labels, no count, and only the new chunk's row is read (not the whole group)
+    assert len(listings) == 1 and reads == [1] and counts == []
     # positive control: group:hr now reads the moved chunk
     assert reader.rank_dense(v, frozenset({"group:hr"}), 1)[0][0] == "small3-0"
     # a compaction moves rows to new fragments: their old row ids are gone, the search stays right

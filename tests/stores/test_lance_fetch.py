@@ -148,3 +148,27 @@ def test_an_index_written_before_the_packed_cite_column_still_reads_and_writes(t
     [hit2] = new.fetch([("a-0", 1.0)], staff)
     assert hit2.row == hit.row  # the packed column gives back exactly the same fields
     assert new.fetch([("a-0", 1.0)], Principal("eve").labels()) == []  # and the ACL still applies
+
+
+def test_optimize_keeps_the_vector_index_in_one_segment(tmp_path, embedder):
+    """LanceDB's optimize() indexes new rows as one more segment of the vector index each time, and a
+    search probes every segment; the store's optimize() merges them, and search stays right."""
+    store = _store(tmp_path, embedder, _corpus(embedder, n_big=3000, n_small=0), ann_min_rows=1000)
+    rng = np.random.default_rng(2)
+
+    def add(batch: int) -> None:
+        new = [make_chunk(embedder, f"new{batch}-{i}", " ".join(rng.choice(WORDS, 8)) + f" batch{batch}", ("group:big",))
+               for i in range(200)]
+        store.replace_documents([c.doc_id for c in new], new)
+
+    for b in range(2):  # positive control: LanceDB alone leaves a segment per optimize
+        add(b)
+        store._table.optimize()
+    assert store._table.index_stats("vector_idx").num_indices == 3
+    for b in range(2, 5):
+        add(b)
+        store.optimize()
+        stats = store._table.index_stats("vector_idx")
+        assert (stats.num_indices, stats.num_unindexed_rows, stats.num_indexed_rows) == (1, 0, 3000 + 200 * (b + 1))
+    v = embedder.embed_query("batch4 spindle")
+    assert any(cid.startswith("new4-") for cid, _ in store.rank_dense(v, frozenset({"group:big"}), 10))

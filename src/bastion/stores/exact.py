@@ -10,16 +10,22 @@ one matrix-vector product (well under a millisecond of arithmetic).
 
 A principal's authorised chunks are the union of the chunks carrying each of its labels, so the
 cache holds one entry per ``(label, source)`` and users who share a group share its entry. An
-entry is tagged with the table version it was read at. A query at a later version refreshes it:
-it lists the key's row ids again (answered from the LABEL_LIST index without reading a column:
-~5 ms for 10k rows at 1M, where listing the chunk ids takes ~40 ms) and reads chunk id and vector
-only for rows it did not hold. That is sound because a LanceDB row id addresses immutable data
-(a fragment is never rewritten in place; compaction writes new fragments, so moved rows read as
-new ones), and because a chunk id names one vector for ever (it hashes the document version, the
-ordinal and the text, ``bastion.chunking``; an index refuses a second embedder), so even a row id
-kept across an in-place update (stable row ids) still holds the same vector. Results are ranked
-chunk ids only; rows are read by the store's ACL-filtered ``fetch``, so a stale entry could never
-yield a chunk the principal may not read.
+entry is tagged with the table version it was read at. A query at a later version refreshes its
+principal's stale entries together: one listing of the row ids the principal's filter admits now
+(answered from the LABEL_LIST index without reading a column: ~2 ms for 1k rows at 100k chunks,
+~5 ms for 10k at 1M; listing each label on its own cost ~2 ms a label, the count before it 2 ms
+more), then one read of chunk id, vector and ACL for only the rows no entry could already account
+for. A row that left the listing left every entry (deleted, or rewritten with another ACL).
+
+That is sound because a LanceDB row id addresses immutable data: a row's labels and vector never
+change under its id (an update, an ACL change included, deletes the row and writes a new one;
+compaction writes new fragments, so moved rows read as new ones), and a chunk id names one vector
+for ever (it hashes the document version, the ordinal and the text, ``bastion.chunking``; an index
+refuses a second embedder). So a row some entry already held at a version no later than a key's
+own, still alive now, existed at that key's version too: had it carried the key, the key's entry
+would hold it. Every entry remembers since which version it holds each row for that test. Results
+are ranked chunk ids only; rows are read by the store's ACL-filtered ``fetch``, so even a wrong
+entry could never yield a chunk the principal may not read.
 """
 from __future__ import annotations
 
@@ -30,34 +36,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# list_rows(key) -> the row ids the key's filter admits now
-ListRows = Callable[[Hashable], np.ndarray]
-# read(key, rows) -> (row ids found, their chunk ids, their vectors (n, dim)); rows=None: every row of the key
-ReadRows = Callable[[Hashable, "np.ndarray | None"], "tuple[np.ndarray, list[str], np.ndarray]"]
+# list_rows(keys) -> the row ids the union of the keys' filters admits now
+ListRows = Callable[[tuple], np.ndarray]
+# read_key(key) -> (row ids, chunk ids, vectors (n, dim)) of every row of one key
+ReadKey = Callable[[Hashable], "tuple[np.ndarray, list[str], np.ndarray]"]
+# read_rows(rows, keys) -> (row ids found, chunk ids, vectors, carries: bool (found, len(keys)), which keys a row is under)
+ReadRows = Callable[[np.ndarray, tuple], "tuple[np.ndarray, list[str], np.ndarray, np.ndarray]"]
 
 
 @dataclass(frozen=True)
 class _Entry:
     version: int
     rows: np.ndarray  # int64 row ids, sorted
+    since: np.ndarray  # int64, aligned with rows: the version at which the entry first held the row (it existed then)
     ids: np.ndarray  # chunk ids (object array), aligned with rows
     vectors: np.ndarray  # (n, dim) float32, unit length, aligned with rows
 
     @property
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes) + 72 * len(self.ids)
+        return int(self.vectors.nbytes) + 80 * len(self.ids)
 
     @classmethod
-    def of(cls, version: int, rows: np.ndarray, ids, vectors: np.ndarray) -> "_Entry":
+    def of(cls, version: int, rows, since, ids, vectors: np.ndarray) -> "_Entry":
         """An entry from rows in any order; ``vectors`` must be unit length already."""
         rows = np.asarray(rows, dtype=np.int64)
+        since = np.broadcast_to(np.asarray(since, dtype=np.int64), rows.shape).copy()
         ids = np.asarray(ids, dtype=object) if len(rows) else np.array([], object)
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(rows), -1) if len(rows) else vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
         if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):  # appended rows usually sort last already
             order = np.argsort(rows, kind="stable")
-            rows, ids, vectors = rows[order], ids[order], vectors[order]
-        return cls(version, rows, ids, vectors)
+            rows, since, ids, vectors = rows[order], since[order], ids[order], vectors[order]
+        return cls(version, rows, since, ids, vectors)
+
+    def keep(self, mask: np.ndarray) -> "_Entry":
+        return _Entry(self.version, self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -66,16 +79,16 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 class ExactSets:
-    """Per-label vectors for exact search, refreshed by table version, bounded by ``budget_bytes`` (LRU).
+    """Per-key vectors for exact search, refreshed by table version, bounded by ``budget_bytes`` (LRU).
 
     >>> sets = ExactSets(budget_bytes=1 << 20)
     >>> table = {"group:a": (np.array([7, 9]), ["c1", "c2"], np.array([[1.0, 0.0], [0.0, 1.0]]))}
-    >>> sets.rank(np.array([1.0, 0.1]), ["group:a"], 1, k=1,
-    ...           list_rows=lambda key: table[key][0], read=lambda key, rows: table[key])[0][0]
+    >>> sets.rank(np.array([1.0, 0.1]), ["group:a"], 1, k=1, list_rows=lambda keys: table["group:a"][0],
+    ...           read_key=lambda key: table[key], read_rows=None)[0][0]
     'c1'
     """
 
-    # a refresh that lacks more than this share of the key's rows reads the key whole again
+    # a refresh that lacks more than this share of the listed rows reads its keys whole again
     # instead of taking the missing rows by id
     REREAD_SHARE = 0.5
 
@@ -85,14 +98,25 @@ class ExactSets:
         self._bytes = 0
         self._lock = threading.Lock()  # guards the dict; entries are immutable and replaced whole
 
+    def holds(self, keys: Sequence[Hashable]) -> bool:
+        """Whether every key has an entry (of any version): then a refresh lists the keys' rows, and the
+        listing tells how many there are, so no count is needed first."""
+        with self._lock:
+            return all(key in self._entries for key in keys)
+
     def rank(self, vector: np.ndarray, keys: Sequence[Hashable], version: int, k: int, *,
-             list_rows: ListRows, read: ReadRows) -> list[tuple[str, float]]:
-        """The top-k (chunk id, cosine similarity) over the union of ``keys``' chunks at ``version``."""
+             list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
+             limit: int | None = None) -> list[tuple[str, float]] | None:
+        """The top-k (chunk id, cosine similarity) over the union of ``keys``' chunks at ``version``;
+        None when a refresh finds the union holds more than ``limit`` rows (search another way)."""
+        keys = tuple(dict.fromkeys(keys))
+        entries = self._current(keys, version, list_rows, read_key, read_rows, limit)
+        if entries is None:
+            return None
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         q = q / (np.linalg.norm(q) or 1.0)
         best: dict[str, float] = {}
-        for key in dict.fromkeys(keys):
-            entry = self._current(key, version, list_rows, read)
+        for entry in entries:
             if not len(entry.ids):
                 continue
             sims = entry.vectors @ q
@@ -101,51 +125,84 @@ class ExactSets:
                 best[entry.ids[i]] = float(sims[i])  # a chunk under two keys has one vector: same score
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
-    def _current(self, key: Hashable, version: int, list_rows: ListRows, read: ReadRows) -> _Entry:
+    def _current(self, keys: tuple, version: int, list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
+                 limit: int | None) -> list[_Entry] | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-        if entry is not None and entry.version >= version:
-            return entry
-        entry = self._refresh(key, version, entry, list_rows, read)
+            held = {key: self._entries.get(key) for key in keys}
+            for key, entry in held.items():
+                if entry is not None:
+                    self._entries.move_to_end(key)
+        if all(e is not None and e.version >= version for e in held.values()):
+            return list(held.values())
+        fresh = self._refresh(keys, held, version, list_rows, read_key, read_rows, limit)
+        if fresh is None:
+            return None
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            if entry.nbytes <= self.budget_bytes:
-                self._entries[key] = entry
-                self._bytes += entry.nbytes
-                while self._bytes > self.budget_bytes:
-                    _, evicted = self._entries.popitem(last=False)
-                    self._bytes -= evicted.nbytes
-        return entry
+            for key, entry in fresh.items():
+                old = self._entries.get(key)
+                if old is not None and old.version > entry.version:
+                    continue  # another query stored a newer one meanwhile
+                if old is not None:
+                    del self._entries[key]
+                    self._bytes -= old.nbytes
+                if entry.nbytes <= self.budget_bytes:
+                    self._entries[key] = entry
+                    self._bytes += entry.nbytes
+            while self._bytes > self.budget_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+        return [fresh.get(key, held[key]) for key in keys]
 
-    def _refresh(self, key: Hashable, version: int, old: _Entry | None, list_rows: ListRows, read: ReadRows) -> _Entry:
-        # The caller read ``version`` before any row, so an entry's rows are never older than its tag.
-        if old is not None:
-            now = np.unique(np.asarray(list_rows(key), dtype=np.int64))
-            kept = np.isin(now, old.rows, assume_unique=True)
-            missing = now[~kept]
-            if len(missing) <= self.REREAD_SHARE * max(1, len(now)):
-                if int(kept.sum()) == len(old.rows):  # no row left the key: keep its arrays as they are
-                    rows, ids, vectors = [old.rows], [old.ids], [old.vectors]
-                else:
-                    at = np.searchsorted(old.rows, now[kept])
-                    rows, ids, vectors = [old.rows[at]], [old.ids[at]], [old.vectors[at]]
-                if len(missing):
-                    found, found_ids, found_vectors = read(key, missing)
-                    rows.append(np.asarray(found, dtype=np.int64))
-                    ids.append(np.array(list(found_ids), dtype=object))
-                    vectors.append(_unit(np.asarray(found_vectors, dtype=np.float32).reshape(len(found_ids), -1)))
-                dim = max((v.shape[1] for v in vectors if v.ndim == 2 and len(v)), default=0)
-                return _Entry.of(version, np.concatenate(rows), np.concatenate(ids),
-                                 np.concatenate([v.reshape(len(v), dim) for v in vectors]))
-        rows, ids, vectors = read(key, None)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        return _Entry.of(version, rows, list(ids), _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors)
+    def _refresh(self, keys: tuple, held: dict, version: int, list_rows: ListRows, read_key: ReadKey,
+                 read_rows: ReadRows, limit: int | None) -> dict | None:
+        """New entries for the stale keys (the caller read ``version`` before any row, so an entry's rows
+        are never older than its tag)."""
+        stale = [key for key in keys if held[key] is None or held[key].version < version]
+        known = [key for key in stale if held[key] is not None]
+        fresh: dict[Hashable, _Entry] = {}
+        if known:
+            now = np.unique(np.asarray(list_rows(keys), dtype=np.int64))
+            if limit is not None and len(now) > limit:
+                return None
+            # the rows each known key may lack: listed now, not in its entry, and not held by any entry
+            # since a version no later than the key's own (see the module docstring)
+            lacking = {}
+            for key in known:
+                entry = held[key]
+                accounted = [entry.rows] + [e.rows[e.since <= entry.version] for e in held.values()
+                                            if e is not None and e is not entry]
+                lacking[key] = np.setdiff1d(now, np.concatenate(accounted), assume_unique=False)
+            wanted = np.unique(np.concatenate(list(lacking.values())))
+            if len(wanted) > self.REREAD_SHARE * max(1, len(now)):
+                known = []  # mostly new (a compaction moved the rows, a re-sync replaced them): read whole
+            else:
+                found = (np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0, len(known)), bool))
+                if len(wanted):
+                    found = read_rows(wanted, tuple(known))
+                rows = np.asarray(found[0], dtype=np.int64)
+                ids = np.array(list(found[1]), dtype=object)
+                vectors = _unit(np.asarray(found[2], dtype=np.float32).reshape(len(rows), -1)) if len(rows) else None
+                carries = np.asarray(found[3], dtype=bool).reshape(len(rows), len(known))
+                for j, key in enumerate(known):
+                    entry = held[key]
+                    kept = entry.keep(np.isin(entry.rows, now, assume_unique=True))  # a row that left the listing is gone
+                    add = carries[:, j] & ~np.isin(rows, kept.rows)
+                    if not add.any():
+                        fresh[key] = _Entry(version, kept.rows, kept.since, kept.ids, kept.vectors)
+                        continue
+                    dim = vectors.shape[1]
+                    fresh[key] = _Entry.of(version, np.concatenate([kept.rows, rows[add]]),
+                                           np.concatenate([kept.since, np.full(int(add.sum()), version, np.int64)]),
+                                           np.concatenate([kept.ids, ids[add]]),
+                                           np.concatenate([kept.vectors.reshape(len(kept.rows), dim), vectors[add]]))
+        for key in stale:
+            if key in fresh:
+                continue
+            rows, ids, vectors = read_key(key)
+            vectors = np.asarray(vectors, dtype=np.float32)
+            fresh[key] = _Entry.of(version, rows, version, list(ids), _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors)
+        return fresh
 
     @property
     def nbytes(self) -> int:
         return self._bytes
-
