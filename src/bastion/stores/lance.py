@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from bastion.core.errors import EmbedderMismatch, MissingExtraError, StoreError
+from bastion.logging import log
 from bastion.stores.exact import ExactSets
 from bastion.stores.protocol import Ranked, StoreHit, StoredChunk
 
@@ -228,8 +229,11 @@ class LanceStore:
             return
         import lance
 
-        dataset = lance.dataset(self._run(self._reader.uri()))
-        dataset.optimize.optimize_indices(num_indices_to_merge=stats.num_indices, index_names=[name])
+        try:
+            dataset = lance.dataset(self._run(self._reader.uri()))
+            dataset.optimize.optimize_indices(num_indices_to_merge=stats.num_indices, index_names=[name])
+        except Exception as exc:  # noqa: BLE001 - the segments stay as they were: searches are right, only slower
+            log("store.merge_segments_failed", segments=stats.num_indices, error=str(exc))
 
     def build_vector_index(self, num_partitions: int | None = None, num_sub_vectors: int | None = None) -> None:
         rows = self._table.count_rows()
