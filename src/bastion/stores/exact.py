@@ -69,8 +69,9 @@ class _Entry:
             rows, since, ids, vectors = rows[order], since[order], ids[order], vectors[order]
         return cls(version, rows, since, ids, vectors)
 
-    def keep(self, mask: np.ndarray) -> "_Entry":
-        return _Entry(self.version, self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask])
+    def keep(self, mask: np.ndarray, version: int) -> "_Entry":
+        """The rows ``mask`` selects, tagged ``version``."""
+        return _Entry(version, self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -185,10 +186,10 @@ class ExactSets:
                 carries = np.asarray(found[3], dtype=bool).reshape(len(rows), len(known))
                 for j, key in enumerate(known):
                     entry = held[key]
-                    kept = entry.keep(np.isin(entry.rows, now, assume_unique=True))  # a row that left the listing is gone
+                    kept = entry.keep(np.isin(entry.rows, now, assume_unique=True), version)  # a row that left the listing is gone
                     add = carries[:, j] & ~np.isin(rows, kept.rows)
                     if not add.any():
-                        fresh[key] = _Entry(version, kept.rows, kept.since, kept.ids, kept.vectors)
+                        fresh[key] = kept
                         continue
                     dim = vectors.shape[1]
                     fresh[key] = _Entry.of(version, np.concatenate([kept.rows, rows[add]]),

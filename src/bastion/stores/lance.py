@@ -123,7 +123,8 @@ class LanceStore:
             self._table = self._db.open_table(TABLE)
         else:
             self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
-        self._indexed_columns = {tuple(i.columns)[0] for i in self._table.list_indices()}
+        self._index_names = {tuple(i.columns)[0]: i.name for i in self._table.list_indices()}
+        self._indexed_columns = set(self._index_names)
         self._seen_version = self._table.version
         # an index written before the packed ``cite`` column reads the separate columns (`bastion rebuild` adds it)
         self._cite = "cite" in self._table.schema.names
@@ -223,7 +224,7 @@ class LanceStore:
         and codebook (no retraining, so recall is unchanged) in 0.2 s at 100k and 0.6 s at 1M chunks; LanceDB
         does not expose it, so this calls the Lance engine it runs on (``pylance``, the same version).
         """
-        name = next((i.name for i in self._table.list_indices() if list(i.columns) == ["vector"]), None)
+        name = self._index_names.get("vector")  # listed at the start of optimize(); one built since has one segment
         stats = self._table.index_stats(name) if name else None
         if stats is None or stats.num_indices <= 1:
             return
@@ -251,7 +252,8 @@ class LanceStore:
 
     # -- reads ----------------------------------------------------------------------------
     def _list_indexes(self) -> None:
-        self._indexed_columns = {tuple(i.columns)[0] for i in self._run(self._reader.list_indices())}
+        self._index_names = {tuple(i.columns)[0]: i.name for i in self._run(self._reader.list_indices())}
+        self._indexed_columns = set(self._index_names)
 
     def _version(self) -> int:
         """The table's latest version. Until a vector index is known, a moved version lists the indexes
@@ -259,15 +261,20 @@ class LanceStore:
         table. Once known it stays (an index is only replaced, never dropped), so a commit costs no listing."""
         version = self._run(self._reader.version())
         if version != self._seen_version and "vector" not in self._indexed_columns:
-            self._list_indexes()
+            self._index_names = {tuple(i.columns)[0]: i.name for i in self._table.list_indices()}
+        self._indexed_columns = set(self._index_names)
         self._seen_version = version
         return version
+
+    def _counted(self, where: str) -> tuple[int, int] | None:
+        """(table version, rows ``where`` admitted then) of the last count, if any."""
+        with self._counts_lock:
+            return self._counts.get(where)
 
     def _count(self, where: str, version: int) -> int:
         """Rows ``where`` admits (``count_rows`` on the LABEL_LIST index, 2-3 ms at 1M chunks), kept per
         filter until the table's version moves."""
-        with self._counts_lock:
-            known = self._counts.get(where)
+        known = self._counted(where)
         if known is None or known[0] != version:
             known = (version, self._run(self._reader.count_rows(where)))
             with self._counts_lock:
@@ -285,8 +292,7 @@ class LanceStore:
         version = self._version() if version is None else version
         if "vector" not in self._indexed_columns:
             return False
-        with self._counts_lock:
-            known = self._counts.get(where)
+        known = self._counted(where)
         if known is not None and known[0] == version:
             return known[1] <= self.exact_threshold
         if keys is not None and (known is None or known[1] <= self.exact_threshold) and self._exact_sets.holds(keys):
