@@ -128,7 +128,8 @@ class Workspace:
         s = self.config.search
         return LanceStore(self.data_dir / "index", embedder_id=self.embedder.id, dimension=self.embedder.dimension,
                           exact_threshold=s.exact_threshold, nprobes=s.nprobes, refine_factor=s.refine_factor,
-                          ann_min_rows=self.config.index.ann_min_rows, exact_cache_mb=s.exact_cache_mb)
+                          ann_min_rows=self.config.index.ann_min_rows, exact_cache_mb=s.exact_cache_mb,
+                          fragment_rows=self.config.index.fragment_rows)
 
     def close(self) -> None:
         for llm in self._llms.values():

@@ -95,6 +95,9 @@ class IndexConfig(_Strict):
     # during a long sync, fold new chunks into the indexes after this many (0: only at the end);
     # rows not yet indexed are scanned flat by every query until then (docs/benchmarks.md)
     optimize_every_chunks: int = Field(2048, ge=0)
+    # compaction folds small writes into data files of about this many chunks and never rewrites a
+    # larger one, so an optimize rewrites at most about this many rows whatever the index size
+    fragment_rows: int = Field(65_536, ge=1024)
 
 
 class LLMConfig(_Strict):

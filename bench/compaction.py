@@ -1,0 +1,114 @@
+"""What one optimize() costs while a sync grows a large index: Bastion's compaction against LanceDB's.
+
+A sync calls ``store.optimize()`` every ``index.optimize_every_chunks`` (2,048) new chunks. Each call
+compacts small data files, folds the new rows into the indexes and drops old versions. LanceDB's own
+``Table.optimize()`` compacts toward 1,048,576 rows per fragment, so every fragment under that size is
+rewritten together with the new rows, each time: at 1M chunks, the whole table. ``LanceStore`` compacts
+toward ``index.fragment_rows`` (65,536) and never touches a larger fragment.
+
+Both variants start from the same base (``--rows`` synthetic chunks of bench/search_scale.py, loaded in
+one bulk write, indexes built), then run ``--rounds`` rounds of: write ``--batch`` new chunks with
+``replace_documents`` (as a sync does), then optimize and time it:
+
+* **lancedb**: ``Table.optimize()`` (compaction, index update, clean-up) plus the store's merge of the
+  vector index's segments, so both end with the same indexes;
+* **bastion**: ``LanceStore.optimize()``.
+
+Printed per variant: optimize seconds (median, max), rows rewritten by compaction (rows of the fragments
+that each round replaced), fragments at the end; and the ratio of the two medians, measured in the same
+run. ``--json`` writes the figures.
+
+    python bench/compaction.py --rows 100000 --rounds 8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_scale import DIM, LOAD_BATCH, Corpus, TopicModel, _sync_batch  # noqa: E402
+
+from bastion.stores.lance import LanceStore  # noqa: E402
+
+
+def _fragments(store: LanceStore) -> dict[int, int]:
+    import lance
+
+    return {f.fragment_id: f.count_rows() for f in lance.dataset(str(store.path / "chunks.lance")).get_fragments()}
+
+
+def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) -> dict:
+    store = LanceStore(root / name, embedder_id="bench-synthetic", dimension=DIM, fragment_rows=args.fragment_rows)
+    t0 = time.perf_counter()
+    for s in range(0, corpus.n, LOAD_BATCH):
+        store._table.add(corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH)))
+    store.optimize()
+    print(f"{name}: base of {corpus.n:,} loaded and indexed in {time.perf_counter() - t0:.1f}s", flush=True)
+    rng = np.random.default_rng(args.seed)
+    seconds, rewritten = [], []
+    for r in range(args.rounds):
+        doc_ids, chunks = _sync_batch(model, rng, r, args.batch)
+        store.replace_documents(doc_ids, chunks)
+        before = _fragments(store)
+        t0 = time.perf_counter()
+        if name == "lancedb":
+            store._table.optimize(cleanup_older_than=timedelta(hours=1))
+            store._merge_vector_segments()
+        else:
+            store.optimize()
+        seconds.append(time.perf_counter() - t0)
+        after = _fragments(store)
+        rewritten.append(sum(n for fid, n in before.items() if fid not in after))
+        print(f"  round {r + 1}: optimize {seconds[-1]:.2f}s, rows rewritten {rewritten[-1]:,}, "
+              f"fragments {len(after)}", flush=True)
+    stats = store._table.index_stats(store._index_names["vector"])
+    out = {"variant": name, "optimize_p50_s": float(np.median(seconds)), "optimize_max_s": float(max(seconds)),
+           "rows_rewritten": int(sum(rewritten)), "fragments": len(_fragments(store)), "rows": store.count(),
+           "vector_segments": stats.num_indices, "unindexed": stats.num_unindexed_rows, "seconds": seconds}
+    assert out["rows"] == corpus.n + args.rounds * args.batch, out  # nothing lost, nothing doubled
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=100_000, help="chunks in the base")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=2048, help="chunks written before each optimize (index.optimize_every_chunks)")
+    ap.add_argument("--fragment-rows", type=int, default=65_536, help="LanceStore fragment_rows (index.fragment_rows)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    root = args.path or Path(tempfile.mkdtemp(prefix="compaction-", dir=Path(__file__).resolve().parent / "results"))
+    root.mkdir(parents=True, exist_ok=True)
+    model = TopicModel(args.seed)
+    corpus = Corpus(model, args.rows, args.seed)
+    results = []
+    try:
+        for name in ("lancedb", "bastion"):
+            results.append(run_variant(name, root, model, corpus, args))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    lance_r, ours = results
+    ratio = lance_r["optimize_p50_s"] / ours["optimize_p50_s"]
+    print(f"\n| variant | optimize p50 s | max s | rows rewritten | fragments | vector segments | unindexed |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['variant']} | {r['optimize_p50_s']:.2f} | {r['optimize_max_s']:.2f} | {r['rows_rewritten']:,} "
+              f"| {r['fragments']} | {r['vector_segments']} | {r['unindexed']} |")
+    print(f"\n{args.rows:,} chunks, {args.rounds} rounds of {args.batch:,}: LanceDB's optimize() p50 is {ratio:.1f}x Bastion's")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
+                                         "ratio_p50": ratio}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
