@@ -99,7 +99,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     lance_r, ours = results
     ratio = lance_r["optimize_p50_s"] / ours["optimize_p50_s"]
-    print(f"\n| variant | optimize p50 s | max s | rows rewritten | fragments | vector segments | unindexed |")
+    print("\n| variant | optimize p50 s | max s | rows rewritten | fragments | vector segments | unindexed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['variant']} | {r['optimize_p50_s']:.2f} | {r['optimize_max_s']:.2f} | {r['rows_rewritten']:,} "
