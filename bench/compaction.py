@@ -4,7 +4,7 @@ A sync calls ``store.optimize()`` every ``index.optimize_every_chunks`` (2,048) 
 compacts small data files, folds the new rows into the indexes and drops old versions. LanceDB's own
 ``Table.optimize()`` compacts toward 1,048,576 rows per fragment, so every fragment under that size is
 rewritten together with the new rows, each time: at 1M chunks, the whole table. ``LanceStore`` compacts
-toward ``index.fragment_rows`` (65,536) and never touches a larger fragment.
+toward ``index.fragment_rows`` (262,144) and never touches a larger fragment.
 
 Both variants start from the same base (``--rows`` synthetic chunks of bench/search_scale.py, loaded in
 one bulk write, indexes built), then run ``--rounds`` rounds of: write ``--batch`` new chunks with
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000, help="chunks in the base")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2048, help="chunks written before each optimize (index.optimize_every_chunks)")
-    ap.add_argument("--fragment-rows", type=int, default=65_536, help="LanceStore fragment_rows (index.fragment_rows)")
+    ap.add_argument("--fragment-rows", type=int, default=262_144, help="LanceStore fragment_rows (index.fragment_rows)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
     ap.add_argument("--json", type=Path)

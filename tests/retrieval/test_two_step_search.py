@@ -56,11 +56,11 @@ class Spy:
         self.fetched.append([cid for cid, _ in ranked])
         return self.store.fetch(ranked, labels, source)
 
-    def search_dense(self, *a, **kw):  # pragma: no cover - must not be called
+    def search_dense(self, *a, **kw):
         self.full_row_calls += 1
         return self.store.search_dense(*a, **kw)
 
-    search_terms = search_dense
+    search_terms = search_dense  # never called by the retriever
 
 
 @pytest.fixture
@@ -110,7 +110,10 @@ def test_rows_are_read_for_the_final_k_only(corpus, embedder, mode):
     hits = HybridRetriever(spy, embedder.embed_query, candidates=20).search(
         QUERIES[0], Principal("u", frozenset({"staff"})), 5, mode=mode)
     assert len(hits) == 5
-    assert spy.fetched == [[h.chunk_id for h in hits]] and spy.full_row_calls == 0
+    if mode == "dense":  # ranks only k: one query ranks and reads them
+        assert spy.fetched == [] and spy.full_row_calls == 1
+    else:
+        assert spy.fetched == [[h.chunk_id for h in hits]] and spy.full_row_calls == 0
 
 
 @pytest.mark.parametrize("mode", ("hybrid", "dense", "bm25"))
@@ -141,7 +144,7 @@ class SyncBetweenRankAndFetch(Spy):
         return super().fetch(ranked, labels, source)
 
 
-@pytest.mark.parametrize("mode", ("hybrid", "dense", "bm25"))
+@pytest.mark.parametrize("mode", ("hybrid", "bm25"))  # dense: test_dense_*_between_ranking_and_reading
 def test_a_chunk_removed_before_the_fetch_is_replaced_by_the_next_candidate(corpus, embedder, mode):
     store, _ = corpus
     p, q, k = Principal("u3", frozenset({"hr", "staff"})), QUERIES[1], 8
@@ -155,7 +158,7 @@ def test_a_chunk_removed_before_the_fetch_is_replaced_by_the_next_candidate(corp
     assert len(spy.fetched) == 2 and len(spy.fetched[1]) == 2  # topped up with the next two candidates
 
 
-@pytest.mark.parametrize("mode", ("hybrid", "dense", "bm25"))
+@pytest.mark.parametrize("mode", ("hybrid", "bm25"))  # dense: test_dense_*_between_ranking_and_reading
 def test_an_acl_narrowed_before_the_fetch_is_enforced_by_the_fetch(corpus, embedder, mode):
     store, chunks = corpus
     p, q, k = Principal("u4", frozenset({"finance", "hr", "staff"})), QUERIES[2], 6
@@ -179,3 +182,69 @@ def test_fetch_stops_when_candidates_run_out(tmp_path, embedder):
     spy = SyncBetweenRankAndFetch(store, lambda _: store.replace_documents(["d0"], []))
     hits = HybridRetriever(spy, embedder.embed_query).search("pump", Principal("u", frozenset({"few"})), 10)
     assert sorted(h.doc_id for h in hits) == ["d1", "d2"] and len(spy.fetched) == 1
+
+
+@pytest.fixture
+def exact_path_store(tmp_path, embedder):
+    """An IVF-indexed store where group ``few`` (60 chunks) is ranked exactly from memory and then read:
+    two steps inside ``search_dense``, so a sync can land between them."""
+    rng = np.random.default_rng(5)
+    chunks = [make_chunk(embedder, f"d{i:03d}", " ".join(rng.choice(WORDS, 7)), ("group:few",) if i % 7 == 0 else ("group:many",))
+              for i in range(420)]
+    store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, ann_min_rows=256,
+                       exact_threshold=100)
+    store.replace_documents([c.doc_id for c in chunks], chunks)
+    store.optimize()
+    return store, chunks
+
+
+def _race(store, change):
+    """Make the store's next fetch run ``change`` first (a sync landing between ranking and reading)."""
+    fetch, calls = store.fetch, []
+
+    def racing(ranked, labels, source=None):
+        if not calls:
+            change()
+        calls.append([cid for cid, _ in ranked])
+        return fetch(ranked, labels, source)
+
+    store.fetch = racing
+    return calls
+
+
+def test_dense_a_chunk_removed_between_ranking_and_reading_is_replaced(exact_path_store, embedder):
+    store, _ = exact_path_store
+    p, q, k = Principal("u", frozenset({"few"})), QUERIES[1], 8
+    r = HybridRetriever(store, embedder.embed_query, candidates=20)
+    deep = r.rank(q, p.labels(), 20, mode="dense")
+    removed = {deep[0].chunk_id, deep[3].chunk_id}
+    calls = _race(store, lambda: store.replace_documents(sorted(c[:-2] for c in removed), []))
+    hits = r.search(q, p, k, mode="dense")
+    assert [h.chunk_id for h in hits] == [c for c, _ in deep if c not in removed][:k]  # order kept, k hits
+    assert len(calls) == 2 and len(calls[0]) == k and len(calls[1]) == 2  # topped up with the next two
+
+
+def test_dense_an_acl_narrowed_between_ranking_and_reading_is_enforced(exact_path_store, embedder):
+    store, chunks = exact_path_store
+    p, q, k = Principal("u", frozenset({"few"})), QUERIES[2], 6
+    r = HybridRetriever(store, embedder.embed_query, candidates=20)
+    top = {c.chunk_id: c for c in chunks}[r.rank(q, p.labels(), k, mode="dense")[0].chunk_id]
+    _race(store, lambda: store.replace_documents([top.doc_id], [make_chunk(embedder, top.doc_id, top.text, ("group:board",))]))
+    hits = r.search(q, p, k, mode="dense")
+    assert top.chunk_id not in {h.chunk_id for h in hits} and len(hits) == k
+    board = Principal("b", frozenset({"board"}))  # positive control: the new ACL admits the board
+    assert [h.chunk_id for h in r.search(top.text, board, 3, mode="dense")] == [top.chunk_id]
+
+
+def test_dense_search_reads_in_the_ranking_query_on_the_ivf_path(exact_path_store, embedder):
+    """Group ``many`` (360 chunks) is over the exact threshold: the IVF query ranks and reads its k rows,
+    with no second read; the hits are what ranking then fetching returns."""
+    store, _ = exact_path_store
+    p = Principal("u", frozenset({"many"}))
+    r = HybridRetriever(store, embedder.embed_query, candidates=20)
+    calls = _race(store, lambda: None)
+    hits = r.search(QUERIES[0], p, 10, mode="dense")
+    assert calls == [] and len(hits) == 10
+    ranked = store.rank_dense(embedder.embed_query(QUERIES[0]), p.labels(), 10)
+    assert [h.chunk_id for h in hits] == [c for c, _ in ranked]
+    assert calls == []

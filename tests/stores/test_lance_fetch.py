@@ -183,28 +183,37 @@ def _fragments(store: LanceStore) -> list[tuple[int, int]]:
 def test_optimize_leaves_fragments_of_the_target_size_alone(tmp_path, embedder):
     """Compaction folds a sync's small writes together but never rewrites a fragment that reached
     ``fragment_rows``: LanceDB's own optimize() rewrites every fragment under 1,048,576 rows with the new
-    ones, at 1M chunks the whole table for each 2,048 new chunks."""
+    ones, at 1M chunks the whole table for each 2,048 new chunks. The writes since the last optimize are
+    merged before they are indexed; small indexed fragments only once enough have gathered."""
     base = _corpus(embedder, n_big=3000, n_small=0)
     store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension,
                        ann_min_rows=1000, fragment_rows=2000)
+    store.fold_indexed_fragments = 3
     store._table.add(store._to_arrow(base))  # one 3,000-row fragment, as a bulk load writes it
     store.optimize()
     [(base_id, rows)] = _fragments(store)
     assert rows == 3000
     rng = np.random.default_rng(3)
+    counts = []
     for b in range(4):
-        new = [make_chunk(embedder, f"new{b}-{i}", " ".join(rng.choice(WORDS, 8)) + f" batch{b}", ("group:big",))
-               for i in range(150)]
-        store.replace_documents([c.doc_id for c in new], new)
+        for commit in range(3):  # a sync commits a batch at a time, then optimizes
+            new = [make_chunk(embedder, f"new{b}-{commit}-{i}", " ".join(rng.choice(WORDS, 8)) + f" batch{b}",
+                              ("group:big",)) for i in range(50)]
+            store.replace_documents([c.doc_id for c in new], new)
         store.optimize()
         frags = _fragments(store)
         assert frags[0] == (base_id, 3000)  # never rewritten
-        assert len(frags) <= 3 and sum(n for _, n in frags) == 3000 + 150 * (b + 1)  # small writes folded together
-    stats = store._table.index_stats("vector_idx")
-    assert (stats.num_indices, stats.num_unindexed_rows) == (1, 0)
+        assert sum(n for _, n in frags) == 3000 + 150 * (b + 1)
+        counts.append(len(frags) - 1)
+        stats = store._table.index_stats("vector_idx")
+        assert (stats.num_indices, stats.num_unindexed_rows) == (1, 0)
+    # each optimize merged its three commits into one fragment; the fourth folded the three indexed ones
+    # into one (Lance merges indexed and not-yet-indexed fragments separately)
+    assert counts == [1, 2, 3, 2]
     v = embedder.embed_query("batch3 spindle")
     assert any(cid.startswith("new3-") for cid, _ in store.rank_dense(v, frozenset({"group:big"}), 10))
     assert store.rank_terms(analyze("batch2"), frozenset({"group:big"}), 5)
+    assert store.count() == 3600
     # positive control: LanceDB's optimize() folds the base fragment into the rewrite
     store._table.optimize()
     assert [n for _, n in _fragments(store)] == [3600] and _fragments(store)[0][0] != base_id

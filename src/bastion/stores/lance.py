@@ -102,9 +102,11 @@ class LanceStore:
     >>> store = LanceStore("/tmp/idx", embedder_id="hash-64", dimension=64)   # doctest: +SKIP
     """
 
+    fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (:meth:`_compact`)
+
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
                  exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
-                 ann_min_rows: int = 100_000, exact_cache_mb: int = 512, fragment_rows: int = 65_536):
+                 ann_min_rows: int = 100_000, exact_cache_mb: int = 512, fragment_rows: int = 262_144):
         try:
             import lancedb
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -224,12 +226,22 @@ class LanceStore:
         """Merge small data files into fragments of about ``fragment_rows`` rows; larger ones stay.
 
         LanceDB's ``optimize()`` compacts toward 1,048,576 rows per fragment, so every fragment below
-        that is rewritten with the new rows at each optimize: at 1M chunks the whole table (~2 GB, 15 s)
-        to fold in 2,048 new ones. With a smaller target a fragment that reached it is never touched
-        again (only if a tenth of its rows are deleted), so one optimize rewrites at most about
-        ``fragment_rows`` rows. Same engine, same commit: readers see the old files or the new.
+        that is rewritten with the new rows at each optimize: at 1M chunks the whole table (1M rows, ~20 s)
+        to fold in 2,048 new ones (bench/compaction.py). With a smaller target a fragment that reached it
+        is never touched again (only if a tenth of its rows are deleted), so one compaction rewrites at
+        most about ``fragment_rows`` rows. Rewriting a fragment some index covers also rewrites that
+        index's row addresses (3-4 s at 1M chunks), so the fragments written since the last optimize
+        are merged on their own, before they are indexed, and the small indexed ones only once
+        ``fold_indexed_fragments`` of them have gathered. Readers see the old files or the new.
         """
-        dataset.optimize.compact_files(target_rows_per_fragment=self.fragment_rows)
+        covered: set[int] = set()
+        for index in dataset.describe_indices():
+            for segment in index.segments:
+                covered.update(segment.fragment_ids or ())
+        small = sum(1 for f in dataset.get_fragments()
+                    if f.fragment_id in covered and f.metadata.physical_rows < self.fragment_rows)
+        exclude = sorted(covered) if small < self.fold_indexed_fragments else None
+        dataset.optimize.compact_files(target_rows_per_fragment=self.fragment_rows, excluded_fragment_ids=exclude)
 
     def _merge_vector_segments(self) -> None:
         """Fold the vector index's delta segments into one.

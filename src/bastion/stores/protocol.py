@@ -72,6 +72,11 @@ class ChunkStore(Protocol):
         """
         ...
 
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+        """Full rows of the top-k chunks ``rank_dense`` would return, read by the same query where the
+        store can (dense-only search reads exactly k rows, so ranking and reading need not be two steps)."""
+        ...
+
     def chunk_keys(self) -> list[tuple[str, str, str]]:
         """(chunk_id, doc_id, version_id) of every stored chunk (for checks and rebuilds)."""
         ...
