@@ -7,7 +7,7 @@ rewritten together with the new rows, each time: at 1M chunks, the whole table. 
 toward ``index.fragment_rows`` (262,144) and never touches a larger fragment.
 
 Both variants start from the same base (``--rows`` synthetic chunks of bench/search_scale.py, loaded in
-one bulk write, indexes built), then run ``--rounds`` rounds of: write ``--batch`` new chunks with
+one bulk write as one data file, indexes built), then run ``--rounds`` rounds of: write ``--batch`` new chunks with
 ``replace_documents`` (as a sync does), then optimize and time it:
 
 * **lancedb**: ``Table.optimize()`` (compaction, index update, clean-up) plus the store's merge of the
@@ -19,6 +19,7 @@ that each round replaced), fragments at the end; and the ratio of the two median
 run. ``--json`` writes the figures.
 
     python bench/compaction.py --rows 100000 --rounds 8
+    python bench/compaction.py --rows 1000000 --rounds 8 --fold-after 4   # a fold of small indexed files in round 5
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_scale import DIM, LOAD_BATCH, Corpus, TopicModel, _sync_batch  # noqa: E402
@@ -47,9 +49,12 @@ def _fragments(store: LanceStore) -> dict[int, int]:
 
 def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) -> dict:
     store = LanceStore(root / name, embedder_id="bench-synthetic", dimension=DIM, fragment_rows=args.fragment_rows)
+    if args.fold_after:
+        store.fold_indexed_fragments = args.fold_after
     t0 = time.perf_counter()
-    for s in range(0, corpus.n, LOAD_BATCH):
-        store._table.add(corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH)))
+    # one write, so one data file of up to 1,048,576 rows: how LanceDB's optimize() leaves a grown table
+    store._table.add(pa.concat_tables([corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH))
+                                       for s in range(0, corpus.n, LOAD_BATCH)]))
     store.optimize()
     print(f"{name}: base of {corpus.n:,} loaded and indexed in {time.perf_counter() - t0:.1f}s", flush=True)
     rng = np.random.default_rng(args.seed)
@@ -83,6 +88,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2048, help="chunks written before each optimize (index.optimize_every_chunks)")
     ap.add_argument("--fragment-rows", type=int, default=262_144, help="LanceStore fragment_rows (index.fragment_rows)")
+    ap.add_argument("--fold-after", type=int, default=0,
+                    help="LanceStore.fold_indexed_fragments (default: the store's, 16); lower it to see a fold in few rounds")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
     ap.add_argument("--json", type=Path)
