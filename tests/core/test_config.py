@@ -3,6 +3,7 @@ import pytest
 
 from bastion.core.config import WorkspaceConfig, load_config
 from bastion.core.errors import ConfigError, WorkspaceError
+from bastion.testing.fakes import HashEmbedder
 from bastion.workspace import Workspace
 
 
@@ -18,6 +19,7 @@ def test_default_config_round_trips(tmp_path):
     ("[chunking]\nmax_tokens = 64\noverlap_tokens = 64\n", "overlap_tokens"),
     ("[embedder]\nbackend = 'openai'\n", "embedder.url"),
     ("[search\nk = 3\n", "not valid TOML"),
+    ("[index]\nfragment_rows = 10\n", "index.fragment_rows"),
 ])
 def test_bad_config_names_the_problem(tmp_path, toml, needle):
     (tmp_path / "bastion.toml").write_text(toml)
@@ -44,3 +46,11 @@ def test_init_refuses_to_overwrite(tmp_path):
     Workspace.init(tmp_path)
     with pytest.raises(WorkspaceError, match="already"):
         Workspace.init(tmp_path)
+
+
+def test_index_settings_reach_the_store(tmp_path):
+    Workspace.init(tmp_path / "default")
+    assert Workspace.open(tmp_path / "default", embedder=HashEmbedder()).store.fragment_rows == 262_144
+    (tmp_path / "bastion.toml").write_text("[index]\nfragment_rows = 5000\nann_min_rows = 300\n")
+    store = Workspace.open(tmp_path, embedder=HashEmbedder()).store
+    assert (store.fragment_rows, store.ann_min_rows) == (5000, 300)
