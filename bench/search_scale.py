@@ -17,6 +17,9 @@ For each corpus size and each ACL selectivity (the share of chunks the principal
   query's topic, the rest of the exact top-10 are noise-level chunks of unrelated topics whose order PQ
   cannot resolve; strict recall@10 then counts them, relevant recall does not. "(n)" is the number of
   queries that had any relevant neighbour.
+Each mode makes its own pass over the queries (until v11 the modes ran back to back for each query, so
+the later ones found that query's pages warm).
+
 * **short**  -- how many queries returned fewer than k=10 hits although at least 10
   authorised (and, for BM25, term-matching) chunks exist. Must be 0.
 * **path**   -- whether the store took its exact path (``count_rows(filter) <=
@@ -416,22 +419,25 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
                      "ivf_pq" if "vector" in store._indexed_columns else "exact (scan)")
         lat = {"dense": [], "dense_r": [], "bm25": [], "hybrid": []}
         recall, relevant, short = [], [], {"dense": 0, "dense_r": 0, "bm25": 0, "hybrid": 0}
-        for i in range(nq):
-            current["v"] = qvecs[i]
-            t0 = time.perf_counter()
-            dense = store.search_dense(qvecs[i], labels, K)
-            t1 = time.perf_counter()
-            dense_r = retriever.search(qtexts[i], principal, K, mode="dense")
-            t1r = time.perf_counter()
-            bm25 = retriever.search(qtexts[i], principal, K, mode="bm25")
-            t2 = time.perf_counter()
-            hybrid = retriever.search(qtexts[i], principal, K, mode="hybrid")
-            t3 = time.perf_counter()
-            if i < args.warmup:
-                continue
-            lat["dense"].append(t1 - t0), lat["dense_r"].append(t1r - t1)
-            lat["bm25"].append(t2 - t1r), lat["hybrid"].append(t3 - t2)
-            qi = i - args.warmup
+        # One pass over the queries per mode, so no mode runs on pages the same query just read in another
+        # mode (interleaving them per query warmed the later modes' IVF partitions and rows).
+        calls = {"dense": lambda i: store.search_dense(qvecs[i], labels, K),
+                 "dense_r": lambda i: retriever.search(qtexts[i], principal, K, mode="dense"),
+                 "bm25": lambda i: retriever.search(qtexts[i], principal, K, mode="bm25"),
+                 "hybrid": lambda i: retriever.search(qtexts[i], principal, K, mode="hybrid")}
+        out: dict[str, list] = {}
+        for mode, call in calls.items():
+            out[mode] = []
+            for i in range(nq):
+                current["v"] = qvecs[i]
+                t0 = time.perf_counter()
+                got_hits = call(i)
+                if i >= args.warmup:
+                    lat[mode].append(time.perf_counter() - t0)
+                    out[mode].append(got_hits)
+        for qi in range(nq - args.warmup):
+            i = qi + args.warmup
+            dense, dense_r, bm25, hybrid = (out[m][qi] for m in ("dense", "dense_r", "bm25", "hybrid"))
             want = set(truth[group][1][qi].tolist()) - {-1}
             got = [_cid(h.row) for h in dense]
             recall.append(len(want & set(got)) / max(1, len(want)))
