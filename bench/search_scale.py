@@ -17,9 +17,8 @@ For each corpus size and each ACL selectivity (the share of chunks the principal
   query's topic, the rest of the exact top-10 are noise-level chunks of unrelated topics whose order PQ
   cannot resolve; strict recall@10 then counts them, relevant recall does not. "(n)" is the number of
   queries that had any relevant neighbour.
-Each mode makes its own pass over the queries (until v11 the modes ran back to back for each query, so
-the later ones found that query's pages warm).
-
+* **order**  -- each mode makes its own pass over the queries (until v11 the modes ran back to back
+  for each query, so the later ones found that query's pages warm).
 * **short**  -- how many queries returned fewer than k=10 hits although at least 10
   authorised (and, for BM25, term-matching) chunks exist. Must be 0.
 * **path**   -- whether the store took its exact path (``count_rows(filter) <=
