@@ -32,6 +32,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import lance
 import numpy as np
 import pyarrow as pa
 
@@ -42,8 +43,6 @@ from bastion.stores.lance import LanceStore  # noqa: E402
 
 
 def _fragments(store: LanceStore) -> dict[int, int]:
-    import lance
-
     return {f.fragment_id: f.count_rows() for f in lance.dataset(str(store.path / "chunks.lance")).get_fragments()}
 
 
@@ -66,7 +65,7 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
         t0 = time.perf_counter()
         if name == "lancedb":
             store._table.optimize(cleanup_older_than=timedelta(hours=1))
-            store._merge_vector_segments()
+            store._merge_vector_segments(lance.dataset(str(store.path / "chunks.lance")))
         else:
             store.optimize()
         seconds.append(time.perf_counter() - t0)

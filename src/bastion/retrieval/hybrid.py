@@ -79,13 +79,13 @@ class HybridRetriever:
         labels = principal.labels()
         if mode == "dense":
             # Dense alone ranks only k, so the k rows are read by the ranking query itself: through the
-            # IVF index one query instead of two (at 1M chunks p50 18.5 -> 13.9 ms; docs/benchmarks.md).
+            # IVF index one query instead of two (3-5 ms less at 1M chunks; docs/benchmarks.md).
             hits = self.store.search_dense(self.embed_query(query), labels, k, source)
-            if len(hits) < k:
+            if len(hits) < k < self.candidates:
                 # fewer than k: a sync replaced some ranked chunks before their rows were read (the exact
                 # path reads them after ranking), or fewer exist. Rank deeper for the rest.
                 tried = {h.row["chunk_id"] for h in hits}
-                deeper = self.rank(query, labels, max(k, self.candidates), source=source, mode=mode)
+                deeper = self.rank(query, labels, self.candidates, source=source, mode=mode)
                 hits += self._fetch([r for r in deeper if r.chunk_id not in tried], k - len(hits), labels, source)
             return [_hit(h) for h in hits]
         ranked = self.rank(query, labels, k, source=source, mode=mode)

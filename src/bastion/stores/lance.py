@@ -217,7 +217,7 @@ class LanceStore:
         dataset = lance.dataset(self._run(self._reader.uri()))
         self._compact(dataset)
         dataset.optimize.optimize_indices()  # new rows into the existing indexes (no retraining)
-        self._merge_vector_segments()
+        self._merge_vector_segments(dataset)
         dataset.cleanup_old_versions(older_than=timedelta(hours=1), error_if_tagged_old_versions=False)
         if made:
             self._list_indexes()
@@ -243,7 +243,7 @@ class LanceStore:
         exclude = sorted(covered) if small < self.fold_indexed_fragments else None
         dataset.optimize.compact_files(target_rows_per_fragment=self.fragment_rows, excluded_fragment_ids=exclude)
 
-    def _merge_vector_segments(self) -> None:
+    def _merge_vector_segments(self, dataset) -> None:
         """Fold the vector index's delta segments into one.
 
         LanceDB's ``optimize()`` indexes new rows as a new segment of the vector index each time, and a
@@ -256,10 +256,7 @@ class LanceStore:
         stats = self._table.index_stats(name) if name else None
         if stats is None or stats.num_indices <= 1:
             return
-        import lance
-
         try:
-            dataset = lance.dataset(self._run(self._reader.uri()))
             dataset.optimize.optimize_indices(num_indices_to_merge=stats.num_indices, index_names=[name])
         except Exception as exc:  # noqa: BLE001 - the segments stay as they were: searches are right, only slower
             log("store.merge_segments_failed", segments=stats.num_indices, error=str(exc))
@@ -289,8 +286,7 @@ class LanceStore:
         table. Once known it stays (an index is only replaced, never dropped), so a commit costs no listing."""
         version = self._run(self._reader.version())
         if version != self._seen_version and "vector" not in self._indexed_columns:
-            self._index_names = {tuple(i.columns)[0]: i.name for i in self._table.list_indices()}
-        self._indexed_columns = set(self._index_names)
+            self._list_indexes()
         self._seen_version = version
         return version
 
