@@ -12,7 +12,14 @@ one bulk write as one data file, indexes built), then run ``--rounds`` rounds of
 
 * **lancedb**: ``Table.optimize()`` (compaction, index update, clean-up) plus the store's merge of the
   vector index's segments, so both end with the same indexes;
-* **bastion**: ``LanceStore.optimize()``.
+* **bastion**: ``LanceStore.optimize()``: new rows' terms go into a new segment of the full-text index,
+  merged once there would be more than ``max_terms_segments`` (8);
+* **bastion-merged-fts**: the same with ``max_terms_segments = 1``, i.e. the new rows folded into the one
+  full-text index every time, as before delta segments (LanceDB does that too).
+
+After each round each variant times ``--queries`` BM25 searches (``rank_terms`` over the whole table, top
+50; p50 / p95 over all rounds), so what the segments cost a query is measured beside what they save an
+optimize.
 
 Printed per variant: optimize seconds (median, max), rows rewritten by compaction (rows of the fragments
 that each round replaced), fragments at the end; and the ratio of the two medians, measured in the same
@@ -20,6 +27,7 @@ run. ``--json`` writes the figures.
 
     python bench/compaction.py --rows 100000 --rounds 8
     python bench/compaction.py --rows 1000000 --rounds 8 --fold-after 4   # a fold of small indexed files in round 5
+    python bench/compaction.py --rows 1000000 --rounds 8 --variants bastion,bastion-merged-fts
 """
 from __future__ import annotations
 
@@ -32,14 +40,15 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import lance
 import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, LOAD_BATCH, Corpus, TopicModel, _sync_batch  # noqa: E402
+from search_scale import DIM, LOAD_BATCH, Corpus, TopicModel, _sync_batch, make_queries  # noqa: E402
 
-from bastion.stores.lance import LanceStore  # noqa: E402
+from bastion.stores.lance import LanceStore  # noqa: E402  (sets LANCE_LOG before lance loads)
+
+import lance  # noqa: E402
 
 
 def _fragments(store: LanceStore) -> dict[int, int]:
@@ -50,6 +59,8 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
     store = LanceStore(root / name, embedder_id="bench-synthetic", dimension=DIM, fragment_rows=args.fragment_rows)
     if args.fold_after:
         store.fold_indexed_fragments = args.fold_after
+    if name == "bastion-merged-fts":
+        store.max_terms_segments = 1
     t0 = time.perf_counter()
     # one write, so one data file of up to 1,048,576 rows: how LanceDB's optimize() leaves a grown table
     store._table.add(pa.concat_tables([corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH))
@@ -57,7 +68,9 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
     store.optimize()
     print(f"{name}: base of {corpus.n:,} loaded and indexed in {time.perf_counter() - t0:.1f}s", flush=True)
     rng = np.random.default_rng(args.seed)
-    seconds, rewritten = [], []
+    seconds, rewritten, lat, segments = [], [], [], []
+    _, texts, _ = make_queries(model, args.queries, args.seed + 5)
+    everyone = frozenset({"group:all"})
     for r in range(args.rounds):
         doc_ids, chunks = _sync_batch(model, rng, r, args.batch)
         store.replace_documents(doc_ids, chunks)
@@ -71,12 +84,22 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
         seconds.append(time.perf_counter() - t0)
         after = _fragments(store)
         rewritten.append(sum(n for fid, n in before.items() if fid not in after))
+        segments.append(store._table.index_stats(store._index_names["terms"]).num_indices)
+        for text in texts:  # what this round's full-text segments cost a search
+            t0 = time.perf_counter()
+            store.rank_terms(text.split(), everyone, 50)
+            lat.append(time.perf_counter() - t0)
         print(f"  round {r + 1}: optimize {seconds[-1]:.2f}s, rows rewritten {rewritten[-1]:,}, "
-              f"fragments {len(after)}", flush=True)
-    stats = store._table.index_stats(store._index_names["vector"])
+              f"fragments {len(after)}, full-text segments {segments[-1]}", flush=True)
+    name_v = store._index_names.get("vector")  # none under LanceStore.ann_min_rows (100k) chunks
+    stats = store._table.index_stats(name_v) if name_v else None
+    terms = store._table.index_stats(store._index_names["terms"])
     out = {"variant": name, "optimize_p50_s": float(np.median(seconds)), "optimize_max_s": float(max(seconds)),
            "rows_rewritten": int(sum(rewritten)), "fragments": len(_fragments(store)), "rows": store.count(),
-           "vector_segments": stats.num_indices, "unindexed": stats.num_unindexed_rows, "seconds": seconds}
+           "vector_segments": stats.num_indices if stats else 0, "unindexed": stats.num_unindexed_rows if stats else 0,
+           "terms_segments": terms.num_indices, "terms_segments_per_round": segments,
+           "bm25_p50_ms": float(np.percentile(lat, 50) * 1000), "bm25_p95_ms": float(np.percentile(lat, 95) * 1000),
+           "seconds": seconds}
     assert out["rows"] == corpus.n + args.rounds * args.batch, out  # nothing lost, nothing doubled
     return out
 
@@ -90,6 +113,8 @@ def main() -> None:
     ap.add_argument("--fold-after", type=int, default=0,
                     help="LanceStore.fold_indexed_fragments (default: the store's, 16); lower it to see a fold in few rounds")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--variants", default="lancedb,bastion,bastion-merged-fts", help="comma-separated, run in this order")
+    ap.add_argument("--queries", type=int, default=200, help="BM25 searches timed after each round")
     ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -99,21 +124,28 @@ def main() -> None:
     corpus = Corpus(model, args.rows, args.seed)
     results = []
     try:
-        for name in ("lancedb", "bastion"):
+        for name in args.variants.split(","):
+            if name not in ("lancedb", "bastion", "bastion-merged-fts"):
+                raise SystemExit(f"unknown variant {name!r}")
             results.append(run_variant(name, root, model, corpus, args))
+            shutil.rmtree(root / name, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    lance_r, ours = results
-    ratio = lance_r["optimize_p50_s"] / ours["optimize_p50_s"]
-    print("\n| variant | optimize p50 s | max s | rows rewritten | fragments | vector segments | unindexed |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| variant | optimize p50 s | max s | rows rewritten | fragments | vector segments | unindexed "
+          "| full-text segments at the end | BM25 p50 / p95 ms (all rounds) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['variant']} | {r['optimize_p50_s']:.2f} | {r['optimize_max_s']:.2f} | {r['rows_rewritten']:,} "
-              f"| {r['fragments']} | {r['vector_segments']} | {r['unindexed']} |")
-    print(f"\n{args.rows:,} chunks, {args.rounds} rounds of {args.batch:,}: LanceDB's optimize() p50 is {ratio:.1f}x Bastion's")
+              f"| {r['fragments']} | {r['vector_segments']} | {r['unindexed']} | {r['terms_segments']} "
+              f"| {r['bm25_p50_ms']:.1f} / {r['bm25_p95_ms']:.1f} |")
+    by = {r["variant"]: r for r in results}
+    ratios = {f"{other}/bastion": by[other]["optimize_p50_s"] / by["bastion"]["optimize_p50_s"]
+              for other in by if other != "bastion" and "bastion" in by}
+    for name, ratio in ratios.items():
+        print(f"{args.rows:,} chunks, {args.rounds} rounds of {args.batch:,}: optimize() p50 {name} = {ratio:.1f}x")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
-                                         "ratio_p50": ratio}, indent=2))
+                                         "ratios_p50": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -217,3 +217,40 @@ def test_optimize_leaves_fragments_of_the_target_size_alone(tmp_path, embedder):
     # positive control: LanceDB's optimize() folds the base fragment into the rewrite
     store._table.optimize()
     assert [n for _, n in _fragments(store)] == [3600] and _fragments(store)[0][0] != base_id
+
+
+def test_optimize_indexes_new_terms_as_segments_and_merges_them(tmp_path, embedder):
+    """Each optimize indexes the new rows' terms as a new full-text segment (folding them into the index
+    rewrote all of it: 2.3-2.8 s at 1M chunks for every 2,048 new ones). BM25 reads every segment: a
+    chunk in any segment is found, one deleted or re-ACLed after its segment was written is not (the new
+    reader still finds it), and the segments are merged into one once there would be more than
+    ``max_terms_segments``."""
+    store = _store(tmp_path, embedder, _corpus(embedder, n_big=200, n_small=0))
+    store.max_terms_segments = 3
+    name = store._index_names["terms"]
+    big = frozenset({"group:big"})
+
+    def found(word: str, labels=big) -> set[str]:
+        return {cid for cid, _ in store.rank_terms(analyze(word), labels, 50)}
+
+    segments = []
+    for b in range(4):
+        new = [make_chunk(embedder, f"b{b}-{i}", f"zeta{b} " + " ".join(WORDS[i % 10:i % 10 + 3]), ("group:big",))
+               for i in range(20)]
+        store.replace_documents([c.doc_id for c in new], new)
+        store.optimize()
+        stats = store._table.index_stats(name)
+        segments.append(stats.num_indices)
+        assert stats.num_unindexed_rows == 0  # indexed, not scanned flat
+        for j in range(b + 1):
+            first = 2 if j == 0 and b >= 2 else 0  # b0-0 and b0-1 changed after the second optimize
+            assert found(f"zeta{j}") == {f"b{j}-{i}-0" for i in range(first, 20)}, (b, j)
+        assert len(found("maintenance")) == 50  # the base rows, in the first segment (or the merged one)
+        if b == 1:  # three segments: change rows the second one indexed
+            store.replace_documents(["b0-0"], [])
+            moved = make_chunk(embedder, "b0-1", "zeta0 " + " ".join(WORDS[1:4]), ("group:other",))
+            store.replace_documents(["b0-1"], [moved])
+            assert found("zeta0") == {f"b0-{i}-0" for i in range(2, 20)}
+            assert found("zeta0", frozenset({"group:other"})) == {"b0-1-0"}  # positive control: its new reader
+    assert segments == [2, 3, 1, 2]  # the third optimize merged three segments and the new rows into one
+    assert found("zeta0") == {f"b0-{i}-0" for i in range(2, 20)}

@@ -103,6 +103,7 @@ class LanceStore:
     """
 
     fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (:meth:`_compact`)
+    max_terms_segments = 8  # full-text index segments before optimize() merges them (:meth:`_update_terms_index`)
 
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
                  exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
@@ -212,15 +213,19 @@ class LanceStore:
         if "vector" not in self._indexed_columns and rows >= self.ann_min_rows:
             self.build_vector_index()
             made = True
+        if made:
+            self._list_indexes()
         import lance
 
         dataset = lance.dataset(self._run(self._reader.uri()))
         self._compact(dataset)
-        dataset.optimize.optimize_indices()  # new rows into the existing indexes (no retraining)
+        # new rows into the existing indexes (no retraining); the full-text index on its own, below
+        others = [name for column, name in self._index_names.items() if column != "terms"]
+        if others:
+            dataset.optimize.optimize_indices(index_names=others)
+        self._update_terms_index(dataset)
         self._merge_vector_segments(dataset)
         dataset.cleanup_old_versions(older_than=timedelta(hours=1), error_if_tagged_old_versions=False)
-        if made:
-            self._list_indexes()
 
     def _compact(self, dataset) -> None:
         """Merge small data files into fragments of about ``fragment_rows`` rows; larger ones stay.
@@ -241,7 +246,29 @@ class LanceStore:
         small = sum(1 for f in dataset.get_fragments()
                     if f.fragment_id in covered and f.metadata.physical_rows < self.fragment_rows)
         exclude = sorted(covered) if small < self.fold_indexed_fragments else None
+        if exclude is None:  # Lance merges only fragments the same index segments cover: one full-text segment first
+            self._update_terms_index(dataset, merge=True)
         dataset.optimize.compact_files(target_rows_per_fragment=self.fragment_rows, excluded_fragment_ids=exclude)
+
+    def _update_terms_index(self, dataset, merge: bool = False) -> None:
+        """Index the new rows' terms as a new segment of the full-text index; merge the segments into one
+        once there would be more than ``max_terms_segments``.
+
+        Folding new rows into the full-text index rewrites the whole index: at 1M chunks 2.3-2.8 s of
+        an optimize that otherwise takes ~0.5 s, for every 2,048 new chunks (index.optimize_every_chunks).
+        A new segment holding only the new rows takes ~0.06 s, and a search reads every segment and
+        scores BM25 over them together: measured at 1M chunks with seven segments, the same top-10 chunks
+        as one merged index (mean overlap 0.99 for the whole table, 0.89 for a 10 % group where many
+        chunks tie at the cut), scores within 1.7 %, and no measurable latency cost (docs/benchmarks.md).
+        ``merge`` merges them now (compaction folds only fragments that the same segments cover).
+        """
+        name = self._index_names.get("terms")
+        stats = self._table.index_stats(name) if name else None
+        if stats is None or (stats.num_unindexed_rows == 0 and (not merge or stats.num_indices <= 1)):
+            return
+        segments = stats.num_indices
+        merge = merge or segments + 1 > self.max_terms_segments
+        dataset.optimize.optimize_indices(num_indices_to_merge=segments if merge else 0, index_names=[name])
 
     def _merge_vector_segments(self, dataset) -> None:
         """Fold the vector index's delta segments into one.
