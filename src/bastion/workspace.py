@@ -45,6 +45,9 @@ class Workspace:
         self._llm_override = None  # use_llm()
         self._llms: dict[str, object] = {}  # model name -> loaded LLM
         self._llm_lock = threading.Lock()
+        self._store = None
+        self._store_lock = threading.Lock()  # one store per workspace, whichever thread opens it first
+        self._embedder_lock = threading.Lock()
         self._answerers: dict[str, tuple] = {}  # assistant name -> (Answerer, sources)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -116,13 +119,21 @@ class Workspace:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            from bastion.embedding.factory import build_embedder
+            with self._embedder_lock:  # the server's index warmer and a first request may both ask
+                if self._embedder is None:
+                    from bastion.embedding.factory import build_embedder
 
-            self._embedder = build_embedder(self.config.embedder)
+                    self._embedder = build_embedder(self.config.embedder)
         return self._embedder
 
-    @cached_property
+    @property
     def store(self):
+        with self._store_lock:
+            if self._store is None:
+                self._store = self._open_store()
+            return self._store
+
+    def _open_store(self):
         from bastion.stores.lance import LanceStore
 
         s = self.config.search
@@ -210,7 +221,8 @@ class Workspace:
         from bastion.catalog.models import DocumentRow
 
         with self._sync_lock():
-            self.__dict__.pop("store", None)
+            with self._store_lock:
+                self._store = None
             shutil.rmtree(self.data_dir / "index", ignore_errors=True)
             with self.catalog.session() as s:
                 s.execute(update(DocumentRow).where(DocumentRow.status != "deleted")

@@ -86,6 +86,9 @@ class SearchConfig(_Strict):
     exact_cache_mb: int = Field(512, ge=0)
     refine_factor: int = Field(10, ge=1)
     nprobes: int = Field(20, ge=1)
+    # the server loads the search indexes into memory when it starts and, checking every this many
+    # seconds, again after a sync changed them, so the next searches do not read them from disk (0: never)
+    warm_check_s: float = Field(5.0, ge=0)
 
 
 class IndexConfig(_Strict):

@@ -5,6 +5,7 @@ import functools
 import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -17,6 +18,7 @@ from bastion.server import problems
 from bastion.server.auth import Authenticator
 from bastion.server.jobs import SyncJobs
 from bastion.server.problems import Problem, problem_body
+from bastion.server.warm import IndexWarmer
 
 log = logging.getLogger("bastion.server")
 UI_DIR = Path(__file__).parent / "ui"
@@ -46,6 +48,30 @@ class BastionServer:
         self.m_answers = Counter("bastion_answers", "Answers by decision", ["decision"], registry=self.metrics)
         self.m_inflight = Gauge("bastion_http_inflight_requests", "Requests being served", registry=self.metrics)
         Gauge("bastion_index_chunks", "Chunks in the index", registry=self.metrics).set_function(self._chunk_count)
+        self.m_warm = Counter("bastion_index_warm_loads", "Search indexes loaded into memory (at start, after a change)",
+                              ["index"], registry=self.metrics)
+        self.m_warm_seconds = Gauge("bastion_index_warm_seconds", "Seconds the last load of changed indexes took",
+                                    registry=self.metrics)
+        self.warmer: IndexWarmer | None = None
+
+    def _warmed(self, names: list[str], seconds: float) -> None:
+        for name in names:
+            self.m_warm.labels(index=name).inc()
+        self.m_warm_seconds.set(seconds)
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        """Keep the search indexes in memory while serving (``search.warm_check_s``; 0: off)."""
+        every = self.ws.config.search.warm_check_s
+        if every > 0:
+            self.warmer = IndexWarmer(self.ws, every, on_warm=self._warmed)
+            self.warmer.start()
+        try:
+            yield
+        finally:
+            if self.warmer is not None:
+                await anyio.to_thread.run_sync(self.warmer.stop)
+                self.warmer = None
 
     def _chunk_count(self) -> float:
         try:
@@ -167,7 +193,7 @@ def create_app(ws) -> FastAPI:
     app = FastAPI(title="Bastion", version=__version__,
                   description="Company knowledge behind a local LLM: access-controlled search and cited answers. "
                               "Authenticate with `Authorization: Bearer <API key or OIDC token>`.",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=server.lifespan)
     app.state.server = server
     problems.install(app)
 
