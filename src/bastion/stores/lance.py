@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -104,6 +106,7 @@ class LanceStore:
 
     fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (:meth:`_compact`)
     max_terms_segments = 8  # full-text index segments before optimize() merges them (:meth:`_update_terms_index`)
+    commit_attempts = 20  # replace_documents() retries a commit that lost a race with another writer
 
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
                  exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
@@ -183,13 +186,52 @@ class LanceStore:
         for c in chunks:
             if c.vector.shape != (self.dimension,):
                 raise EmbedderMismatch(f"vector of chunk {c.chunk_id} has shape {c.vector.shape}, index expects ({self.dimension},)")
+        stray = sorted({c.doc_id for c in chunks} - set(doc_ids))
+        if stray:
+            raise StoreError(f"chunks of documents not being replaced: {', '.join(stray[:5])}")
         scope = f"doc_id IN ({', '.join(_quote(d) for d in sorted(set(doc_ids)))})"
         data = self._to_arrow(chunks)
-        (self._table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(scope)
-            .execute(data))
+        from lance.commit import CommitConflictError
+
+        for attempt in range(self.commit_attempts):
+            try:
+                return self._swap(scope, data)
+            except CommitConflictError:  # another writer changed the same fragments since they were read
+                if attempt == self.commit_attempts - 1:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # let the other commit land, then re-read
+
+    def _swap(self, scope: str, data: pa.Table) -> None:
+        """One commit that deletes every row ``scope`` selects and adds ``data``.
+
+        LanceDB's ``merge_insert(...).when_not_matched_by_source_delete(scope)`` did this by a full outer
+        join of the new rows with the whole table: it read ``chunk_id`` and ``doc_id`` of every row, for
+        every batch a sync writes, so the cost of a batch grew with the index. Here the rows to delete are found through the
+        ``doc_id`` BTREE index, marked deleted in their fragments' deletion files, the new rows written
+        as a new fragment, and both committed as one Lance ``Update`` against the version read: readers
+        see the old chunks or the new ones, never both or neither. A crash before the commit leaves
+        only files no version references (Lance's clean-up in ``optimize()`` removes them once they are
+        7 days old). Measured per 256-chunk batch (bench/write_cost.py): ~21 ms at 10k, 100k and 1M
+        chunks, against merge_insert's 45, 150 and 797 ms.
+        """
+        import lance
+        from lance.fragment import write_fragments
+
+        dataset = lance.dataset(self._run(self._reader.uri()))
+        addresses = dataset.to_table(columns=[], filter=scope, with_row_address=True).column("_rowaddr").to_numpy()
+        fragments, offsets = addresses >> 32, addresses & 0xFFFFFFFF
+        updated, removed = [], []
+        for fragment_id in np.unique(fragments).tolist():
+            kept = dataset.get_fragment(fragment_id).delete_rows(offsets[fragments == fragment_id].tolist())
+            if kept is None:  # every row of that fragment deleted
+                removed.append(fragment_id)
+            else:
+                updated.append(kept)
+        new = write_fragments(data, dataset, schema=dataset.schema) if data.num_rows else []
+        if not (updated or removed or new):
+            return
+        lance.LanceDataset.commit(dataset.uri, lance.LanceOperation.Update(
+            removed_fragment_ids=removed, updated_fragments=updated, new_fragments=new), read_version=dataset.version)
 
     def optimize(self) -> None:
         """Build missing indexes, fold new rows into existing ones, compact small files."""
