@@ -206,10 +206,12 @@ class LanceStore:
 
         LanceDB's ``merge_insert(...).when_not_matched_by_source_delete(scope)`` did this by a full outer
         join of the new rows with the whole table: it read ``chunk_id`` and ``doc_id`` of every row, for
-        every batch a sync writes, so the cost of a batch grew with the index. Here the rows to delete are found through the
-        ``doc_id`` BTREE index, marked deleted in their fragments' deletion files, the new rows written
-        as a new fragment, and both committed as one Lance ``Update`` against the version read: readers
-        see the old chunks or the new ones, never both or neither. A crash before the commit leaves
+        every batch a sync writes, so the cost of a batch grew with the index. Here the rows to delete
+        are found through the ``doc_id`` BTREE index, marked deleted in their fragments' deletion files
+        (``LanceFragment.delete_rows``, which Lance calls internal: pylance is pinned to 13.0.x, and
+        tests/stores/test_lance_fetch.py and tests/ingest/test_crash.py check this path), the new rows
+        written as a new fragment, and both committed as one Lance ``Update`` against the version read:
+        readers see the old chunks or the new ones, never both or neither. A crash before the commit leaves
         only files no version references (Lance's clean-up in ``optimize()`` removes them once they are
         7 days old). Measured per 256-chunk batch (bench/write_cost.py): ~21 ms at 10k, 100k and 1M
         chunks, against merge_insert's 45, 150 and 797 ms.
@@ -300,9 +302,9 @@ class LanceStore:
         Folding new rows into the full-text index rewrites the whole index: at 1M chunks 2.3-2.8 s of
         an optimize that otherwise takes ~0.5 s, for every 2,048 new chunks (index.optimize_every_chunks).
         A new segment holding only the new rows takes ~0.06 s, and a search reads every segment and
-        scores BM25 over them together: measured at 1M chunks with seven segments, the same top-10 chunks
-        as one merged index (mean overlap 0.99 for the whole table, 0.89 for a 10 % group where many
-        chunks tie at the cut), scores within 1.7 %, and no measurable latency cost (docs/benchmarks.md).
+        scores BM25 over them together: measured at 1M chunks with seven segments against the same rows
+        in one index, top-10 overlap 0.99 for the whole table and 0.89 for a 10 % group (many of its
+        synthetic chunks tie at the cut), scores within 1.7 %, no measurable latency cost (docs/benchmarks.md).
         ``merge`` merges them now (compaction folds only fragments that the same segments cover).
         """
         name = self._index_names.get("terms")
