@@ -38,8 +38,7 @@ def test_indexes_are_loaded_at_start_and_again_after_a_sync_changed_them(served,
 
         write(tmp_path / "docs" / "hr" / "canteen.md", "# Canteen\n\nThe canteen closes at 15:00 on Fridays.\n")
         served.ws.sync()  # its optimize gives the full-text index a new segment: new files
-        after = _until(lambda: (now := _loads(client, root)).get("terms_idx", 0) > first["terms_idx"] and now)
-        assert after["terms_idx"] == first["terms_idx"] + 1
+        _until(lambda: _loads(client, root).get("terms_idx", 0) > first["terms_idx"])  # loaded again, in the background
         hits = client.post("/api/v1/search", json={"query": "canteen Fridays"}, headers=auth(bob)).json()["hits"]
         assert hits and hits[0]["path"].endswith("canteen.md")
 
