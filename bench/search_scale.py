@@ -391,6 +391,11 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
         res["optimize_s"] = time.perf_counter() - t0
         print(f"loaded via _table.add in {res['load_s']:.1f}s; optimize() in {res['optimize_s']:.1f}s", flush=True)
     res["indices"] = sorted(f"{i.columns[0]}:{i.index_type}" for i in store._table.list_indices())
+    if not args.no_warm:  # as `bastion serve` does at start (search.warm_check_s)
+        t0 = time.perf_counter()
+        store.warm()
+        res["warm_s"] = time.perf_counter() - t0
+        print(f"indexes loaded into memory in {res['warm_s']:.2f}s (LanceStore.warm, as bastion serve does)", flush=True)
     print("indices:", ", ".join(res["indices"]), flush=True)
 
     t0 = time.perf_counter()
@@ -647,6 +652,8 @@ def main() -> None:
     ap.add_argument("--sync-batch", type=int, help="chunks per replace_documents while syncing (default 500)")
     ap.add_argument("--sync-period", type=float, help="seconds between writer batches (default 0.5)")
     ap.add_argument("--idle-rounds", type=int, default=300, help="query rounds of the idle phase before the writer starts")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="do not load the indexes into memory before measuring (bastion serve does; a CLI search does not)")
     ap.add_argument("--no-sync", action="store_true", help="skip the while-a-sync-writes measurement")
     ap.add_argument("--optimize-every", type=int, default=2048,
                     help="the writer optimizes after this many rows, like index.optimize_every_chunks (its default; 0: never)")
