@@ -6,9 +6,9 @@ compacts small data files, folds the new rows into the indexes and drops old ver
 rewritten together with the new rows, each time: at 1M chunks, the whole table. ``LanceStore`` compacts
 toward ``index.fragment_rows`` (262,144) and never touches a larger fragment.
 
-Both variants start from the same base (``--rows`` synthetic chunks of bench/search_scale.py, loaded in
-one bulk write as one data file, indexes built), then run ``--rounds`` rounds of: write ``--batch`` new chunks with
-``replace_documents`` (as a sync does), then optimize and time it:
+Every variant starts from the same base (``--rows`` synthetic chunks of bench/search_scale.py, loaded in
+one bulk write as one data file, indexes built), then run ``--rounds`` rounds of: write ``--batch``
+new chunks with ``replace_documents`` (as a sync does), then optimize and time it:
 
 * **lancedb**: ``Table.optimize()`` (compaction, index update, clean-up) plus the store's merge of the
   vector index's segments, so both end with the same indexes;
@@ -118,15 +118,17 @@ def main() -> None:
     ap.add_argument("--path", type=Path, help="data directory (default: a temp dir under bench/results/)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in ("lancedb", "bastion", "bastion-merged-fts")]
+    if unknown:
+        raise SystemExit(f"unknown variant(s): {', '.join(unknown)}")
     root = args.path or Path(tempfile.mkdtemp(prefix="compaction-", dir=Path(__file__).resolve().parent / "results"))
     root.mkdir(parents=True, exist_ok=True)
     model = TopicModel(args.seed)
     corpus = Corpus(model, args.rows, args.seed)
     results = []
     try:
-        for name in args.variants.split(","):
-            if name not in ("lancedb", "bastion", "bastion-merged-fts"):
-                raise SystemExit(f"unknown variant {name!r}")
+        for name in variants:
             results.append(run_variant(name, root, model, corpus, args))
             shutil.rmtree(root / name, ignore_errors=True)
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bastion.core.errors import StoreError
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
-from bastion.core.errors import StoreError
 from bastion.stores.lance import LanceStore, acl_filter
 from bastion.testing.contract import make_chunk
 from bastion.testing.fakes import HashEmbedder

@@ -219,7 +219,7 @@ class LanceStore:
         import lance
         from lance.fragment import write_fragments
 
-        dataset = lance.dataset(self._run(self._reader.uri()))
+        dataset = self._dataset()
         addresses = dataset.to_table(columns=[], filter=scope, with_row_address=True).column("_rowaddr").to_numpy()
         fragments, offsets = addresses >> 32, addresses & 0xFFFFFFFF
         updated, removed = [], []
@@ -260,9 +260,7 @@ class LanceStore:
             made = True
         if made:
             self._list_indexes()
-        import lance
-
-        dataset = lance.dataset(self._run(self._reader.uri()))
+        dataset = self._dataset()
         self._compact(dataset)
         # new rows into the existing indexes (no retraining); the full-text index on its own, below
         others = [name for column, name in self._index_names.items() if column != "terms"]
@@ -360,9 +358,7 @@ class LanceStore:
         chunks, the changed ones after a sync ~0.3 s; ``bastion serve`` does it at start and whenever
         the table version moved (``search.warm_check_s``, :mod:`bastion.server.warm`).
         """
-        import lance
-
-        dataset = lance.dataset(self._run(self._reader.uri()))
+        dataset = self._dataset()
         now = {i.name: tuple(sorted(str(seg.uuid) for seg in i.segments)) for i in dataset.describe_indices()}
         changed = [name for name, segments in now.items() if self._warmed.get(name) != segments]
         for name in changed:
@@ -374,6 +370,12 @@ class LanceStore:
         """The table's latest version (moves with every commit, another process's included)."""
         return self._run(self._reader.version())
 
+    def _dataset(self):
+        """The table's latest version as a Lance dataset, for what LanceDB does not expose."""
+        import lance
+
+        return lance.dataset(self._run(self._reader.uri()))
+
     def _list_indexes(self) -> None:
         self._index_names = {tuple(i.columns)[0]: i.name for i in self._run(self._reader.list_indices())}
         self._indexed_columns = set(self._index_names)
@@ -382,7 +384,7 @@ class LanceStore:
         """The table's latest version. Until a vector index is known, a moved version lists the indexes
         again: another process (a sync beside a server) may have built it since this one opened the
         table. Once known it stays (an index is only replaced, never dropped), so a commit costs no listing."""
-        version = self._run(self._reader.version())
+        version = self.table_version()
         if version != self._seen_version and "vector" not in self._indexed_columns:
             self._list_indexes()
         self._seen_version = version
