@@ -23,9 +23,10 @@ For each corpus size and each ACL selectivity (the share of chunks the principal
   authorised (and, for BM25, term-matching) chunks exist. Must be 0.
 * **path**   -- whether the store took its exact path (``count_rows(filter) <=
   exact_threshold``: the authorised vectors held in memory, ``bastion.stores.exact``) or its
-  IVF_PQ path (nprobes/refine_factor, with a wider probe and then a LanceDB scan when the probe
-  returns fewer than k rows). With ``--diag-queries`` the LanceDB scan (``bypass_vector_index``) and
-  the raw IVF_PQ probe (no fallback) are also measured for every cell.
+  vector index path (IVF_SQ by default, ``--vector-index ivf_pq``; nprobes/refine_factor, with a wider
+  probe and then a LanceDB scan when the probe returns fewer than k rows). With ``--diag-queries`` the
+  LanceDB scan (``bypass_vector_index``) and the raw index probe (no fallback) are also measured for
+  every cell.
 * **while a sync writes** -- query p50/p95 idle (``--idle-rounds``), then while a background writer (a
   separate process with its own ``LanceStore`` on the same directory, or ``--writer thread``) commits
   new chunks with ``replace_documents`` and calls ``optimize()`` every 2,048 rows, at nice 10 -- as the
@@ -67,11 +68,12 @@ The synthetic corpus
 Loading and indexing: rows are bulk-loaded with ``store._table.add`` in batches of 100,000
 (pre-built Arrow tables, not ``replace_documents``: its merge_insert is the sync path and is
 measured by the writer instead), then ``store.optimize()`` builds FTS, LABEL_LIST, BTREE and,
-when rows >= ``ann_min_rows`` (100,000), IVF_PQ with ``sqrt(rows)`` partitions (1000 at 1M)
-and dim/8 = 48 sub-vectors -- the store's defaults, i.e. the same as
-``build_vector_index(num_partitions=1000, num_sub_vectors=48)`` at 1M. The store's search settings
-(exact_threshold, nprobes, refine_factor) are its defaults unless given on the command line.
-The "search paths forced" table (``--diag-queries``) runs the exact path and the IVF_PQ probe alone at
+when rows >= ``ann_min_rows`` (100,000), the vector index with ``sqrt(rows)`` partitions (1000 at
+1M): IVF_SQ by default, or IVF_PQ with dim/8 = 48 sub-vectors (``--vector-index``) -- the store's
+defaults. With ``--reuse`` a kept store whose vector index is of the other kind has it rebuilt (timed).
+The store's search settings (exact_threshold, nprobes, refine_factor) are its defaults unless given
+on the command line.
+The "search paths forced" table (``--diag-queries``) runs the exact path and the index probe alone at
 several nprobes for every cell, whatever the store would pick, to show where the threshold belongs.
 
     python bench/search_scale.py --sizes 10000,100000 --json bench/results/scale-small.json
@@ -367,7 +369,7 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
 
     path = root / f"n{n}"
     store_kw = dict(embedder_id="bench-synthetic", dimension=DIM)
-    store_kw |= {k: getattr(args, k) for k in ("exact_threshold", "nprobes", "refine_factor", "ann_min_rows")
+    store_kw |= {k: getattr(args, k) for k in ("exact_threshold", "nprobes", "refine_factor", "ann_min_rows", "vector_index")
                  if getattr(args, k) is not None}  # else LanceStore's defaults
     reuse = args.reuse and path.exists()
     if reuse:
@@ -378,6 +380,11 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
             raise SystemExit(f"--reuse: {path} holds {store.count()} rows, expected {n}")
         res["load_s"] = res["optimize_s"] = 0.0
         print(f"reusing {path}", flush=True)
+        if store.vector_index_built and store.vector_index_built != store.vector_index:
+            t0 = time.perf_counter()
+            store.build_vector_index()
+            res["vector_index_rebuild_s"] = time.perf_counter() - t0
+            print(f"vector index rebuilt as {store.vector_index} in {res['vector_index_rebuild_s']:.1f}s", flush=True)
     else:
         if path.exists():
             shutil.rmtree(path)
@@ -420,7 +427,7 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
         counted = store._table.count_rows(where)
         count_ms = (time.perf_counter() - t0) * 1000
         path_name = ("exact (memory)" if store._exact(where) else
-                     "ivf_pq" if "vector" in store._indexed_columns else "exact (scan)")
+                     store.vector_index_built.lower() if "vector" in store._indexed_columns else "exact (scan)")
         lat = {"dense": [], "dense_r": [], "bm25": [], "hybrid": []}
         recall, relevant, short = [], [], {"dense": 0, "dense_r": 0, "bm25": 0, "hybrid": 0}
         # One pass over the queries per mode, so no mode runs on pages the same query just read in another
@@ -481,8 +488,8 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
 
 
 def diagnose(store: LanceStore, where: str, truth, qvecs: np.ndarray, args, authorised: int) -> dict:
-    """The two search paths forced, whatever the store would choose: exact (bypass_vector_index) and the IVF_PQ
-    probe alone (no exact fallback) at several nprobes, on the first --diag-queries queries."""
+    """The two search paths forced, whatever the store would choose: exact (bypass_vector_index) and the vector
+    index probe alone (no exact fallback) at several nprobes, on the first --diag-queries queries."""
     def base(v):
         return (store._table.search(v, vector_column_name="vector").distance_type("cosine")
                 .where(where, prefilter=True).limit(K).select(_COLUMNS + ["_distance"]))
@@ -491,7 +498,7 @@ def diagnose(store: LanceStore, where: str, truth, qvecs: np.ndarray, args, auth
     if authorised <= args.diag_exact_max:
         variants["exact"] = lambda v: base(v).bypass_vector_index()
     for p in (int(x) for x in args.diag_nprobes.split(",") if x):
-        variants[f"ivf_pq nprobes={p}"] = lambda v, p=p: base(v).nprobes(p).refine_factor(store.refine_factor)
+        variants[f"{store.vector_index_built.lower()} nprobes={p}"] = lambda v, p=p: base(v).nprobes(p).refine_factor(store.refine)
     t0 = time.perf_counter()
     for _ in range(20):
         store._table.count_rows(where)
@@ -640,10 +647,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--exact-threshold", type=int, help="LanceStore exact_threshold (default: the store's)")
     ap.add_argument("--nprobes", type=int, help="LanceStore nprobes (default: the store's)")
-    ap.add_argument("--refine-factor", type=int, help="LanceStore refine_factor (default: the store's)")
+    ap.add_argument("--refine-factor", type=int, help="LanceStore refine_factor (default: the store's for its index kind)")
+    ap.add_argument("--vector-index", choices=["ivf_sq", "ivf_pq"], help="LanceStore vector_index (default: the store's)")
     ap.add_argument("--ann-min-rows", type=int, help="LanceStore ann_min_rows (default: the store's)")
     ap.add_argument("--diag-queries", type=int, default=50, help="queries per forced-path variant (0: none)")
-    ap.add_argument("--diag-nprobes", default="20,50,100", help="nprobes values of the forced IVF_PQ variants")
+    ap.add_argument("--diag-nprobes", default="20,50,100", help="nprobes values of the forced vector index variants")
     ap.add_argument("--diag-exact-max", type=int, default=100_000,
                     help="force the exact path only where at most this many rows are authorised")
     ap.add_argument("--writer", choices=("thread", "process"), default="process",

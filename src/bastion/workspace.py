@@ -140,7 +140,7 @@ class Workspace:
         return LanceStore(self.data_dir / "index", embedder_id=self.embedder.id, dimension=self.embedder.dimension,
                           exact_threshold=s.exact_threshold, nprobes=s.nprobes, refine_factor=s.refine_factor,
                           ann_min_rows=self.config.index.ann_min_rows, exact_cache_mb=s.exact_cache_mb,
-                          fragment_rows=self.config.index.fragment_rows)
+                          fragment_rows=self.config.index.fragment_rows, vector_index=self.config.index.vector_index)
 
     def close(self) -> None:
         for llm in self._llms.values():

@@ -20,6 +20,7 @@ def test_default_config_round_trips(tmp_path):
     ("[embedder]\nbackend = 'openai'\n", "embedder.url"),
     ("[search\nk = 3\n", "not valid TOML"),
     ("[index]\nfragment_rows = 10\n", "index.fragment_rows"),
+    ("[index]\nvector_index = 'hnsw'\n", "index.vector_index"),
 ])
 def test_bad_config_names_the_problem(tmp_path, toml, needle):
     (tmp_path / "bastion.toml").write_text(toml)
@@ -54,3 +55,7 @@ def test_index_settings_reach_the_store(tmp_path):
     (tmp_path / "bastion.toml").write_text("[index]\nfragment_rows = 5000\nann_min_rows = 300\n")
     store = Workspace.open(tmp_path, embedder=HashEmbedder()).store
     assert (store.fragment_rows, store.ann_min_rows) == (5000, 300)
+    assert (store.vector_index, store.refine_factor) == ("IVF_SQ", None)  # refine by the index's kind
+    (tmp_path / "bastion.toml").write_text("[index]\nvector_index = 'ivf_pq'\n[search]\nrefine_factor = 4\n")
+    store = Workspace.open(tmp_path, embedder=HashEmbedder()).store
+    assert (store.vector_index, store.refine) == ("IVF_PQ", 4)

@@ -175,6 +175,49 @@ def test_optimize_keeps_the_vector_index_in_one_segment(tmp_path, embedder):
     assert any(cid.startswith("new4-") for cid, _ in store.rank_dense(v, frozenset({"group:big"}), 10))
 
 
+def test_vector_index_kind_follows_configuration_and_its_refine_follows_the_index(tmp_path, embedder):
+    """IVF_SQ by default (refine 2); configuring IVF_PQ rebuilds the index at the next optimize (refine 10);
+    a reader opened before the rebuild picks the new kind's refine up when it loads the new index."""
+    chunks = _corpus(embedder, n_big=800, n_small=0)
+    store = _store(tmp_path, embedder, chunks, ann_min_rows=256, exact_threshold=5)
+    kinds = {i.columns[0]: i.index_type for i in store._table.list_indices()}
+    assert (kinds["vector"], store.vector_index_built, store.refine) == ("IvfSq", "IVF_SQ", 2)
+    big = frozenset({"group:big"})
+
+    def check(s: LanceStore) -> None:  # the ANN path finds the true nearest chunk, with true cosines
+        assert not s._exact(acl_filter(big))
+        for query in QUERIES:
+            ranked = s.rank_dense(embedder.embed_query(query), big, 5)
+            assert len(ranked) == 5
+            assert abs(ranked[0][1] - _exact_top(chunks, embedder, query, "group:big", 1)[0]) < 1e-5
+            by_id = {c.chunk_id: c for c in chunks}
+            assert all(abs(float(by_id[c].vector @ embedder.embed_query(query)) - sc) < 1e-5 for c, sc in ranked)
+
+    check(store)
+    reader = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, exact_threshold=5)
+    reader.warm()
+    assert reader.refine == 2
+    pq = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, ann_min_rows=256,
+                    exact_threshold=5, vector_index="ivf_pq")
+    assert (pq.vector_index_built, pq.refine) == ("IVF_SQ", 2)  # what is built decides until the rebuild
+    pq.optimize()
+    assert (pq.vector_index_built, pq.refine) == ("IVF_PQ", 10)
+    assert {i.columns[0]: i.index_type for i in pq._table.list_indices()}["vector"] == "IvfPq"
+    check(pq)
+    assert reader.refine == 2 and reader.warm()  # the reader loads the new index and learns its kind
+    assert reader.refine == 10
+    check(reader)
+    def vector_segments(s: LanceStore):
+        return [str(seg.uuid) for i in s._dataset().describe_indices() if i.name == "vector_idx" for seg in i.segments]
+
+    before = vector_segments(pq)
+    pq.optimize()  # the configured kind is built now: nothing rebuilt
+    assert vector_segments(pq) == before
+    assert LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, refine_factor=3).refine == 3
+    with pytest.raises(StoreError, match="hnsw"):
+        LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension, vector_index="hnsw")
+
+
 def _fragments(store: LanceStore) -> list[tuple[int, int]]:
     import lance
 

@@ -84,7 +84,9 @@ class SearchConfig(_Strict):
     exact_threshold: int = Field(50_000, ge=0)
     # memory for those vectors (least recently used labels are dropped first)
     exact_cache_mb: int = Field(512, ge=0)
-    refine_factor: int = Field(10, ge=1)
+    # full vectors re-read per hit to re-rank what the vector index found; default by the index's
+    # kind (index.vector_index): 2 for ivf_sq, 10 for ivf_pq (docs/benchmarks.md)
+    refine_factor: int | None = Field(None, ge=1)
     nprobes: int = Field(20, ge=1)
     # the server loads the search indexes into memory when it starts and, checking every this many
     # seconds, again after a sync changed them, so the next searches do not read them from disk (0: never)
@@ -95,6 +97,10 @@ class IndexConfig(_Strict):
     """When the vector index is (re)built."""
 
     ann_min_rows: int = Field(100_000, ge=256)
+    # ivf_sq: 8-bit codes of every vector in the index (~390 MB in memory at 1M chunks of 384 dims),
+    # faster and closer to exact than ivf_pq (48 bytes a chunk, ~60 MB) which needs 5x the re-reads;
+    # a change rebuilds the index at the next sync
+    vector_index: Literal["ivf_sq", "ivf_pq"] = "ivf_sq"
     # during a long sync, fold new chunks into the indexes after this many (0: only at the end);
     # rows not yet indexed are scanned flat by every query until then (docs/benchmarks.md)
     optimize_every_chunks: int = Field(2048, ge=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -107,10 +108,15 @@ class LanceStore:
     fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (:meth:`_compact`)
     max_terms_segments = 8  # full-text index segments before optimize() merges them (:meth:`_update_terms_index`)
     commit_attempts = 20  # replace_documents() retries a commit that lost a race with another writer
+    # full vectors re-read per hit to re-rank what the index found, by the index's kind, when not configured:
+    # IVF_SQ's 8-bit codes rank closely enough that 2 pass recall 1.000 at 1M, IVF_PQ's need ~10 (docs/benchmarks.md)
+    default_refine = {"IVF_SQ": 2, "IVF_PQ": 10}
+    min_refine_rows = 20  # full vectors a search re-ranks at the least, whatever its k
 
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
-                 exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int = 10,
-                 ann_min_rows: int = 100_000, exact_cache_mb: int = 512, fragment_rows: int = 262_144):
+                 exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int | None = None,
+                 ann_min_rows: int = 100_000, exact_cache_mb: int = 512, fragment_rows: int = 262_144,
+                 vector_index: str = "IVF_SQ"):
         try:
             import lancedb
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -120,6 +126,10 @@ class LanceStore:
         self.embedder_id, self.dimension = embedder_id, dimension
         self.exact_threshold, self.nprobes, self.refine_factor = exact_threshold, nprobes, refine_factor
         self.ann_min_rows, self.fragment_rows = ann_min_rows, fragment_rows
+        self.vector_index = vector_index.upper()
+        if self.vector_index not in self.default_refine:
+            raise StoreError(f"unknown vector index type {vector_index!r} (choose one of: "
+                             f"{', '.join(k.lower() for k in self.default_refine)})")
         self._exact_sets = ExactSets(exact_cache_mb << 20)
         self._counts: dict[str, tuple[int, int]] = {}  # filter -> (table version, rows it admits)
         self._counts_lock = threading.Lock()
@@ -129,8 +139,7 @@ class LanceStore:
             self._table = self._db.open_table(TABLE)
         else:
             self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
-        self._index_names = {tuple(i.columns)[0]: i.name for i in self._table.list_indices()}
-        self._indexed_columns = set(self._index_names)
+        self._note_indexes(self._table.list_indices())
         self._seen_version = self._table.version
         self._warmed: dict[str, tuple] = {}  # index name -> its segments when warm() last loaded it
         # an index written before the packed ``cite`` column reads the separate columns (`bastion rebuild` adds it)
@@ -255,7 +264,9 @@ class LanceStore:
             if column not in self._indexed_columns:
                 self._table.create_index(column, config=config, replace=True)
                 made = True
-        if "vector" not in self._indexed_columns and rows >= self.ann_min_rows:
+        if rows >= self.ann_min_rows and self.vector_index_built != self.vector_index:
+            if self.vector_index_built is not None:  # the configured kind changed: rebuild (readers keep the old one meanwhile)
+                log("store.vector_index_rebuild", was=self.vector_index_built, now=self.vector_index, rows=rows)
             self.build_vector_index()
             made = True
         if made:
@@ -332,18 +343,30 @@ class LanceStore:
             log("store.merge_segments_failed", segments=stats.num_indices, error=str(exc))
 
     def build_vector_index(self, num_partitions: int | None = None, num_sub_vectors: int | None = None) -> None:
+        """Train and build the vector index (``vector_index``: IVF_SQ by default, or IVF_PQ), replacing any.
+
+        IVF_SQ keeps each vector as 8-bit scalar codes inside the index (384 bytes a chunk at 384
+        dimensions: ~390 MB at 1M chunks, held in memory once loaded), IVF_PQ as 48 product-quantized
+        bytes (~60 MB). PQ codes rank so coarsely that a search must re-read ~10 full vectors per hit
+        from the data files; SQ codes need 2. Measured at 1M chunks, alternating per query in one
+        process: dense p95 11.3-12.6 ms with recall@10 1.000 (IVF_SQ, refine 2) against 18.6-20.7 ms and
+        0.994-0.998 (IVF_PQ, refine 10), and fewer reads from disk when the OS has dropped the files'
+        pages. ``num_sub_vectors`` applies to IVF_PQ only.
+        """
         rows = self._table.count_rows()
         parts = num_partitions or max(1, min(4096, int(rows ** 0.5)))
         subs = num_sub_vectors or (self.dimension // 8 if self.dimension % 8 == 0 else 1)
-        from lancedb.index import IvfPq
+        from lancedb.index import IvfPq, IvfSq
 
         # Give LanceDB the partition *size*, not the count: an index built with num_partitions alone is
         # re-partitioned by the next table.optimize() toward LanceDB's default size (measured: 1000
         # partitions at 1M rows became ~100 of ~10k rows, 316 at 100k became 4), so nprobes=20 scanned a
         # fifth of the table or all of it. With target_partition_size the partitioning survives optimize().
-        self._table.create_index("vector", config=IvfPq(distance_type="cosine", target_partition_size=max(1, rows // parts),
-                                                        num_sub_vectors=subs), replace=True)
-        self._indexed_columns.add("vector")
+        size = max(1, rows // parts)
+        config = (IvfSq(distance_type="cosine", target_partition_size=size) if self.vector_index == "IVF_SQ" else
+                  IvfPq(distance_type="cosine", target_partition_size=size, num_sub_vectors=subs))
+        self._table.create_index("vector", config=config, replace=True)
+        self._list_indexes()
 
     # -- reads ----------------------------------------------------------------------------
     def warm(self) -> list[str]:
@@ -363,8 +386,15 @@ class LanceStore:
         changed = [name for name, segments in now.items() if self._warmed.get(name) != segments]
         for name in changed:
             self._run(self._reader.prewarm_index(name))
+        if changed:  # another process may have rebuilt the vector index as another kind (its refine differs)
+            self._list_indexes()
         self._warmed = now
         return changed
+
+    @property
+    def refine(self) -> int:
+        """The refine factor searches use: the configured one, else the default of the vector index's kind."""
+        return self.refine_factor or self.default_refine.get(self.vector_index_built or self.vector_index, 10)
 
     def table_version(self) -> int:
         """The table's latest version (moves with every commit, another process's included)."""
@@ -377,8 +407,14 @@ class LanceStore:
         return lance.dataset(self._run(self._reader.uri()))
 
     def _list_indexes(self) -> None:
-        self._index_names = {tuple(i.columns)[0]: i.name for i in self._run(self._reader.list_indices())}
+        self._note_indexes(self._run(self._reader.list_indices()))
+
+    def _note_indexes(self, indexes) -> None:
+        self._index_names = {tuple(i.columns)[0]: i.name for i in indexes}
         self._indexed_columns = set(self._index_names)
+        # LanceDB names the kinds "IvfSq", "IvfPq": the vector index's as "IVF_SQ", "IVF_PQ"
+        kinds = {tuple(i.columns)[0]: re.sub(r"(?<=[a-z])(?=[A-Z])", "_", i.index_type).upper() for i in indexes}
+        self.vector_index_built = kinds.get("vector")
 
     def _version(self) -> int:
         """The table's latest version. Until a vector index is known, a moved version lists the indexes
@@ -466,20 +502,23 @@ class LanceStore:
         return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), carries.reshape(len(acls), len(keys))
 
     def _ann(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
-        """Dense search in LanceDB: the IVF_PQ index when there is one, else a scan of the filtered rows."""
+        """Dense search in LanceDB: the vector index when there is one, else a scan of the filtered rows."""
         query = (self._reader.vector_search(np.asarray(vector, dtype=np.float32)).column("vector")
                  .distance_type("cosine").where(where).limit(k)  # async queries prefilter by default
                  .select(columns + ["_distance"]))
         if "vector" not in self._indexed_columns:
             return self._run(query.bypass_vector_index().to_arrow())
-        # Refinement re-reads k * refine_factor full vectors: cap them near 200 for deep k.
-        query = query.nprobes(self.nprobes).refine_factor(min(self.refine_factor, max(2, 200 // k)))
+        # Refinement re-reads k * refine_factor full vectors: at least ~min_refine_rows (a search for the
+        # top 1 re-ranks more than 2 candidates), at most ~200 for deep k.
+        factor = max(self.refine, -(-self.min_refine_rows // k))
+        query = query.nprobes(self.nprobes).refine_factor(min(factor, max(2, 200 // k)))
         rows = self._run(query.to_arrow())
         if rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
             rows = self._run(query.nprobes(self.nprobes * 10).to_arrow())
             if rows.num_rows < k:  # still short: scan them all
                 rows = self._run(query.bypass_vector_index().to_arrow())
-        return rows
+        # equal distances (identical chunks) in one order whatever the query's depth, as on the exact path
+        return rows.sort_by([("_distance", "ascending"), ("chunk_id", "ascending")])
 
     def _terms(self, terms: list[str], where: str, k: int, columns: list[str]) -> pa.Table:
         return self._run(self._reader.query().nearest_to_text(" ".join(terms), columns="terms")
