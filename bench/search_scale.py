@@ -308,12 +308,12 @@ def _real_embedder(threads: int):
 
 
 def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out,
-                    optimize_every: int = 0, nice: int = 0, embed: int = 0) -> None:
+                    optimize_every: int = 0, nice: int = 0, embed: int = 0, vector_index: str = "IVF_SQ") -> None:
     if nice:
         os.nice(nice)  # as the server runs its syncs (server.sync_nice)
     if nice >= 19 and hasattr(os, "SCHED_IDLE"):  # as `bastion sync --nice 19`: only CPU nothing else wants
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)
+    store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM, vector_index=vector_index)
     times: list[float] = []
     _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times, optimize_every,
                 _real_embedder(embed) if embed else None)
@@ -324,12 +324,14 @@ class Writer:
     """A sync running beside the queries: a thread with its own LanceStore, or a separate process."""
 
     def __init__(self, kind: str, path: Path, model: TopicModel, seed: int, period: float, size: int, seconds: float,
-                 optimize_every: int = 0, nice: int = 0, embed: int = 0):
-        """``embed``: embed every batch first, with that many embedder threads (0: write synthetic vectors)."""
+                 optimize_every: int = 0, nice: int = 0, embed: int = 0, vector_index: str = "IVF_SQ"):
+        """``embed``: embed every batch first, with that many embedder threads (0: write synthetic vectors);
+        ``vector_index``: the readers' kind (the writer's optimize would rebuild another)."""
         self.kind, self.times = kind, []
         if kind == "thread":
             self.stop, self.started = threading.Event(), threading.Event()
-            store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)  # own connection, like a sync would
+            store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM,  # own connection, like a sync would
+                               vector_index=vector_index)
             self.worker = threading.Thread(target=_write_loop, daemon=True,
                                            args=(store, model, seed + 99, period, size, seconds, self.stop,
                                                  self.started, self.times, optimize_every,
@@ -339,7 +341,7 @@ class Writer:
             self.stop, self.started, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
             self.worker = ctx.Process(target=_writer_process, daemon=True,
                                       args=(str(path), seed, period, size, seconds, self.stop, self.started, self.out,
-                                            optimize_every, nice, embed))
+                                            optimize_every, nice, embed, vector_index))
 
     def __enter__(self):
         self.worker.start()
@@ -546,7 +548,7 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
     idle, _ = phase(rounds_wanted=args.idle_rounds)  # the baseline of the ratio: enough rounds for a steady p95
     with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds,
                 args.optimize_every, args.writer_nice if args.writer == "process" else 0,
-                args.writer_threads if args.writer_embed else 0) as w:
+                args.writer_threads if args.writer_embed else 0, store.vector_index) as w:
         t0 = time.perf_counter()
         busy, busy_rounds = phase(w.writing)
         busy_s = time.perf_counter() - t0

@@ -335,3 +335,42 @@ def test_replace_documents_swaps_in_one_commit_and_survives_a_racing_writer(tmp_
     rows = store.rows_for([f"big{i}" for i in range(200)])
     assert sorted(r["chunk_id"] for r in rows) == sorted(f"big{i}-2" for i in range(200))
     assert store.count() == 200
+
+
+def test_fetch_reads_ranked_chunks_by_row_id_only_for_the_filter_that_ranked_them(tmp_path, embedder, monkeypatch):
+    """A chunk a ranking found is read by its row id (no look-up query); only a fetch under the same labels
+    uses that row id, so another principal knowing the id still gets nothing; a chunk re-ACLed, removed or
+    moved by compaction since it was ranked is read by the ACL-filtered look-up instead."""
+    from lance.dataset import LanceDataset
+
+    chunks = [make_chunk(embedder, f"fin{i}", f"budget forecast {i}", ("group:finance",)) for i in range(6)]
+    chunks += [make_chunk(embedder, "both", "budget forecast shared", ("group:finance", "group:hr"))]
+    store = _store(tmp_path, embedder, chunks)
+    lookups = []
+    to_table = LanceDataset.to_table
+    monkeypatch.setattr(LanceDataset, "to_table", lambda self, *a, **kw: lookups.append(kw.get("filter")) or to_table(self, *a, **kw))
+    finance, hr = Principal("f", frozenset({"finance"})).labels(), Principal("h", frozenset({"hr"})).labels()
+    ranked = store.rank_terms(analyze("budget forecast"), finance, 10)
+    assert len(ranked) == 7
+    hits = store.fetch(ranked, finance)
+    assert [h.row["chunk_id"] for h in hits] == [c for c, _ in ranked] and lookups == []  # all by row id
+    assert {h.row["text"] for h in hits} == {c.text for c in chunks}
+    assert store.fetch([("fin0-0", 1.0)], hr) == [] and len(lookups) == 1  # finance's row ids are not hr's
+    assert [h.row["chunk_id"] for h in store.fetch([("both-0", 1.0)], hr)] == ["both-0"]  # positive control
+
+    # re-ACLed (same chunk id, new row) and removed after the ranking: the look-up decides
+    store.replace_documents(["fin1"], [make_chunk(embedder, "fin1", "budget forecast 1", ("group:board",))])
+    store.replace_documents(["fin2"], [])
+    lookups.clear()
+    got = [h.row["chunk_id"] for h in store.fetch(ranked, finance)]
+    assert got == [c for c, _ in ranked if c not in ("fin1-0", "fin2-0")] and len(lookups) == 1
+    board = Principal("b", frozenset({"board"})).labels()
+    assert [h.row["chunk_id"] for h in store.fetch([("fin1-0", 1.0)], board)] == ["fin1-0"]
+
+    # compaction moves the rows to a new data file: the remembered row ids point nowhere
+    ranked = store.rank_terms(analyze("budget forecast"), finance, 10)
+    ranked_files = {row >> 32 for (key, _), row in store._hints.items() if key[0] == finance}
+    store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)
+    assert not ranked_files & {f.fragment_id for f in store._dataset().get_fragments()}
+    lookups.clear()
+    assert [h.row["chunk_id"] for h in store.fetch(ranked, finance)] == [c for c, _ in ranked] and len(lookups) == 1

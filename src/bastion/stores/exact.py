@@ -107,9 +107,10 @@ class ExactSets:
 
     def rank(self, vector: np.ndarray, keys: Sequence[Hashable], version: int, k: int, *,
              list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
-             limit: int | None = None) -> list[tuple[str, float]] | None:
+             limit: int | None = None, rows_out: dict | None = None) -> list[tuple[str, float]] | None:
         """The top-k (chunk id, cosine similarity) over the union of ``keys``' chunks at ``version``;
-        None when a refresh finds the union holds more than ``limit`` rows (search another way)."""
+        None when a refresh finds the union holds more than ``limit`` rows (search another way).
+        ``rows_out`` receives each returned chunk id's row id."""
         keys = tuple(dict.fromkeys(keys))
         entries = self._current(keys, version, list_rows, read_key, read_rows, limit)
         if entries is None:
@@ -117,6 +118,7 @@ class ExactSets:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         q = q / (np.linalg.norm(q) or 1.0)
         best: dict[str, float] = {}
+        rows: dict[str, int] = {}
         for entry in entries:
             if not len(entry.ids):
                 continue
@@ -124,7 +126,11 @@ class ExactSets:
             top = np.argpartition(-sims, k - 1)[:k] if len(sims) > k else np.arange(len(sims))
             for i in top:
                 best[entry.ids[i]] = float(sims[i])  # a chunk under two keys has one vector: same score
-        return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+                rows[entry.ids[i]] = int(entry.rows[i])
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        if rows_out is not None:
+            rows_out.update((cid, rows[cid]) for cid, _ in ranked)
+        return ranked
 
     def _current(self, keys: tuple, version: int, list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
                  limit: int | None) -> list[_Entry] | None:
