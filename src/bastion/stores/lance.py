@@ -383,15 +383,19 @@ class LanceStore:
         wrote new index files (a new full-text segment, the merged vector index) those are loaded
         again. One-off timing at 1M chunks, after another process synced 2,048 chunks: the first dense
         search took 18-32 ms without this against 11-13 ms with it, the median of the next 19 9.5-17.1
-        against 7.7-12.8 ms (docs/benchmarks.md). Loading all of them costs ~0.6 s and ~200 MB at 1M
-        chunks, the changed ones after a sync ~0.3 s; ``bastion serve`` does it at start and whenever
-        the table version moved (``search.warm_check_s``, :mod:`bastion.server.warm`).
+        against 7.7-12.8 ms (docs/benchmarks.md). Loading all of them costs ~1 s and ~600 MB of memory at
+        1M chunks with the IVF_SQ vector index (~0.7 s and ~300 MB with IVF_PQ), the changed ones after
+        a sync ~0.3 s; ``bastion serve`` does it at start and whenever the table version moved
+        (``search.warm_check_s``, :mod:`bastion.server.warm`). The chunk id index is also loaded for
+        :meth:`fetch`'s look-ups, which read through the Lance engine directly.
         """
         dataset = self._dataset()
         now = {i.name: tuple(sorted(str(seg.uuid) for seg in i.segments)) for i in dataset.describe_indices()}
         changed = [name for name, segments in now.items() if self._warmed.get(name) != segments]
         for name in changed:
             self._run(self._reader.prewarm_index(name))
+            if name == self._index_names.get("chunk_id"):
+                self._snapshot()[0].prewarm_index(name)
         if changed:  # another process may have rebuilt the vector index as another kind (its refine differs)
             self._list_indexes()
         self._warmed = now
