@@ -268,3 +268,23 @@ def test_a_source_filter_keeps_its_own_entries(tmp_path, embedder):
     assert {c for c, _ in store.rank_dense(v, labels, 10, source="other")} == {c.chunk_id for c in other}
     assert {c for c, _ in store.rank_dense(v, labels, 30)} == {c.chunk_id for c in small + other}
     assert store.rank_dense(v, labels, 3, source=["nowhere"]) == []
+
+
+def test_reading_listed_rows_skips_those_deleted_or_compacted_away_since(tmp_path, embedder):
+    """The in-memory vectors' row reads: a row deleted after it was listed, or whose data file compaction
+    replaced, is not returned; the others come back with their ids, vectors and labels."""
+    big, small = _corpus(embedder)
+    store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64)
+    store.replace_documents([c.doc_id for c in small], small)
+    store.replace_documents([c.doc_id for c in big], big)  # a second data file
+    keys = (("group:small", None),)
+    rows = np.sort(store._list_rows(keys))
+    assert len(rows) == 20
+    store.replace_documents(["small3"], [])  # deleted after the listing
+    got_rows, ids, vectors, carries = store._read_rows(rows, keys)
+    assert sorted(ids) == sorted(c.chunk_id for c in small if c.doc_id != "small3") and len(got_rows) == 19
+    by_id = {c.chunk_id: c for c in small}
+    assert all(np.allclose(vectors[i], by_id[cid].vector) for i, cid in enumerate(ids)) and carries.all()
+    store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
+    assert len(store._read_rows(rows, keys)[0]) == 0
+    assert len(store._read_rows(np.sort(store._list_rows(keys)), keys)[0]) == 19  # read again where they are now

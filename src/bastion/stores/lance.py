@@ -487,11 +487,13 @@ class LanceStore:
         self._hint(labels, source, list(rows), list(rows.values()))
         return [Ranked(c, s) for c, s in ranked]
 
+    # The in-memory vectors' reads (:mod:`.exact`) go through the Lance engine at the latest version
+    # directly: at 1M chunks listing a 10k-chunk group's row ids 3.3 ms and taking 5 rows 3.2 ms, against
+    # 7.3 and 8.0 ms through LanceDB's query layer, and a refresh after each commit runs on the query path.
     def _list_rows(self, keys: tuple) -> np.ndarray:
         """Row ids the union of (label, source) keys admits: the LABEL_LIST index answers without reading a column."""
-        t = self._run(self._reader.query().where(acl_filter(frozenset(label for label, _ in keys), keys[0][1]))
-                      .with_row_id().select([]).to_arrow())
-        return t.column("_rowid").to_numpy()
+        where = acl_filter(frozenset(label for label, _ in keys), keys[0][1])
+        return self._snapshot()[0].to_table(columns=[], filter=where, with_row_id=True).column("_rowid").to_numpy()
 
     def _vectors(self, t: pa.Table) -> np.ndarray:
         return t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dimension)
@@ -499,15 +501,22 @@ class LanceStore:
     def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(row ids, chunk ids, vectors) of every row of one (label, source) key."""
         label, src = key
-        t = self._run(self._reader.query().where(acl_filter(frozenset({label}), src))
-                      .with_row_id().select(["chunk_id", "vector"]).to_arrow())
+        t = self._snapshot()[0].to_table(columns=["chunk_id", "vector"], filter=acl_filter(frozenset({label}), src),
+                                         with_row_id=True)
         return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t)
 
     def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         """(row ids, chunk ids, vectors, which keys each row is under) of the given rows; rows deleted or
-        compacted away since they were listed are not returned (LanceDB honours deletions on take)."""
-        t = self._run(self._reader.take_row_ids([int(r) for r in rows]).with_row_id()
-                      .select(["chunk_id", "vector", "acl", "source"]).to_arrow())
+        compacted away since they were listed are not returned."""
+        columns = ["chunk_id", "vector", "acl", "source"]
+        ds, fragments = self._snapshot()
+        alive = [int(r) for r in rows if int(r) >> 32 in fragments]
+        try:  # asking for the row ids makes a take of a deleted row fail instead of skipping it
+            t = ds._take_rows(alive, columns=columns + ["_rowid"]) if alive else None
+        except OSError:  # one was deleted since the listing: LanceDB's take skips it and still gives row ids
+            t = self._run(self._reader.take_row_ids(alive).with_row_id().select(columns).to_arrow())
+        if t is None:
+            return np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool)
         acls, sources = t.column("acl").to_pylist(), t.column("source").to_pylist()
         carries = np.array([[label in acl and (src is None or (source == src if isinstance(src, str) else source in src))
                              for label, src in keys] for acl, source in zip(acls, sources)], dtype=bool)
