@@ -353,11 +353,12 @@ class LanceStore:
 
         IVF_SQ keeps each vector as 8-bit scalar codes inside the index (384 bytes a chunk at 384
         dimensions: ~390 MB at 1M chunks, held in memory once loaded), IVF_PQ as 48 product-quantized
-        bytes (~60 MB). PQ codes rank so coarsely that a search must re-read ~10 full vectors per hit
+        bytes (~54 MB). PQ codes rank so coarsely that a search must re-read ~10 full vectors per hit
         from the data files; SQ codes need 2. Measured at 1M chunks, alternating per query in one
-        process: dense p95 11.3-12.6 ms with recall@10 1.000 (IVF_SQ, refine 2) against 18.6-20.7 ms and
-        0.994-0.998 (IVF_PQ, refine 10), and fewer reads from disk when the OS has dropped the files'
-        pages. ``num_sub_vectors`` applies to IVF_PQ only.
+        process (bench/vector_index.py): dense p95 10.3-10.7 ms with recall@10 1.000 (IVF_SQ, refine 2)
+        against 14.1-16.9 ms and 0.994-1.000 (IVF_PQ, refine 10); 20.6-25.8 against 32.2-41.7 ms when the
+        OS had dropped the data files' pages; built in 95-117 s against 270-285 s.
+        ``num_sub_vectors`` applies to IVF_PQ only.
         """
         rows = self._table.count_rows()
         parts = num_partitions or max(1, min(4096, int(rows ** 0.5)))
