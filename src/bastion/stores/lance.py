@@ -408,8 +408,10 @@ class LanceStore:
         return self.refine_factor or self.default_refine.get(self.vector_index_built or self.vector_index, 10)
 
     def table_version(self) -> int:
-        """The table's latest version (moves with every commit, another process's included)."""
-        return self._run(self._reader.version())
+        """The table's latest version (moves with every commit, another process's included). Read by the
+        Lance engine directly: ~0.1 ms, against 0.5-1.1 ms p50 (up to 5 ms p95) through LanceDB's
+        background loop at 1M chunks, and every search asks first."""
+        return self._snapshot()[0].version
 
     def _dataset(self):
         """The table's latest version as a Lance dataset, for what LanceDB does not expose."""
