@@ -390,13 +390,13 @@ class LanceStore:
         (``search.warm_check_s``, :mod:`bastion.server.warm`). The chunk id index is also loaded for
         :meth:`fetch`'s look-ups, which read through the Lance engine directly.
         """
-        dataset = self._dataset()
+        dataset = self._snapshot()[0]  # the latest version, without opening the dataset again
         now = {i.name: tuple(sorted(str(seg.uuid) for seg in i.segments)) for i in dataset.describe_indices()}
         changed = [name for name, segments in now.items() if self._warmed.get(name) != segments]
         for name in changed:
             self._run(self._reader.prewarm_index(name))
             if name == self._index_names.get("chunk_id"):
-                self._snapshot()[0].prewarm_index(name)
+                dataset.prewarm_index(name)
         if changed:  # another process may have rebuilt the vector index as another kind (its refine differs)
             self._list_indexes()
         self._warmed = now
