@@ -134,6 +134,34 @@ def test_a_principals_keys_refresh_with_one_listing_and_read_only_new_rows(rng):
     assert table.full_reads == 3 and table.listings == 1 and table.partial_reads == [["mine", "new"]]
 
 
+def test_many_commits_each_adding_and_removing_a_few_rows_stay_exact_without_reading_the_group_again(rng):
+    """As under a sync that commits every few seconds: each version adds a few chunks to the group and
+    removes a few (deleted, or moved to another group). Every search stays exact, reads only the new
+    rows, and the entry's pieces and dead rows stay bounded (it does not grow with the commits)."""
+    rows = {f"c{i}": rng.normal(size=8) for i in range(400)}
+    table, sets = Table({"group:g": rows, "user:u": {}}), ExactSets(1 << 22)
+    keys = ["group:g", "user:u"]
+    q = rng.normal(size=8)
+    _rank(sets, table, q, keys, 1, 10)
+    for version in range(2, 42):
+        added = {f"v{version}-{i}": rng.normal(size=8) for i in range(3)}
+        if version % 7 == 0:
+            added[f"v{version}-near"] = q * 2  # one that must come first
+        for cid in list(rows)[:4 if version % 5 else 20]:  # now and then more at once
+            del rows[cid]
+        rows.update(added)
+        table.partial_reads.clear()
+        got = _rank(sets, table, q, keys, version, 10)
+        assert [c for c, _ in got] == [c for c, _ in _brute(rows, q, 10)], version
+        assert table.partial_reads == [sorted(added)]  # only the new rows were read
+        entry = sets._entries[("group:g")]
+        assert len(entry.parts) <= entry.MAX_PARTS
+        assert entry.size == len(rows)
+        held = sum(len(p.rows) for p in entry.parts)
+        assert held - entry.size <= entry.MAX_DEAD * held  # dead rows bounded
+    assert table.full_reads == 2  # the first search read each key whole; none since
+
+
 def test_a_key_another_principal_refreshed_still_gets_rows_it_shares(rng):
     """Two users of one group: the first refreshes the group's entry; the second's own key is older,
     and a chunk both may read (ACL ``group:g, user:bob``) arrived in between: the second user sees it,
