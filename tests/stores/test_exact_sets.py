@@ -16,10 +16,11 @@ class Table:
     """What a LanceStore answers: each key's rows (chunk id -> vector). Like LanceDB, a row id addresses
     immutable data: a chunk whose keys change gets a new row id. Counts the reads."""
 
-    def __init__(self, rows: dict[str, dict[str, np.ndarray]]):
+    def __init__(self, rows: dict[str, dict[str, np.ndarray]], texts: dict[str, str] | None = None):
         self.full_reads, self.partial_reads, self.listings = 0, [], 0
         self.row_of: dict[tuple, int] = {}
         self.rows = rows
+        self.texts = texts if texts is not None else {}  # chunk id -> its full-text terms
 
     def _keys_of(self, cid: str) -> tuple:
         return tuple(sorted(k for k, rows in self.rows.items() if cid in rows))
@@ -38,7 +39,8 @@ class Table:
         self.full_reads += 1
         ids = list(self.rows[key])
         return (np.array([self._rid(c) for c in ids], dtype=np.int64), ids,
-                np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32))
+                np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
+                [self.texts.get(c, "") for c in ids])
 
     def read_rows(self, rows, keys):
         live = {self._rid(c): c for r in self.rows.values() for c in r}
@@ -48,7 +50,7 @@ class Table:
         carries = np.array([[c in self.rows[k] for k in keys] for c in ids], dtype=bool).reshape(len(ids), len(keys))
         return (np.array(found, dtype=np.int64), ids,
                 np.array([self._vector(c) for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
-                carries)
+                carries, [self.texts.get(c, "") for c in ids])
 
 
 def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -309,10 +311,11 @@ def test_reading_listed_rows_skips_those_deleted_or_compacted_away_since(tmp_pat
     rows = np.sort(store._list_rows(keys))
     assert len(rows) == 20
     store.replace_documents(["small3"], [])  # deleted after the listing
-    got_rows, ids, vectors, carries = store._read_rows(rows, keys)
+    got_rows, ids, vectors, carries, terms = store._read_rows(rows, keys)
     assert sorted(ids) == sorted(c.chunk_id for c in small if c.doc_id != "small3") and len(got_rows) == 19
     by_id = {c.chunk_id: c for c in small}
     assert all(np.allclose(vectors[i], by_id[cid].vector) for i, cid in enumerate(ids)) and carries.all()
+    assert terms == [by_id[cid].terms for cid in ids]
     store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
     assert len(store._read_rows(rows, keys)[0]) == 0
     assert len(store._read_rows(np.sort(store._list_rows(keys)), keys)[0]) == 19  # read again where they are now

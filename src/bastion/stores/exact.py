@@ -41,12 +41,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bastion.stores import postings
+from bastion.stores.postings import Postings
+
 # list_rows(keys) -> the row ids the union of the keys' filters admits now
 ListRows = Callable[[tuple], np.ndarray]
-# read_key(key) -> (row ids, chunk ids, vectors (n, dim)) of every row of one key
-ReadKey = Callable[[Hashable], "tuple[np.ndarray, list[str], np.ndarray]"]
-# read_rows(rows, keys) -> (row ids found, chunk ids, vectors, carries: bool (found, len(keys)), which keys a row is under)
-ReadRows = Callable[[np.ndarray, tuple], "tuple[np.ndarray, list[str], np.ndarray, np.ndarray]"]
+# read_key(key) -> (row ids, chunk ids, vectors (n, dim), terms) of every row of one key
+ReadKey = Callable[[Hashable], "tuple[np.ndarray, list[str], np.ndarray, Sequence[str]]"]
+# read_rows(rows, keys) -> (row ids found, chunk ids, vectors, carries: bool (found, len(keys)), which keys a row
+# is under, terms)
+ReadRows = Callable[[np.ndarray, tuple], "tuple[np.ndarray, list[str], np.ndarray, np.ndarray, Sequence[str]]"]
 
 
 @dataclass(frozen=True)
@@ -58,19 +62,21 @@ class _Part:
     since: np.ndarray  # int64, aligned with rows: the version at which the entry first held the row (it existed then)
     ids: np.ndarray  # chunk ids (object array), aligned with rows
     vectors: np.ndarray  # (n, dim) float32, unit length, aligned with rows
+    terms: Postings  # the rows' full-text terms, aligned with rows (:mod:`.postings`)
 
     @classmethod
-    def of(cls, rows, since, ids, vectors: np.ndarray) -> "_Part":
-        """A part from rows in any order; ``vectors`` must be unit length already."""
+    def of(cls, rows, since, ids, vectors: np.ndarray, terms) -> "_Part":
+        """A part from rows in any order; ``vectors`` must be unit length already; ``terms`` as the
+        ``terms`` column holds them, or their :class:`Postings`."""
         rows = np.asarray(rows, dtype=np.int64)
         since = np.broadcast_to(np.asarray(since, dtype=np.int64), rows.shape).copy()
         ids = np.asarray(ids, dtype=object) if len(rows) else np.array([], object)
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(rows), -1) if len(rows) else vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        return cls(rows, since, ids, vectors)
+        return cls(rows, since, ids, vectors, terms if isinstance(terms, Postings) else Postings.of(terms))
 
     def take(self, mask: np.ndarray) -> "_Part":
-        return _Part(self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask])
+        return _Part(self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask], postings.take(self.terms, mask))
 
     @staticmethod
     def join(parts: "Sequence[_Part]") -> "_Part":
@@ -78,7 +84,7 @@ class _Part:
         return _Part(np.concatenate([p.rows for p in parts]), np.concatenate([p.since for p in parts]),
                      np.concatenate([p.ids for p in parts]),
                      np.concatenate([p.vectors.reshape(len(p.rows), dim) for p in parts]) if dim else
-                     np.zeros((0, 0), np.float32))
+                     np.zeros((0, 0), np.float32), postings.join([p.terms for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ class _Entry:
 
     @property
     def nbytes(self) -> int:  # dead rows still take their memory until their part is copied
-        return sum(int(p.vectors.nbytes) + 80 * len(p.ids) for p in self.parts)
+        return sum(int(p.vectors.nbytes) + 80 * len(p.ids) + p.terms.nbytes for p in self.parts)
 
     def refreshed(self, now: np.ndarray, add: "_Part | None", version: int) -> "_Entry":
         """Tagged ``version``: only the rows listed ``now`` (ascending) kept (a row that left the listing is gone), ``add`` appended."""
@@ -170,7 +176,7 @@ class ExactSets:
     """Per-key vectors for exact search, refreshed by table version, bounded by ``budget_bytes`` (LRU).
 
     >>> sets = ExactSets(budget_bytes=1 << 20)
-    >>> table = {"group:a": (np.array([7, 9]), ["c1", "c2"], np.array([[1.0, 0.0], [0.0, 1.0]]))}
+    >>> table = {"group:a": (np.array([7, 9]), ["c1", "c2"], np.array([[1.0, 0.0], [0.0, 1.0]]), ["pump", "valve"])}
     >>> sets.rank(np.array([1.0, 0.1]), ["group:a"], 1, k=1, list_rows=lambda keys: table["group:a"][0],
     ...           read_key=lambda key: table[key], read_rows=None)[0][0]
     'c1'
@@ -185,6 +191,7 @@ class ExactSets:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()  # guards the dict; entries are immutable and replaced whole
+        self._stripes = [threading.Lock() for _ in range(64)]  # one refresh of a set of keys at a time
 
     def holds(self, keys: Sequence[Hashable]) -> bool:
         """Whether every key has an entry (of any version): then a refresh lists the keys' rows, and the
@@ -215,16 +222,42 @@ class ExactSets:
             rows_out.update((cid, rows[cid]) for cid, _ in ranked)
         return ranked
 
-    def _current(self, keys: tuple, version: int, list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
-                 limit: int | None) -> list[_Entry] | None:
+    def rank_terms(self, terms: Sequence[str], keys: Sequence[Hashable], version: int, k: int, *,
+                   list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
+                   limit: int | None = None, rows_out: dict | None = None) -> list[tuple[str, float]] | None:
+        """The top-k (chunk id, BM25 score) over the union of ``keys``' chunks at ``version``, scored with
+        that union's statistics (:mod:`.postings`); None as for :meth:`rank`."""
+        keys = tuple(dict.fromkeys(keys))
+        entries = self._current(keys, version, list_rows, read_key, read_rows, limit)
+        if entries is None:
+            return None
+        parts = [(p.rows, p.ids, a, p.terms) for e in entries for p, a in zip(e.parts, e.alive)]
+        ranked = postings.bm25(terms, parts, k)
+        if rows_out is not None:
+            rows_out.update((cid, row) for cid, _, row in ranked)
+        return [(cid, score) for cid, score, _ in ranked]
+
+    def _held(self, keys: tuple) -> dict:
         with self._lock:
             held = {key: self._entries.get(key) for key in keys}
             for key, entry in held.items():
                 if entry is not None:
                     self._entries.move_to_end(key)
+        return held
+
+    def _current(self, keys: tuple, version: int, list_rows: ListRows, read_key: ReadKey, read_rows: ReadRows,
+                 limit: int | None) -> list[_Entry] | None:
+        held = self._held(keys)
         if all(e is not None and e.version >= version for e in held.values()):
             return list(held.values())
-        fresh = self._refresh(keys, held, version, list_rows, read_key, read_rows, limit)
+        # a hybrid search's two legs ask at once: one refreshes, the other waits for it and finds it done
+        with self._stripes[hash(keys) % len(self._stripes)]:
+            held = self._held(keys)
+            if all(e is not None and e.version >= version for e in held.values()):
+                return list(held.values())
+            return self._store(keys, held, self._refresh(keys, held, version, list_rows, read_key, read_rows, limit))
+
+    def _store(self, keys: tuple, held: dict, fresh: dict | None) -> list[_Entry] | None:
         if fresh is None:
             return None
         with self._lock:
@@ -271,26 +304,27 @@ class ExactSets:
             if len(wanted) > self.REREAD_SHARE * max(1, len(now)):
                 known = []  # mostly new (a compaction moved the rows, a re-sync replaced them): read whole
             else:
-                found = (np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0, len(known)), bool))
+                found = (np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0, len(known)), bool), [])
                 if len(wanted):
                     found = read_rows(wanted, tuple(known))
                 rows = np.asarray(found[0], dtype=np.int64)
                 ids = np.array(list(found[1]), dtype=object)
                 vectors = _unit(np.asarray(found[2], dtype=np.float32).reshape(len(rows), -1)) if len(rows) else None
                 carries = np.asarray(found[3], dtype=bool).reshape(len(rows), len(known))
+                terms = np.asarray(list(found[4]), dtype=object)
                 at = np.searchsorted(now, rows)  # the rows read are among those listed
                 for j, key in enumerate(known):
                     entry = held[key]
                     add = carries[:, j] & ~held_now[key][at]
-                    part = _Part.of(rows[add], version, ids[add], vectors[add]) if add.any() else None
+                    part = _Part.of(rows[add], version, ids[add], vectors[add], terms[add]) if add.any() else None
                     fresh[key] = entry.refreshed(now, part, version)
         for key in stale:
             if key in fresh:
                 continue
-            rows, ids, vectors = read_key(key)
+            rows, ids, vectors, terms = read_key(key)
             vectors = np.asarray(vectors, dtype=np.float32)
             fresh[key] = _Entry.of(version, _Part.of(rows, version, list(ids),
-                                                     _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors))
+                                                     _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors, terms))
         return fresh
 
     @property

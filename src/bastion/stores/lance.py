@@ -472,18 +472,19 @@ class LanceStore:
             return True
         return self._count(where, version) <= self.exact_threshold
 
-    def _exact_rank(self, vector: np.ndarray, labels: frozenset[str], source, k: int, version: int) -> list[Ranked] | None:
-        """Exact top-k from the in-memory vectors, or None when the principal may read too many chunks
-        for that (search the ANN index). ``version`` was read before any row, so what the cache reads is
-        never older than its tag."""
+    def _exact_rank(self, query, labels: frozenset[str], source, k: int, version: int, kind: str = "dense") -> list[Ranked] | None:
+        """Exact top-k from the in-memory vectors (``query`` a vector) or terms (``kind="terms"``, ``query``
+        the analysed terms), or None when the principal may read too many chunks for that (search the
+        indexes). ``version`` was read before any row, so what the cache reads is never older than its tag."""
         src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
         keys = tuple((label, src) for label in sorted(labels))
         where = acl_filter(labels, source)
         if not self._exact(where, version, keys):
             return None
         rows: dict[str, int] = {}
-        ranked = self._exact_sets.rank(vector, keys, version, k, limit=self.exact_threshold, rows_out=rows,
-                                       list_rows=self._list_rows, read_key=self._read_key, read_rows=self._read_rows)
+        rank = self._exact_sets.rank if kind == "dense" else self._exact_sets.rank_terms
+        ranked = rank(query, keys, version, k, limit=self.exact_threshold, rows_out=rows,
+                      list_rows=self._list_rows, read_key=self._read_key, read_rows=self._read_rows)
         if ranked is None:  # the set grew past the threshold since its entries were read
             self._count(where, version)  # remembered, so the next queries go to the ANN index directly
             return None
@@ -501,17 +502,17 @@ class LanceStore:
     def _vectors(self, t: pa.Table) -> np.ndarray:
         return t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dimension)
 
-    def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(row ids, chunk ids, vectors) of every row of one (label, source) key."""
+    def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray, pa.Array]:
+        """(row ids, chunk ids, vectors, full-text terms) of every row of one (label, source) key."""
         label, src = key
-        t = self._snapshot()[0].to_table(columns=["chunk_id", "vector"], filter=acl_filter(frozenset({label}), src),
-                                         with_row_id=True)
-        return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t)
+        t = self._snapshot()[0].to_table(columns=["chunk_id", "vector", "terms"],
+                                         filter=acl_filter(frozenset({label}), src), with_row_id=True)
+        return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), t.column("terms")
 
-    def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-        """(row ids, chunk ids, vectors, which keys each row is under) of the given rows; rows deleted or
-        compacted away since they were listed are not returned."""
-        columns = ["chunk_id", "vector", "acl", "source"]
+    def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list]:
+        """(row ids, chunk ids, vectors, which keys each row is under, full-text terms) of the given rows;
+        rows deleted or compacted away since they were listed are not returned."""
+        columns = ["chunk_id", "vector", "acl", "source", "terms"]
         ds, fragments = self._snapshot()
         alive = [int(r) for r in rows if int(r) >> 32 in fragments]
         try:  # asking for the row ids makes a take of a deleted row fail instead of skipping it
@@ -519,11 +520,12 @@ class LanceStore:
         except OSError:  # one was deleted since the listing: LanceDB's take skips it and still gives row ids
             t = self._run(self._reader.take_row_ids(alive).with_row_id().select(columns).to_arrow())
         if t is None:
-            return np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool)
+            return np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool), []
         acls, sources = t.column("acl").to_pylist(), t.column("source").to_pylist()
         carries = np.array([[label in acl and (src is None or (source == src if isinstance(src, str) else source in src))
                              for label, src in keys] for acl, source in zip(acls, sources)], dtype=bool)
-        return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), carries.reshape(len(acls), len(keys))
+        return (t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t),
+                carries.reshape(len(acls), len(keys)), t.column("terms").to_pylist())
 
     def _ann(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
         """Dense search in LanceDB: the vector index when there is one, else a scan of the filtered rows."""
@@ -560,9 +562,13 @@ class LanceStore:
         return [Ranked(c, 1.0 - float(d)) for c, d in zip(ids, t.column("_distance").to_pylist())]
 
     def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
-        """Ids and BM25 scores only: no text or citation column is read (see :meth:`fetch`)."""
+        """Ids and BM25 scores only: no text or citation column is read (see :meth:`fetch`). For a principal
+        on the exact path, from the terms held in memory with its vectors (:mod:`.postings`)."""
         if not terms:
             return []
+        ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms")
+        if ranked is not None:
+            return ranked
         t = self._terms(terms, acl_filter(labels, source), k, ["chunk_id"])
         ids = t.column("chunk_id").to_pylist()
         self._hint(labels, source, ids, t.column("_rowid").to_pylist())
@@ -643,9 +649,13 @@ class LanceStore:
         return [StoreHit(row=_expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
 
     def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        """Top-k full rows by BM25 in one query (the retriever uses rank_terms + fetch)."""
+        """Top-k full rows by BM25 in one query, or from memory on the exact path (the retriever uses
+        rank_terms + fetch)."""
         if not terms:
             return []
+        ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms")
+        if ranked is not None:  # ranked from memory as rank_terms ranks
+            return self.fetch(ranked, labels, source)
         rows = self._terms(terms, acl_filter(labels, source), k, self._read).drop_columns(["_rowid"]).to_pylist()
         return [StoreHit(row=_expand(r), score=float(r.pop("_score"))) for r in rows]
 

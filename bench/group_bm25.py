@@ -1,0 +1,142 @@
+"""BM25 quality for a group that may read part of the corpus: the group's own statistics against the table's.
+
+A principal on the exact path (few authorised chunks, beside an ANN index) gets its BM25 ranking from
+terms held in memory, scored with the statistics of the chunks it may read
+(:mod:`bastion.stores.postings`); every other principal gets the full-text index's, scored with
+the whole table's and filtered. This bench measures both on real questions: the shared SQuAD 2.0
+dev half (English) and CMRC 2018 dev (Chinese), every distinct paragraph one chunk of a real
+``LanceStore``; a group may read some paragraphs, and the questions whose gold paragraph it may
+read are asked as that group, through ``LanceStore.rank_terms`` twice: once on the exact path
+(memory) and once with ``exact_threshold=0`` (the index, same store). Groups: random shares of
+the paragraphs (several draws), and for SQuAD whole articles (a group that owns a few subjects).
+Vectors are random (dense search is not measured here), so nothing is embedded.
+
+Reports Recall@1/5/10 and MRR@10 per group and path, and the mean over draws.
+
+    python bench/group_bm25.py --json bench/results/group-bm25.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bastion.core.types import Principal
+from bastion.retrieval.analyzer import analyze
+from bastion.stores.lance import LanceStore, acl_filter
+from bastion.stores.protocol import StoredChunk
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+K = 10
+DIM = 32
+
+
+def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, int]]]:
+    """Distinct paragraphs, the article of each, and (question, gold paragraph) of answerable questions."""
+    index: dict[str, int] = {}
+    article_of: list[int] = []
+    questions = []
+    for a, article in enumerate(json.loads(path.read_text(encoding="utf-8"))["data"]):
+        for p in article["paragraphs"]:
+            if p["context"] not in index:
+                index[p["context"]] = len(index)
+                article_of.append(a)
+            questions += [(q["question"], index[p["context"]]) for q in p["qas"] if not q.get("is_impossible")]
+    return list(index), article_of, questions
+
+
+def metrics(ranks: list[int | None]) -> dict[str, float]:
+    n = max(1, len(ranks))
+    out = {f"R@{k}": sum(1 for r in ranks if r and r <= k) / n for k in (1, 5, 10)}
+    out["MRR@10"] = sum(1 / r for r in ranks if r) / n
+    return out
+
+
+def groups(article_of: list[int], draws: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(name, bool mask over paragraphs) of each group measured."""
+    n = len(article_of)
+    rng = np.random.default_rng(seed)
+    out = []
+    for share in (0.05, 0.2):
+        for d in range(draws):
+            m = np.zeros(n, bool)
+            m[rng.permutation(n)[: int(n * share)]] = True
+            out.append((f"random {share:.0%} #{d + 1}", m))
+    articles = np.asarray(article_of)
+    if len(set(article_of)) < n / 4:  # articles of many paragraphs: groups that own whole subjects
+        ids = np.unique(articles)
+        for d in range(draws):
+            chosen = rng.choice(ids, max(1, len(ids) // 8), replace=False)
+            out.append((f"{len(chosen)} of {len(ids)} articles #{d + 1}", np.isin(articles, chosen)))
+    return out
+
+
+def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int) -> dict:
+    texts, article_of, questions = load(path)
+    cells = groups(article_of, draws, seed)
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    rows = [StoredChunk(chunk_id=f"p{i:05d}", doc_id=f"p{i:05d}", version_id="v1", source=lang, document=f"p{i}",
+                        path=f"p{i}", page=None, section=None, ordinal=0, text=t, terms=" ".join(analyze(t)),
+                        char_start=0, char_end=len(t),
+                        acl=tuple(f"group:{j}" for j, (_, m) in enumerate(cells) if m[i]) or ("group:none",), vector=v)
+            for i, (t, v) in enumerate(zip(texts, vecs))]
+    kw = dict(embedder_id="random", dimension=DIM, ann_min_rows=64)
+    memory = LanceStore(tmp / lang, exact_threshold=len(texts), **kw)
+    memory.replace_documents([r.doc_id for r in rows], rows)
+    memory.optimize()
+    index = LanceStore(tmp / lang, exact_threshold=0, **kw)  # same table: always the full-text index
+    analysed = [analyze(q) for q, _ in questions]
+    out = {"paragraphs": len(texts), "groups": []}
+    print(f"\n## {lang}: {len(texts)} paragraphs, {len(questions)} questions")
+    print("| group | paragraphs | questions | path | R@1 | R@5 | R@10 | MRR@10 |\n|---|---:|---:|---|---:|---:|---:|---:|")
+    for j, (name, mask) in enumerate(cells):
+        labels = Principal("bench", frozenset({str(j)})).labels()
+        assert memory._exact(acl_filter(labels)) and not index._exact(acl_filter(labels))
+        asked = [(terms, gold) for terms, (_, gold) in zip(analysed, questions) if mask[gold]]
+        cell = {"group": name, "paragraphs": int(mask.sum()), "questions": len(asked)}
+        for path_name, store in (("memory", memory), ("index", index)):
+            ranks = []
+            for terms, gold in asked:
+                ids = [int(r.chunk_id[1:]) for r in store.rank_terms(terms, labels, K)]
+                ranks.append(ids.index(gold) + 1 if gold in ids else None)
+            cell[path_name] = metrics(ranks)
+            m = cell[path_name]
+            print(f"| {name} | {cell['paragraphs']} | {len(asked)} | {path_name} | {m['R@1']:.3f} | {m['R@5']:.3f} "
+                  f"| {m['R@10']:.3f} | {m['MRR@10']:.3f} |", flush=True)
+        out["groups"].append(cell)
+    kinds = sorted({name.split(" #")[0] for name, _ in cells})
+    out["mean"] = {}
+    print(f"\n{lang}, mean over draws (memory - index):")
+    for kind in kinds:
+        mine = [c for c in out["groups"] if c["group"].split(" #")[0] == kind]
+        mean = {p: {m: float(np.mean([c[p][m] for c in mine])) for m in mine[0][p]} for p in ("memory", "index")}
+        out["mean"][kind] = mean
+        print(f"  {kind}: " + ", ".join(f"{m} {mean['memory'][m]:.3f} vs {mean['index'][m]:.3f} "
+                                        f"({mean['memory'][m] - mean['index'][m]:+.3f})" for m in mean["memory"]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--draws", type=int, default=5, help="groups drawn per kind")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for lang, name in (("en", "squad2-dev-half.json"), ("zh", "cmrc2018-dev.json")):
+            path = DATA / name
+            if not path.exists():
+                sys.exit(f"missing {path}: the shared datasets sit beside the repository")
+            out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
