@@ -1,4 +1,4 @@
-"""Exact dense search for principals who may read few chunks, from vectors held in memory.
+"""Exact search for principals who may read few chunks, from vectors (and terms) held in memory.
 
 An ANN index probes the partitions nearest the query; when the chunks a principal may read are
 few and sit elsewhere (a small group whose documents are all about one subject), the probed
@@ -18,9 +18,10 @@ more), then one read of chunk id, vector and ACL for only the rows no entry coul
 for. A row that left the listing left every entry (deleted, or rewritten with another ACL). An entry
 is a few immutable parts, each with a mask of its live rows, so a refresh that adds or drops a few
 rows copies no vector, and the membership tests are binary searches in the sorted listing: at 1M
-chunks a 1 % group's refresh after a 500-chunk commit takes ~6 ms (listing ~3, reading ~1.5),
-against ~25-35 ms when each refresh copied the vectors and ran numpy's set operations
-(bench/refresh_cost.py).
+chunks a 1 % group's first search after a 500-chunk commit takes ~8-10 ms p50 (listing 3-5, reading
+the new rows ~1.3, the rest ~1.2), against ~23 ms when each refresh copied the vectors and ran
+numpy's set operations (bench/refresh_cost.py). The entries also hold their chunks' terms, for
+BM25 over the principal's chunks (:mod:`.postings`).
 
 That is sound because a LanceDB row id addresses immutable data: a row's labels and vector never
 change under its id (an update, an ACL change included, deletes the row and writes a new one;
