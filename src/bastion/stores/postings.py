@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -67,8 +68,8 @@ class Postings:
             return int(self.starts[i]), int(self.starts[i + 1])
         return None
 
-    @property
-    def nbytes(self) -> int:
+    @cached_property
+    def nbytes(self) -> int:  # counted once: a refresh asks for every part's, and the vocabulary is long
         return (int(self.starts.nbytes + self.docs.nbytes + self.tf.nbytes + self.lengths.nbytes)
                 + sum(57 + len(t) for t in self.vocab) + 8 * len(self.vocab))
 
