@@ -164,3 +164,34 @@ def test_a_small_groups_bm25_from_memory_sees_its_own_chunks_and_no_others(tmp_p
     hits = retriever.search("payroll bonus pump", Principal("eve", frozenset({"small"})), 5)
     assert hits and all(h.chunk_id.startswith("small") for h in hits)
     assert retriever.search("payroll bonus", Principal("bob", frozenset({"big"})), 1)[0].chunk_id == "secret-0"
+
+
+def test_a_hybrid_searchs_two_legs_refresh_the_entries_once(rng):
+    """Both legs of a hybrid search ask for the same principal's entries at once after a commit: one
+    lists and reads the new rows, the other waits for it and uses what it read."""
+    import threading
+    import time
+
+    texts = _texts(rng, 50, "c")
+    table = Table({"group:g": {c: rng.normal(size=4) for c in texts}, "user:u": {}}, texts=texts)
+    sets, keys = ExactSets(1 << 22), ["group:g", "user:u"]
+    kw = dict(list_rows=table.list_rows, read_key=table.read_key)
+    q = rng.normal(size=4)
+    sets.rank(q, keys, 1, 5, read_rows=table.read_rows, **kw)
+    table.texts["new"] = "spindle spindle spindle"
+    table.rows["group:g"]["new"] = q * 3
+
+    def slow_read(rows, keys_):
+        time.sleep(0.2)  # long enough for the other leg to arrive meanwhile
+        return table.read_rows(rows, keys_)
+
+    out = {}
+    legs = [threading.Thread(target=lambda: out.__setitem__("dense", sets.rank(q, keys, 2, 1, read_rows=slow_read, **kw))),
+            threading.Thread(target=lambda: out.__setitem__("bm25", sets.rank_terms(["spindle"], keys, 2, 1,
+                                                                                    read_rows=slow_read, **kw)))]
+    for leg in legs:
+        leg.start()
+    for leg in legs:
+        leg.join()
+    assert out["dense"][0][0] == "new" and out["bm25"][0][0] == "new"
+    assert table.listings == 1 and table.partial_reads == [["new"]]
