@@ -2,11 +2,13 @@
 
 One table ``chunks``: vector, text, analysed BM25 terms (FTS index, whitespace tokenizer),
 ACL labels (LABEL_LIST index), ``doc_id`` and ``chunk_id`` (BTREE indexes) and citation
-fields. Writes go through ``merge_insert`` with ``when_not_matched_by_source_delete``, so one
-commit swaps the old chunks of a set of documents for the new ones: readers see either the
-old version or the new, never both. Readers use a zero read-consistency interval and see each
-commit at once. Searches rank ids first (``rank_dense`` / ``rank_terms`` read no text) and
-``fetch`` reads full rows only for the hits kept.
+fields. ``replace_documents`` swaps the old chunks of a set of documents for the new ones in one
+Lance commit (:meth:`LanceStore._swap`): readers see either the old version or the new, never
+both. Readers use a zero read-consistency interval and see each commit at once. Searches rank ids
+first (``rank_dense`` / ``rank_terms`` read no text) and ``fetch`` reads full rows only for the
+hits kept. A principal who may read few chunks is ranked from its vectors and terms held in memory
+(:mod:`.exact`, :mod:`.postings`); everyone else through the vector and full-text indexes, with the
+ACL filter applied inside the query.
 """
 from __future__ import annotations
 
