@@ -77,6 +77,7 @@ def test_postings_rank_as_bm25_over_the_live_chunks_only(rng):
     for query in (["pump", "seal"], ["press"]):
         want = postings.bm25(query, [(rows, ids, np.ones(len(ids), bool), p)], 15)
         assert postings.bm25(query, parts, 15) == want and postings.bm25(query, one, 15) == want
+        assert postings.bm25(query, parts, 15, shared=False) == want  # distinct rows: no de-duplication needed
 
 
 def test_a_chunk_under_two_keys_counts_once_and_refreshes_follow_commits(rng):

@@ -68,13 +68,13 @@ class _Part:
     @classmethod
     def of(cls, rows, since, ids, vectors: np.ndarray, terms) -> "_Part":
         """A part from rows in any order; ``vectors`` must be unit length already; ``terms`` as the
-        ``terms`` column holds them, or their :class:`Postings`."""
+        ``terms`` column holds them."""
         rows = np.asarray(rows, dtype=np.int64)
         since = np.broadcast_to(np.asarray(since, dtype=np.int64), rows.shape).copy()
         ids = np.asarray(ids, dtype=object) if len(rows) else np.array([], object)
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(rows), -1) if len(rows) else vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        return cls(rows, since, ids, vectors, terms if isinstance(terms, Postings) else Postings.of(terms))
+        return cls(rows, since, ids, vectors, Postings.of(terms))
 
     def take(self, mask: np.ndarray) -> "_Part":
         return _Part(self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask], postings.take(self.terms, mask))
@@ -150,21 +150,25 @@ class _Entry:
                     yield part.ids[i], float(sims[i]), int(part.rows[i])
 
 
-def _found(values: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
-    """Which of ``values`` are in ``sorted_rows`` (ascending, unique): a binary search each. numpy's isin /
-    setdiff1d sort or hash both arrays on every call: ~14 ms of each refresh of a 10k-row group."""
-    if not len(sorted_rows):
-        return np.zeros(len(values), bool)
+def _positions(values: np.ndarray, sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values``, its position in ``sorted_rows`` (ascending, unique, not empty) by binary
+    search, and whether it is there. numpy's isin / setdiff1d sort or hash both arrays on every call:
+    ~14 ms of each refresh of a 10k-row group."""
     idx = np.minimum(np.searchsorted(sorted_rows, values), len(sorted_rows) - 1)
-    return sorted_rows[idx] == values
+    return idx, sorted_rows[idx] == values
+
+
+def _found(values: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``sorted_rows`` (ascending, unique)."""
+    return _positions(values, sorted_rows)[1] if len(sorted_rows) else np.zeros(len(values), bool)
 
 
 def _marks(sorted_rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Which of ``sorted_rows`` (ascending, unique) are among ``values``."""
     out = np.zeros(len(sorted_rows), bool)
     if len(values) and len(sorted_rows):
-        idx = np.minimum(np.searchsorted(sorted_rows, values), len(sorted_rows) - 1)
-        out[idx[sorted_rows[idx] == values]] = True
+        idx, hit = _positions(values, sorted_rows)
+        out[idx[hit]] = True
     return out
 
 
@@ -233,7 +237,8 @@ class ExactSets:
         if entries is None:
             return None
         parts = [(p.rows, p.ids, a, p.terms) for e in entries for p, a in zip(e.parts, e.alive)]
-        ranked = postings.bm25(terms, parts, k)
+        # one entry's parts hold distinct rows; a row can repeat only across entries (a chunk under two keys)
+        ranked = postings.bm25(terms, parts, k, shared=sum(1 for e in entries if e.size) > 1)
         if rows_out is not None:
             rows_out.update((cid, row) for cid, _, row in ranked)
         return [(cid, score) for cid, score, _ in ranked]

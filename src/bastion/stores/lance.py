@@ -478,7 +478,7 @@ class LanceStore:
         """Exact top-k from the in-memory vectors (``query`` a vector) or terms (``kind="terms"``, ``query``
         the analysed terms), or None when the principal may read too many chunks for that (search the
         indexes). ``version`` was read before any row, so what the cache reads is never older than its tag."""
-        src = source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
+        _, src = self._filter_key(labels, source)
         keys = tuple((label, src) for label in sorted(labels))
         where = acl_filter(labels, source)
         if not self._exact(where, version, keys):

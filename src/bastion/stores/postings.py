@@ -75,16 +75,18 @@ class Postings:
 
 
 def bm25(terms: Sequence[str], parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, Postings]],
-         k: int) -> list[tuple[str, float, int]]:
+         k: int, shared: bool = True) -> list[tuple[str, float, int]]:
     """The top-k (chunk id, BM25 score, row id) over the live chunks of ``parts``, each (row ids, chunk
-    ids, live mask, postings); a chunk in several parts (a row under two of a principal's labels)
-    counts once. Ties in chunk id order."""
+    ids, live mask, postings); with ``shared``, a chunk in several parts (a row under two of a
+    principal's labels) counts once; without, the parts' live rows are known to be distinct (the parts
+    of one label's entry) and no de-duplication runs. Ties in chunk id order."""
     live = [(rows, ids, alive, p) for rows, ids, alive, p in parts if alive.any()]
     if not live or not terms:
         return []
+    shared = shared and len(live) > 1
     rows = np.concatenate([r[a] for r, _, a, _ in live])
     lengths = np.concatenate([p.lengths[a] for _, _, a, p in live])
-    if len(live) > 1:
+    if shared:
         rows, first = np.unique(rows, return_index=True)
         lengths = lengths[first]
     n, avgdl = len(rows), float(lengths.mean()) if len(lengths) else 0.0
@@ -105,7 +107,7 @@ def bm25(terms: Sequence[str], parts: Sequence[tuple[np.ndarray, np.ndarray, np.
         if not t_rows:
             continue
         r, ids, tf, dl = (np.concatenate(x) for x in (t_rows, t_ids, t_tf, t_len))
-        if len(t_rows) > 1:
+        if shared:
             r, first = np.unique(r, return_index=True)
             ids, tf, dl = ids[first], tf[first], dl[first]
         df = len(r)
@@ -120,10 +122,8 @@ def bm25(terms: Sequence[str], parts: Sequence[tuple[np.ndarray, np.ndarray, np.
     rows_u, first, inverse = np.unique(r, return_index=True, return_inverse=True)
     scores = np.bincount(inverse, weights=s.astype(np.float64))
     ids = ids[first]
-    top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-    # candidates tied with the k-th score beyond the cut could sort before it by chunk id: take them all
-    if len(scores) > k:
-        top = np.flatnonzero(scores >= scores[top].min())
+    # every candidate scoring at least the k-th: those tied with it beyond the cut may sort first by chunk id
+    top = np.flatnonzero(scores >= np.partition(scores, -k)[-k]) if len(scores) > k else np.arange(len(scores))
     best = sorted(((str(ids[i]), float(scores[i]), int(rows_u[i])) for i in top), key=lambda x: (-x[1], x[0]))
     return best[:k]
 
