@@ -98,6 +98,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from bastion.core.threads import limit_math_threads
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import HybridRetriever
@@ -676,7 +677,12 @@ def main() -> None:
     ap.add_argument("--writer-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="embedder threads of the --writer-embed writer (default: all cores but one, as the server "
                          "runs a sync: server.sync_threads)")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="threads of numpy's matrix products in the query process (default 1, as `bastion serve` "
+                         "runs them: server.query_threads; 0: the library's default, all cores)")
     args = ap.parse_args()
+    if args.blas_threads:
+        limit_math_threads(args.blas_threads)
     for name, plain, embedding in (("sync_batch", 500, 256), ("sync_period", 0.5, 0.0), ("sync_seconds", 20.0, 90.0)):
         if getattr(args, name) is None:
             setattr(args, name, embedding if args.writer_embed else plain)

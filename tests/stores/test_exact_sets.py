@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from bastion.stores.exact import ExactSets
@@ -40,7 +41,10 @@ class Table:
         ids = list(self.rows[key])
         return (np.array([self._rid(c) for c in ids], dtype=np.int64), ids,
                 np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
-                [self.texts.get(c, "") for c in ids])
+                [self.texts.get(c, "") for c in ids], self._shown(ids))
+
+    def _shown(self, ids):
+        return pa.table({"text": pa.array([self.texts.get(c, "") for c in ids], pa.string())})
 
     def read_rows(self, rows, keys):
         live = {self._rid(c): c for r in self.rows.values() for c in r}
@@ -50,7 +54,7 @@ class Table:
         carries = np.array([[c in self.rows[k] for k in keys] for c in ids], dtype=bool).reshape(len(ids), len(keys))
         return (np.array(found, dtype=np.int64), ids,
                 np.array([self._vector(c) for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
-                carries, [self.texts.get(c, "") for c in ids])
+                carries, [self.texts.get(c, "") for c in ids], self._shown(ids))
 
 
 def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -311,11 +315,12 @@ def test_reading_listed_rows_skips_those_deleted_or_compacted_away_since(tmp_pat
     rows = np.sort(store._list_rows(keys))
     assert len(rows) == 20
     store.replace_documents(["small3"], [])  # deleted after the listing
-    got_rows, ids, vectors, carries, terms = store._read_rows(rows, keys)
+    got_rows, ids, vectors, carries, terms, shown = store._read_rows(rows, keys)
     assert sorted(ids) == sorted(c.chunk_id for c in small if c.doc_id != "small3") and len(got_rows) == 19
     by_id = {c.chunk_id: c for c in small}
     assert all(np.allclose(vectors[i], by_id[cid].vector) for i, cid in enumerate(ids)) and carries.all()
     assert terms == [by_id[cid].terms for cid in ids]
+    assert shown.column("text").to_pylist() == [by_id[cid].text for cid in ids]  # what a hit shows, aligned
     store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
     assert len(store._read_rows(rows, keys)[0]) == 0
     assert len(store._read_rows(np.sort(store._list_rows(keys)), keys)[0]) == 19  # read again where they are now

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.output import console, emit_json, friendly_errors
+from bastion.core.threads import limit_math_threads
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -37,6 +38,7 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
             srv, emb = ws.config.server, ws.config.embedder
             srv.sync_threads = srv.sync_threads or emb.threads
             emb.threads = srv.query_threads
+            limit_math_threads(srv.query_threads)
             if not ws.accounts.admins():
                 console.print("[yellow]no admin yet[/]: make one with `bastion user add NAME --role admin` "
                               "and `bastion user passwd NAME`", highlight=False)

@@ -41,17 +41,20 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from bastion.stores import postings
 from bastion.stores.postings import Postings
 
 # list_rows(keys) -> the row ids the union of the keys' filters admits now
 ListRows = Callable[[tuple], np.ndarray]
-# read_key(key) -> (row ids, chunk ids, vectors (n, dim), terms) of every row of one key
-ReadKey = Callable[[Hashable], "tuple[np.ndarray, list[str], np.ndarray, Sequence[str]]"]
+# read_key(key) -> (row ids, chunk ids, vectors (n, dim), terms, shown) of every row of one key; ``shown``: the
+# columns a hit shows (a table aligned with the rows), or None when they are to be read at fetch time
+ReadKey = Callable[[Hashable], "tuple[np.ndarray, list[str], np.ndarray, Sequence[str], pa.Table | None]"]
 # read_rows(rows, keys) -> (row ids found, chunk ids, vectors, carries: bool (found, len(keys)), which keys a row
-# is under, terms)
-ReadRows = Callable[[np.ndarray, tuple], "tuple[np.ndarray, list[str], np.ndarray, np.ndarray, Sequence[str]]"]
+# is under, terms, shown)
+ReadRows = Callable[[np.ndarray, tuple],
+                    "tuple[np.ndarray, list[str], np.ndarray, np.ndarray, Sequence[str], pa.Table | None]"]
 
 
 @dataclass(frozen=True)
@@ -64,28 +67,40 @@ class _Part:
     ids: np.ndarray  # chunk ids (object array), aligned with rows
     vectors: np.ndarray  # (n, dim) float32, unit length, aligned with rows
     terms: Postings  # the rows' full-text terms, aligned with rows (:mod:`.postings`)
+    shown: pa.Table | None = None  # the columns a hit shows (text, citation), aligned with rows, if held
 
     @classmethod
-    def of(cls, rows, since, ids, vectors: np.ndarray, terms) -> "_Part":
+    def of(cls, rows, since, ids, vectors: np.ndarray, terms, shown: pa.Table | None = None) -> "_Part":
         """A part from rows in any order; ``vectors`` must be unit length already; ``terms`` as the
-        ``terms`` column holds them."""
+        ``terms`` column holds them; ``shown`` a table aligned with the rows, or None."""
         rows = np.asarray(rows, dtype=np.int64)
         since = np.broadcast_to(np.asarray(since, dtype=np.int64), rows.shape).copy()
         ids = np.asarray(ids, dtype=object) if len(rows) else np.array([], object)
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(rows), -1) if len(rows) else vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        return cls(rows, since, ids, vectors, Postings.of(terms))
+        if shown is not None and shown.num_rows != len(rows):
+            raise ValueError(f"{shown.num_rows} shown rows for {len(rows)} rows")
+        return cls(rows, since, ids, vectors, Postings.of(terms), shown)
+
+    @property
+    def nbytes(self) -> int:
+        return (int(self.vectors.nbytes) + 80 * len(self.ids) + self.terms.nbytes
+                + (self.shown.nbytes if self.shown is not None else 0))
 
     def take(self, mask: np.ndarray) -> "_Part":
-        return _Part(self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask], postings.take(self.terms, mask))
+        return _Part(self.rows[mask], self.since[mask], self.ids[mask], self.vectors[mask], postings.take(self.terms, mask),
+                     self.shown.filter(pa.array(mask)) if self.shown is not None else None)
 
     @staticmethod
     def join(parts: "Sequence[_Part]") -> "_Part":
         dim = max((p.vectors.shape[1] for p in parts if p.vectors.ndim == 2 and len(p.rows)), default=0)
+        shown = None
+        if parts and all(p.shown is not None for p in parts):
+            shown = pa.concat_tables([p.shown for p in parts], promote_options="default").combine_chunks()
         return _Part(np.concatenate([p.rows for p in parts]), np.concatenate([p.since for p in parts]),
                      np.concatenate([p.ids for p in parts]),
                      np.concatenate([p.vectors.reshape(len(p.rows), dim) for p in parts]) if dim else
-                     np.zeros((0, 0), np.float32), postings.join([p.terms for p in parts]))
+                     np.zeros((0, 0), np.float32), postings.join([p.terms for p in parts]), shown)
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,7 @@ class _Entry:
 
     @property
     def nbytes(self) -> int:  # dead rows still take their memory until their part is copied
-        return sum(int(p.vectors.nbytes) + 80 * len(p.ids) + p.terms.nbytes for p in self.parts)
+        return sum(p.nbytes for p in self.parts)
 
     def refreshed(self, now: np.ndarray, add: "_Part | None", version: int) -> "_Entry":
         """Tagged ``version``: only the rows listed ``now`` (ascending) kept (a row that left the listing is gone), ``add`` appended."""
@@ -310,7 +325,7 @@ class ExactSets:
             if len(wanted) > self.REREAD_SHARE * max(1, len(now)):
                 known = []  # mostly new (a compaction moved the rows, a re-sync replaced them): read whole
             else:
-                found = (np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0, len(known)), bool), [])
+                found = (np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0, len(known)), bool), [], None)
                 if len(wanted):
                     found = read_rows(wanted, tuple(known))
                 rows = np.asarray(found[0], dtype=np.int64)
@@ -318,20 +333,45 @@ class ExactSets:
                 vectors = _unit(np.asarray(found[2], dtype=np.float32).reshape(len(rows), -1)) if len(rows) else None
                 carries = np.asarray(found[3], dtype=bool).reshape(len(rows), len(known))
                 terms = np.asarray(list(found[4]), dtype=object)
+                shown = found[5]
                 at = np.searchsorted(now, rows)  # the rows read are among those listed
                 for j, key in enumerate(known):
                     entry = held[key]
                     add = carries[:, j] & ~held_now[key][at]
-                    part = _Part.of(rows[add], version, ids[add], vectors[add], terms[add]) if add.any() else None
+                    part = None
+                    if add.any():
+                        part = _Part.of(rows[add], version, ids[add], vectors[add], terms[add],
+                                        shown.filter(pa.array(add)) if shown is not None else None)
                     fresh[key] = entry.refreshed(now, part, version)
         for key in stale:
             if key in fresh:
                 continue
-            rows, ids, vectors, terms = read_key(key)
+            rows, ids, vectors, terms, shown = read_key(key)
             vectors = np.asarray(vectors, dtype=np.float32)
             fresh[key] = _Entry.of(version, _Part.of(rows, version, list(ids),
-                                                     _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors, terms))
+                                                     _unit(vectors.reshape(len(ids), -1)) if len(ids) else vectors,
+                                                     terms, shown))
         return fresh
+
+    def shown(self, keys: Sequence[Hashable], version: int, rows: Sequence[int]) -> dict[int, dict] | None:
+        """The shown columns (:class:`_Part`) of those of ``rows`` that one of the keys' entries holds
+        alive, by row id; None unless every key's entry is held, at ``version`` or later, with its shown
+        columns (read the rows another way then). ``rows`` must have existed at ``version`` (a ranking at
+        it or earlier found them): a row id never comes back once deleted, so a row alive in an entry of
+        a later version was alive at ``version`` too, and one no entry holds alive is deleted or no
+        longer under the keys, as Lance's ``take`` at ``version`` would find it."""
+        held = self._held(tuple(dict.fromkeys(keys)))
+        if any(e is None or e.version < version or any(p.shown is None for p in e.parts) for e in held.values()):
+            return None
+        want = np.unique(np.asarray(list(rows), dtype=np.int64))
+        out: dict[int, dict] = {}
+        for entry in held.values():
+            for part, alive in zip(entry.parts, entry.alive):
+                at = np.flatnonzero(np.isin(part.rows, want, assume_unique=True) & alive)
+                if len(at):
+                    got = part.shown.take(pa.array(at)).to_pylist()
+                    out.update((int(part.rows[i]), dict(row, chunk_id=part.ids[i])) for i, row in zip(at, got))
+        return out
 
     @property
     def nbytes(self) -> int:

@@ -478,8 +478,7 @@ class LanceStore:
         """Exact top-k from the in-memory vectors (``query`` a vector) or terms (``kind="terms"``, ``query``
         the analysed terms), or None when the principal may read too many chunks for that (search the
         indexes). ``version`` was read before any row, so what the cache reads is never older than its tag."""
-        _, src = self._filter_key(labels, source)
-        keys = tuple((label, src) for label in sorted(labels))
+        keys = self._exact_keys(labels, source)
         where = acl_filter(labels, source)
         if not self._exact(where, version, keys):
             return None
@@ -504,17 +503,28 @@ class LanceStore:
     def _vectors(self, t: pa.Table) -> np.ndarray:
         return t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dimension)
 
-    def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray, pa.Array]:
-        """(row ids, chunk ids, vectors, full-text terms) of every row of one (label, source) key."""
-        label, src = key
-        t = self._snapshot()[0].to_table(columns=["chunk_id", "vector", "terms"],
-                                         filter=acl_filter(frozenset({label}), src), with_row_id=True)
-        return t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), t.column("terms")
+    @staticmethod
+    def _exact_keys(labels: frozenset[str], source) -> tuple:
+        """The (label, source) keys of the in-memory entries (:mod:`.exact`) a principal's filter unites."""
+        src = LanceStore._filter_key(labels, source)[1]
+        return tuple((label, src) for label in sorted(labels))
 
-    def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list]:
-        """(row ids, chunk ids, vectors, which keys each row is under, full-text terms) of the given rows;
-        rows deleted or compacted away since they were listed are not returned."""
-        columns = ["chunk_id", "vector", "acl", "source", "terms"]
+    def _shown(self, t: pa.Table) -> pa.Table:
+        """The columns a hit shows besides its chunk id (:meth:`fetch`), compact, to hold beside the vectors."""
+        return pa.table({c: t.column(c).combine_chunks() for c in self._read if c != "chunk_id"})
+
+    def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray, pa.Array, pa.Table]:
+        """(row ids, chunk ids, vectors, full-text terms, shown columns) of every row of one (label, source) key."""
+        label, src = key
+        t = self._snapshot()[0].to_table(columns=list(dict.fromkeys(["chunk_id", "vector", "terms", *self._read])),
+                                         filter=acl_filter(frozenset({label}), src), with_row_id=True)
+        return (t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), t.column("terms"),
+                self._shown(t))
+
+    def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list, pa.Table | None]:
+        """(row ids, chunk ids, vectors, which keys each row is under, full-text terms, shown columns) of the
+        given rows; rows deleted or compacted away since they were listed are not returned."""
+        columns = list(dict.fromkeys(["chunk_id", "vector", "acl", "source", "terms", *self._read]))
         ds, fragments = self._snapshot()
         alive = [int(r) for r in rows if int(r) >> 32 in fragments]
         try:  # asking for the row ids makes a take of a deleted row fail instead of skipping it
@@ -522,12 +532,13 @@ class LanceStore:
         except OSError:  # one was deleted since the listing: LanceDB's take skips it and still gives row ids
             t = self._run(self._reader.take_row_ids(alive).with_row_id().select(columns).to_arrow())
         if t is None:
-            return np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool), []
+            return (np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool),
+                    [], None)
         acls, sources = t.column("acl").to_pylist(), t.column("source").to_pylist()
         carries = np.array([[label in acl and (src is None or (source == src if isinstance(src, str) else source in src))
                              for label, src in keys] for acl, source in zip(acls, sources)], dtype=bool)
         return (t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t),
-                carries.reshape(len(acls), len(keys)), t.column("terms").to_pylist())
+                carries.reshape(len(acls), len(keys)), t.column("terms").to_pylist(), self._shown(t))
 
     def _ann(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
         """Dense search in LanceDB: the vector index when there is one, else a scan of the filtered rows."""
@@ -617,6 +628,11 @@ class LanceStore:
         rows a sync replaced or compaction moved since) are read by one query ``chunk_id IN (...) AND
         <ACL filter>`` on the same version (BTREE look-ups), so a chunk whose ACL changed since it was
         ranked is left out like one a sync removed, and all hits come from one version of the table.
+
+        A principal on the exact path reads nothing: its entries in memory (:mod:`.exact`) hold the
+        shown columns beside the vectors, and give the rows they hold alive at this version (at 1M
+        chunks a take of 10 rows woke Lance's I/O threads ~100 times, so a search beside a busy core
+        waited for the scheduler at each wake-up: docs/benchmarks.md).
         """
         if not ranked:
             return []
@@ -627,6 +643,11 @@ class LanceStore:
         ds, fragments = self._snapshot()
         rows: dict[str, dict] = {}
         by_row = {row: cid for cid, row in hinted.items() if row is not None and row >> 32 in fragments}
+        if by_row:  # rows the principal's in-memory entries hold alive at this version: no read at all
+            held = self._exact_sets.shown(self._exact_keys(labels, source), ds.version, list(by_row))
+            if held is not None:
+                rows = {r["chunk_id"]: r for row, r in held.items() if by_row[row] == r["chunk_id"]}
+                by_row = {row: cid for row, cid in by_row.items() if cid not in rows}
         if by_row:
             try:
                 taken = ds._take_rows(sorted(by_row), columns=self._read)

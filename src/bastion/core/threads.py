@@ -1,0 +1,14 @@
+"""Thread counts of the native libraries a query runs in."""
+from __future__ import annotations
+
+
+def limit_math_threads(threads: int) -> None:
+    """Run numpy's matrix products (the exact path's scoring, :mod:`bastion.stores.exact`) on ``threads``
+    threads, as each query's embedding runs (``server.query_threads``). With two BLAS threads a
+    search beside a sync's embedder waited for the core the sync held: a 1 % group's ranking p95
+    1.3 -> 3.6 ms while the embedder ran, against 2.5 -> 2.5 on one thread (docs/benchmarks.md)."""
+    import numpy
+    from threadpoolctl import threadpool_limits
+
+    assert numpy.dot  # imported first: it loads the BLAS library the limit applies to
+    threadpool_limits(threads, user_api="blas")  # for the life of the process
