@@ -7,8 +7,9 @@ def limit_math_threads(threads: int) -> None:
     threads, as each query's embedding runs (``server.query_threads``). With two BLAS threads a
     search beside a sync's embedder waited for the core the sync held: a 1 % group's ranking p95
     1.3 -> 3.6 ms while the embedder ran, against 2.5 -> 2.5 on one thread (docs/benchmarks.md)."""
-    import numpy
+    import importlib
+
     from threadpoolctl import threadpool_limits
 
-    assert numpy.dot  # imported first: it loads the BLAS library the limit applies to
+    importlib.import_module("numpy")  # loads the BLAS library the limit applies to
     threadpool_limits(threads, user_api="blas")  # for the life of the process
