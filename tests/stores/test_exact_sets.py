@@ -324,3 +324,66 @@ def test_reading_listed_rows_skips_those_deleted_or_compacted_away_since(tmp_pat
     store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
     assert len(store._read_rows(rows, keys)[0]) == 0
     assert len(store._read_rows(np.sort(store._list_rows(keys)), keys)[0]) == 19  # read again where they are now
+
+
+def test_rows_are_shown_from_memory_only_while_alive_under_the_principals_keys(rng):
+    """What a hit shows comes from the entries only for rows one of the principal's keys holds alive at
+    the version asked: not another group's row, not a row deleted or moved to another group since, and
+    nothing at all while an entry is older than that version (the store reads the table then)."""
+    texts = {f"a{i}": f"alpha {i}" for i in range(5)} | {"b0": "beta 0"}
+    table = Table({"group:a": {c: rng.normal(size=4) for c in texts if c[0] == "a"},
+                   "group:b": {"b0": rng.normal(size=4)}}, texts=texts)
+    sets, q = ExactSets(1 << 20), rng.normal(size=4)
+    kw = dict(list_rows=table.list_rows, read_key=table.read_key, read_rows=table.read_rows)
+    rows_a, rows_b = {}, {}
+    sets.rank(q, ["group:a"], 1, 5, rows_out=rows_a, **kw)
+    sets.rank(q, ["group:b"], 1, 5, rows_out=rows_b, **kw)
+    asked = list(rows_a.values()) + list(rows_b.values())
+    shown = sets.shown(["group:a"], 1, asked)
+    assert {r["chunk_id"]: r["text"] for r in shown.values()} == {c: texts[c] for c in rows_a}  # not b0
+    assert {r["chunk_id"] for r in sets.shown(["group:b"], 1, asked).values()} == {"b0"}  # positive control
+    assert len(sets.shown(["group:a", "group:b"], 1, asked)) == 6
+    del table.rows["group:a"]["a0"]  # a commit: a0 deleted, a1 moved to group:b (a new row)
+    table.rows["group:b"]["a1"] = table.rows["group:a"].pop("a1")
+    assert sets.shown(["group:a"], 2, asked) is None  # the entry is of version 1: not trusted for version 2
+    sets.rank(q, ["group:a"], 2, 5, **kw)
+    assert {r["chunk_id"] for r in sets.shown(["group:a"], 2, asked).values()} == {"a2", "a3", "a4"}
+    assert sets.shown(["group:a"], 1, asked) is not None  # a later entry answers for an earlier version
+    assert sets.shown(["group:c"], 1, asked) is None  # no entry for the key: nothing from memory
+
+
+def test_a_small_groups_hits_are_shown_from_memory_and_never_stale(tmp_path, embedder, monkeypatch):
+    """A principal on the exact path gets its hits' text and citation from memory, as Lance's take reads
+    them; after a commit, a ranked chunk moved to another group is not shown (that group sees it) and a
+    chunk rewritten under the same id shows its new text."""
+    import lance
+
+    big, small = _corpus(embedder)
+    reader = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64)
+    writer = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64, ann_min_rows=256)
+    writer.replace_documents([c.doc_id for c in big + small], big + small)
+    writer.optimize()
+    takes = []
+    take = lance.LanceDataset._take_rows
+    monkeypatch.setattr(lance.LanceDataset, "_take_rows", lambda ds, *a, **kw: takes.append(a) or take(ds, *a, **kw))
+    labels = frozenset({"group:small", "user:eve"})
+    v = embedder.embed_query("payroll bonus schedule 3")
+    hits = reader.search_dense(v, labels, 5)
+    by_id = {c.chunk_id: c for c in small}
+    assert hits[0].row["chunk_id"] == "small3-0" and takes == []  # no row read from the table
+    assert all(h.row["text"] == by_id[h.row["chunk_id"]].text and h.row["path"] == by_id[h.row["chunk_id"]].path
+               and h.row["char_end"] == by_id[h.row["chunk_id"]].char_end for h in hits)
+    reader._exact_sets.shown = lambda *a: None  # the same rows read by Lance's take
+    assert [h.row for h in reader.search_dense(v, labels, 5)] == [h.row for h in hits] and takes
+    del reader._exact_sets.shown
+
+    ranked = reader.rank_dense(v, labels, 20)  # every chunk of the group, ranked before the commit
+    moved = make_chunk(embedder, "small3", "payroll bonus schedule 3", ("group:hr",))
+    edited = make_chunk(embedder, "small4", "payroll bonus schedule 4, revised", ("group:small",))
+    writer.replace_documents(["small3", "small4"], [moved, edited])
+    reader.rank_dense(v, labels, 5)  # a search after the commit: the entries in memory follow it
+    got = {h.row["chunk_id"]: h.row["text"] for h in reader.fetch(ranked, labels)}
+    assert "small3-0" not in got  # no longer the group's
+    assert got["small4-0"] == "payroll bonus schedule 4, revised"  # the current text, not the one held before
+    assert set(got) == {c for c, _ in ranked} - {"small3-0"}  # positive control: the others still shown
+    assert [h.row["chunk_id"] for h in reader.fetch(ranked, frozenset({"group:hr"}))] == ["small3-0"]
