@@ -39,7 +39,11 @@ For each corpus size and each ACL selectivity (the share of chunks the principal
     is embedded with the bundled default embedder on all cores but one (``--writer-threads``; the
     server's ``server.sync_threads`` default) before it is written.
 
-  Reported as busy p95 / idle p95.
+  Reported as busy p95 / idle p95. On a noisy VM the machine's own speed drifts between an idle
+  phase and the sync after it as much as the sync moves the figures (a run of 2026-12-01: the whole
+  table's idle p95 47 ms, 30 ms while syncing), so by default (``--interleave 5``) the process writer
+  is stopped (SIGSTOP) and continued in turns of 5 s while it syncs, and the idle p95 of the ratio
+  is that of the queries of its stopped turns; the idle phase before it is reported beside it.
 
 Latencies are wall-clock per call (``time.perf_counter``), warm-up queries excluded; every
 cell uses the same ``--queries`` query set, and dense/bm25/hybrid are interleaved per query so
@@ -89,6 +93,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -529,29 +534,53 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
     groups = [("100%", "all"), ("1% scattered", "g1")]
     principals = {name: Principal("bench", frozenset({g})) for name, g in groups}
 
-    def phase(keep_going=None, rounds_wanted: int | None = None) -> tuple[dict, int]:
-        lat = {(name, m): [] for name, _ in groups for m in ("dense", "hybrid")}
+    def phase(keep_going=None, rounds_wanted: int | None = None, state=None) -> tuple[dict, int]:
+        """Query rounds until ``keep_going()`` is false (or ``rounds_wanted``); with ``state`` (a function
+        naming the writer's state now: "busy" or "idle"), latencies are kept apart by that state."""
+        lat: dict = {}
         rounds, i = 0, args.warmup
         while (rounds < (rounds_wanted or args.queries)) if keep_going is None else keep_going():
             current["v"] = qvecs[i]
+            tag = state() if state else None
             for name, p in principals.items():
                 t0 = time.perf_counter()
                 store.search_dense(qvecs[i], p.labels(), K)
                 t1 = time.perf_counter()
                 retriever.search(qtexts[i], p, K, mode="hybrid")
                 t2 = time.perf_counter()
-                lat[(name, "dense")].append(t1 - t0), lat[(name, "hybrid")].append(t2 - t1)
+                lat.setdefault((name, "dense", tag), []).append(t1 - t0)
+                lat.setdefault((name, "hybrid", tag), []).append(t2 - t1)
             rounds += 1
             i = args.warmup + (i + 1 - args.warmup) % (len(qvecs) - args.warmup)
-        return {k: pct(v) for k, v in lat.items()}, rounds
+        if state is None:
+            return {k[:2]: pct(v) for k, v in lat.items()}, rounds
+        return {t: {k[:2]: pct(v) for k, v in lat.items() if k[2] == t} for t in ("busy", "idle")}, rounds
 
     before = store.count()
     idle, _ = phase(rounds_wanted=args.idle_rounds)  # the baseline of the ratio: enough rounds for a steady p95
+    before_idle, interleaved = idle, bool(args.interleave and args.writer == "process")
     with Writer(args.writer, path, model, args.seed, args.sync_period, args.sync_batch, args.sync_seconds,
                 args.optimize_every, args.writer_nice if args.writer == "process" else 0,
                 args.writer_threads if args.writer_embed else 0, store.vector_index) as w:
         t0 = time.perf_counter()
-        busy, busy_rounds = phase(w.writing)
+        if interleaved:  # the writer stopped and continued in turns: idle and busy share the VM's drift
+            clock = {"state": "busy", "since": time.perf_counter()}
+
+            def state() -> str:
+                if time.perf_counter() - clock["since"] >= args.interleave:
+                    clock["state"] = "idle" if clock["state"] == "busy" else "busy"
+                    os.kill(w.worker.pid, signal.SIGSTOP if clock["state"] == "idle" else signal.SIGCONT)
+                    time.sleep(0.2)  # off (or back on) its core
+                    clock["since"] = time.perf_counter()
+                return clock["state"]
+
+            try:
+                by_state, busy_rounds = phase(w.writing, state=state)
+            finally:
+                os.kill(w.worker.pid, signal.SIGCONT)
+            busy, idle = by_state["busy"], by_state["idle"]
+        else:
+            busy, busy_rounds = phase(w.writing)
         busy_s = time.perf_counter() - t0
     after, _ = phase()
     written = store.count() - before
@@ -566,10 +595,11 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
     for (name, mode), (p50, p95) in idle.items():
         b50, b95 = busy[(name, mode)]
         rows.append({"acl": name, "mode": mode, "idle_p50": p50, "idle_p95": p95, "busy_p50": b50, "busy_p95": b95,
+                     "before_p95": before_idle[(name, mode)][1],
                      "after_p95": after[(name, mode)][1], "optimized_p95": optimized[(name, mode)][1],
                      "ratio_p95": b95 / p95})
     wt = w.times
-    out = {"writer": args.writer, "embeds": args.writer_embed, "writer_threads": args.writer_threads, "batch": args.sync_batch, "period_s": args.sync_period, "busy_s": busy_s,
+    out = {"writer": args.writer, "embeds": args.writer_embed, "interleave_s": args.interleave if interleaved else 0, "writer_threads": args.writer_threads, "batch": args.sync_batch, "period_s": args.sync_period, "busy_s": busy_s,
            "optimize_every": args.optimize_every,
            "busy_queries": busy_rounds, "batches": len(wt), "rows_before": before, "rows_written": written,
            "write_p50_s": float(np.median(wt)), "write_max_s": float(np.max(wt)), "optimize_after_s": optimize_s,
@@ -578,8 +608,9 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
           f"{busy_s:.1f}s, {busy_rounds} query rounds meanwhile; batch p50 {out['write_p50_s']:.2f}s "
           f"max {out['write_max_s']:.2f}s; optimize() after {optimize_s:.1f}s", flush=True)
     for r in rows:
-        print(f"  {r['acl']:>13} {r['mode']:>6}: idle p95 {r['idle_p95']:.1f} ms, busy p95 {r['busy_p95']:.1f} ms "
-              f"({r['ratio_p95']:.2f}x), after {r['after_p95']:.1f}, after optimize() {r['optimized_p95']:.1f}", flush=True)
+        print(f"  {r['acl']:>13} {r['mode']:>6}: idle p95 {r['idle_p95']:.1f} ms{' (writer stopped in turns)' if interleaved else ''}, "
+              f"busy p95 {r['busy_p95']:.1f} ms ({r['ratio_p95']:.2f}x); before the writer {r['before_p95']:.1f}, "
+              f"after {r['after_p95']:.1f}, after optimize() {r['optimized_p95']:.1f}", flush=True)
     return out
 
 
@@ -662,6 +693,10 @@ def main() -> None:
     ap.add_argument("--sync-seconds", type=float, help="how long the writer writes (default 20)")
     ap.add_argument("--sync-batch", type=int, help="chunks per replace_documents while syncing (default 500)")
     ap.add_argument("--sync-period", type=float, help="seconds between writer batches (default 0.5)")
+    ap.add_argument("--interleave", type=float, default=5.0,
+                    help="while a process writer runs, stop it (SIGSTOP) and continue it in turns of this many "
+                         "seconds, and compare the queries of its busy turns with those of its stopped ones, so "
+                         "both share the VM's drift (0: compare with the idle phase before the writer starts)")
     ap.add_argument("--idle-rounds", type=int, default=300, help="query rounds of the idle phase before the writer starts")
     ap.add_argument("--no-warm", action="store_true",
                     help="do not load the indexes into memory before measuring (bastion serve does; a CLI search does not)")
