@@ -299,7 +299,7 @@ def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, 
         stop.wait(max(0.0, period - (time.perf_counter() - t0)))
 
 
-def _real_embedder(threads: int):
+def real_embedder(threads: int):
     """The bundled default embedder with ``threads`` threads, batched as the sync pipeline batches it
     (embedder.batch_size)."""
     from bastion.core.config import EmbedderConfig
@@ -313,16 +313,22 @@ def _real_embedder(threads: int):
                                     for i in range(0, len(texts), cfg.batch_size)])
 
 
+def lower_priority(nice: int) -> None:
+    """This process at the priority the server gives its syncs (server.sync_nice; 19 means SCHED_IDLE:
+    only CPU nothing else wants)."""
+    if nice:
+        os.nice(nice)
+    if nice >= 19 and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out,
                     optimize_every: int = 0, nice: int = 0, embed: int = 0, vector_index: str = "IVF_SQ") -> None:
-    if nice:
-        os.nice(nice)  # as the server runs its syncs (server.sync_nice)
-    if nice >= 19 and hasattr(os, "SCHED_IDLE"):  # as `bastion sync --nice 19`: only CPU nothing else wants
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    lower_priority(nice)
     store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM, vector_index=vector_index)
     times: list[float] = []
     _write_loop(store, TopicModel(seed), seed + 99, period, size, seconds, stop, started, times, optimize_every,
-                _real_embedder(embed) if embed else None)
+                real_embedder(embed) if embed else None)
     out.put(times)
 
 
@@ -341,7 +347,7 @@ class Writer:
             self.worker = threading.Thread(target=_write_loop, daemon=True,
                                            args=(store, model, seed + 99, period, size, seconds, self.stop,
                                                  self.started, self.times, optimize_every,
-                                                 _real_embedder(embed) if embed else None))
+                                                 real_embedder(embed) if embed else None))
         else:
             ctx = mp.get_context("spawn")
             self.stop, self.started, self.out = ctx.Event(), ctx.Event(), ctx.Queue()

@@ -33,7 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import CANDIDATES, DIM, K, TopicModel, make_queries  # noqa: E402
+from search_scale import CANDIDATES, DIM, K, TopicModel, lower_priority, make_queries, real_embedder  # noqa: E402
 
 from bastion.core.types import Principal  # noqa: E402
 from bastion.retrieval.hybrid import HybridRetriever  # noqa: E402
@@ -43,21 +43,15 @@ PARTS = ("dense", "hybrid", "version", "rank", "rows")
 
 
 def _embedder(nice: int, threads: int, stop, ready) -> None:
-    """The bundled embedder, as a sync runs it (``server.sync_nice``; 19 means SCHED_IDLE), embedding non-stop."""
-    if nice:
-        os.nice(nice)
-    if nice >= 19 and hasattr(os, "SCHED_IDLE"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    from bastion.core.config import EmbedderConfig
-    from bastion.embedding.factory import build_embedder
-
-    embedder = build_embedder(EmbedderConfig(threads=threads))
+    """The bundled embedder as a sync runs it (priority and threads), embedding non-stop."""
+    lower_priority(nice)
+    embed = real_embedder(threads)
     texts = [f"Quarterly close {i}: the finance policy requires every report to be reviewed by two people "
              f"before it is filed, and the review to be recorded in the ledger. " * 3 for i in range(16)]
-    embedder.embed_passages(texts)
+    embed(texts)
     ready.set()
     while not stop.is_set():
-        embedder.embed_passages(texts)
+        embed(texts)
 
 
 def _pct(values: list[float]) -> dict:

@@ -101,7 +101,7 @@ class _Part:
         dim = max((p.vectors.shape[1] for p in parts if p.vectors.ndim == 2 and len(p.rows)), default=0)
         shown = None
         if parts and all(p.shown is not None for p in parts):
-            shown = pa.concat_tables([p.shown for p in parts], promote_options="default").combine_chunks()
+            shown = pa.concat_tables([p.shown for p in parts]).combine_chunks()
         return _Part(np.concatenate([p.rows for p in parts]), np.concatenate([p.since for p in parts]),
                      np.concatenate([p.ids for p in parts]),
                      np.concatenate([p.vectors.reshape(len(p.rows), dim) for p in parts]) if dim else
