@@ -303,7 +303,7 @@ def test_optimize_indexes_new_terms_as_segments_and_merges_them(tmp_path, embedd
 def test_replace_documents_swaps_in_one_commit_and_survives_a_racing_writer(tmp_path, embedder):
     """A replace deletes the documents' old rows and adds the new ones in one commit (its own, since it no
     longer goes through LanceDB's merge_insert: bench/write_cost.py). Two writers racing on the same
-    fragment both land (the loser re-reads and retries); nothing is lost or doubled."""
+    fragment both land (they queue on the index's write lock); nothing is lost or doubled."""
     import threading
 
     chunks = _corpus(embedder, n_big=200, n_small=0)
@@ -335,6 +335,34 @@ def test_replace_documents_swaps_in_one_commit_and_survives_a_racing_writer(tmp_
     rows = store.rows_for([f"big{i}" for i in range(200)])
     assert sorted(r["chunk_id"] for r in rows) == sorted(f"big{i}-2" for i in range(200))
     assert store.count() == 200
+
+
+def test_a_replace_that_loses_a_commit_race_re_reads_and_lands_without_undoing_the_winner(tmp_path, embedder, monkeypatch):
+    """A writer that does not queue on the lock (here: another store object committing between this replace's
+    read and its commit, on the same fragment) makes Lance reject the replace; it re-reads and commits again,
+    and both changes are in the index: the winner's rewrite is kept, the loser's lands once."""
+    import lance.fragment
+
+    chunks = _corpus(embedder, n_big=20, n_small=0)
+    store = _store(tmp_path, embedder, chunks)
+    other = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension)
+    real_write, calls = lance.fragment.write_fragments, []
+
+    def write_then_lose_the_race(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the replace below has read its rows' addresses; another writer commits now
+            other._swap("doc_id IN ('big3')", other._to_arrow(
+                [make_chunk(embedder, "big3", "winner text", ("group:big",), ordinal=5)]))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(lance.fragment, "write_fragments", write_then_lose_the_race)
+    version = store.table_version()
+    store.replace_documents(["big4"], [make_chunk(embedder, "big4", "loser text", ("group:big",), ordinal=6)])
+    assert len(calls) == 3  # the replace, the winner's commit inside it, the replace once more after the conflict
+    assert store.table_version() == version + 2
+    rows = {r["chunk_id"]: r["text"] for r in store.rows_for([f"big{i}" for i in range(20)])}
+    assert rows["big3-5"] == "winner text" and rows["big4-6"] == "loser text"
+    assert "big3-0" not in rows and "big4-0" not in rows and len(rows) == 20
 
 
 def test_fetch_reads_ranked_chunks_by_row_id_only_for_the_filter_that_ranked_them(tmp_path, embedder, monkeypatch):

@@ -12,6 +12,7 @@ ACL filter applied inside the query.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -19,7 +20,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,6 +47,7 @@ os.environ.setdefault("LANCE_LOG", "error")
 
 TABLE = "chunks"
 META_FILE = "bastion-index.json"
+WRITE_LOCK = "bastion-write.lock"  # held by replace_documents() while it reads, writes and commits
 _COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
             "ordinal", "text", "char_start", "char_end"]
 # A row's citation fields are also kept packed in one JSON column, ``cite``: reading a row costs
@@ -212,11 +215,26 @@ class LanceStore:
 
         for attempt in range(self.commit_attempts):
             try:
-                return self._swap(scope, data)
-            except CommitConflictError:  # another writer changed the same fragments since they were read
+                with self._writing():
+                    return self._swap(scope, data)
+            except CommitConflictError:  # a writer that does not take the lock (compaction) changed the same fragments
                 if attempt == self.commit_attempts - 1:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # let the other commit land, then re-read
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One replace at a time on this index, across threads and processes.
+
+        Two replaces that touch the same fragment cannot both commit against the version they read;
+        Lance rejects the second, which must re-read and try again. Retrying alone let a writer lose
+        every round to one that never paused (20 conflicts in a row in a CI run of two threads
+        rewriting one fragment), so writers queue on an advisory lock held for one ~20 ms swap;
+        the kernel drops it when its process dies, so a killed sync never blocks the next.
+        """
+        with open(self.path / WRITE_LOCK, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
 
     def _swap(self, scope: str, data: pa.Table) -> None:
         """One commit that deletes every row ``scope`` selects and adds ``data``.
