@@ -372,7 +372,7 @@ class ExactSets:
         out: dict[int, dict] = {}
         for entry in held.values():
             for part, alive in zip(entry.parts, entry.alive):
-                at = np.flatnonzero(np.isin(part.rows, want, assume_unique=True) & alive)
+                at = np.flatnonzero(_found(part.rows, want) & alive)
                 if len(at):
                     got = part.shown.take(pa.array(at)).to_pylist()
                     out.update((int(part.rows[i]), dict(row, chunk_id=part.ids[i])) for i, row in zip(at, got))
