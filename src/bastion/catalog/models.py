@@ -246,6 +246,7 @@ class SyncJobRow(Base):
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     report: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    upload_path: Mapped[str | None] = mapped_column(String(1000))  # the file an upload put in the source
 
 
 class AlertRow(Base):

@@ -1,14 +1,29 @@
 """Files under a folder: recursive, include/exclude globs, ``.bastion-acl`` overrides.
 
 A ``.bastion-acl`` file (one principal per line, ``#`` comments) sets the ACL of its folder's
-subtree; the nearest one wins over the source default. Symbolic links are never followed
-out of the root. Files larger than the size limit are listed with an error, not read.
+subtree; the nearest one wins over the source default. One that exists but cannot be used
+(invalid text, unreadable, or not a regular file: a link, a folder, a pipe) withdraws its
+subtree with a reported error: it fails closed, never open.
+
+Links are never followed, neither to files nor to folders, inside the root or out of it:
+each is reported as skipped (reason ``link``), and a target inside the source is indexed at
+its own place under its own ACL. Files are read by walking from the root one name at a time
+with ``O_NOFOLLOW`` and checked to be the very file the listing saw (device and inode), so a
+file swapped for a link, or a folder swapped for a link, between listing and reading is
+refused instead of read. Pipes, sockets and device files are skipped with a reason, never
+opened (a pipe would block the sync). Files larger than the size limit are listed with an
+error, not read.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
+import secrets
+import shutil
+import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path, PurePosixPath
 
 from bastion.connectors.protocol import SourceItem
@@ -17,10 +32,109 @@ from bastion.core.types import parse_acl
 from bastion.parsing import SUPPORTED
 
 ACL_FILE = ".bastion-acl"
+MAX_ACL_BYTES = 64 * 1024
+_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = _NOFOLLOW | os.O_NONBLOCK  # a pipe swapped in after the listing must not block the open
 
 
 def _matches(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or PurePosixPath(rel).match(p) for p in patterns)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file"
+    return "special file"
+
+
+def read_beneath(root: Path, rel: str, *, expect: tuple[int, int] | None = None, limit: int | None = None) -> bytes:
+    """Read the regular file at ``rel`` under ``root`` without following any link on the way.
+
+    Each folder on the path is opened relative to the previous one with ``O_NOFOLLOW``, so no
+    component can be a link, whenever it was swapped in. ``expect`` (device, inode) must match
+    the opened file; ``limit`` bounds how many bytes are read. Raises ``OSError`` naming what
+    was refused.
+    """
+    parts = PurePosixPath(rel).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(exc.errno, f"folder {part!r} on the way is a link or not a folder: refused") from exc
+            os.close(fd)
+            fd = nxt
+        try:
+            file_fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{rel!r} is a link or cannot be opened: refused ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{rel!r} is a {_kind(st.st_mode)}, not a regular file: refused")
+        if expect is not None and (st.st_dev, st.st_ino) != expect:
+            raise OSError(f"{rel!r} was replaced between listing and reading: refused, read again at the next sync")
+        os.set_blocking(fh.fileno(), True)
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise OSError(f"{rel!r} is larger than {limit} bytes")
+    return data
+
+
+def write_beneath(root: Path, rel: str, data: BinaryIO) -> int:
+    """Write ``data`` to the file ``rel`` under ``root`` atomically, never through a link.
+
+    Folders on the way are opened (or created) one at a time with ``O_NOFOLLOW``; the bytes go
+    to a new temporary file in the final folder, which then replaces the destination in one
+    rename, so a sync never sees half a file and a link at the destination is refused, not
+    written through. Returns the number of bytes written.
+    """
+    parts = PurePosixPath(rel).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                nxt = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(exc.errno, f"folder {part!r} is a link or not a folder: refused") from exc
+            os.close(fd)
+            fd = nxt
+        name = parts[-1]
+        try:
+            st = os.lstat(name, dir_fd=fd)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{rel!r} is a {_kind(st.st_mode)}, not a regular file: refused")
+        tmp = f".{name}.upload-{os.getpid()}-{secrets.token_hex(4)}"
+        out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                shutil.copyfileobj(data, out)
+                size = out.tell()
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)
+            raise
+        return size
+    finally:
+        os.close(fd)
 
 
 class FilesystemConnector:
@@ -40,13 +154,40 @@ class FilesystemConnector:
         self.max_bytes = max_bytes
 
     def _acl_for(self, folder: Path, inherited: frozenset[str] | str) -> frozenset[str] | str:
+        """The ACL of ``folder``'s subtree, or the reason it is withdrawn (fail closed)."""
+        if isinstance(inherited, str):
+            return inherited  # a withdrawn subtree stays withdrawn, whatever lies below
         acl_path = folder / ACL_FILE
-        if not acl_path.is_file() or acl_path.is_symlink():
-            return inherited
+        rel = acl_path.relative_to(self.root).as_posix()
         try:
-            return parse_acl(acl_path.read_text(encoding="utf-8"))
+            st = acl_path.lstat()
+        except FileNotFoundError:
+            return inherited
+        except OSError as exc:
+            return f"invalid {rel}: cannot inspect it ({exc.strerror}); its folder is withdrawn"
+        if not stat.S_ISREG(st.st_mode):
+            return f"invalid {rel}: it is a {_kind(st.st_mode)}, not a regular file; its folder is withdrawn"
+        try:
+            text = read_beneath(self.root, rel, expect=(st.st_dev, st.st_ino), limit=MAX_ACL_BYTES).decode("utf-8")
+            return parse_acl(text)
         except (AccessError, UnicodeDecodeError, OSError) as exc:
-            return f"invalid {acl_path.relative_to(self.root)}: {exc}"  # fail closed for the subtree
+            return f"invalid {rel}: {exc}; its folder is withdrawn"
+
+    def folder_acl(self, rel_folder: PurePosixPath) -> frozenset[str] | str:
+        """The ACL a file written into ``rel_folder`` gets at the next sync, computed from the root
+        down as :meth:`scan` does, or the reason nothing may be written there (a withdrawn subtree,
+        a folder on the way that is a link or not a folder). Folders not there yet inherit."""
+        folder, acl = self.root, self._acl_for(self.root, self.default_acl)
+        for part in rel_folder.parts:
+            folder = folder / part
+            try:
+                st = folder.lstat()
+            except FileNotFoundError:
+                return acl
+            if not stat.S_ISDIR(st.st_mode):
+                return f"{folder.relative_to(self.root).as_posix()!r} is a {_kind(st.st_mode)}, not a folder"
+            acl = self._acl_for(folder, acl)
+        return acl
 
     def scan(self) -> Iterator[SourceItem]:
         if not self.root.is_dir():
@@ -56,11 +197,18 @@ class FilesystemConnector:
             folder = Path(dirpath)
             parent_acl = acls.get(folder.parent, self.default_acl) if folder != self.root else self.default_acl
             acl = acls[folder] = self._acl_for(folder, parent_acl)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            visible = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = [d for d in visible if not (folder / d).is_symlink()]
+            for name in sorted(set(visible) - set(dirnames)):  # links to folders: reported, not followed
+                yield self._skipped(folder / name, "link")
             for name in sorted(filenames):
                 item = self._item(folder / name, acl)
                 if item is not None:
                     yield item
+
+    def _skipped(self, path: Path, reason: str) -> SourceItem:
+        rel = path.relative_to(self.root).as_posix()
+        return SourceItem(key=rel, uri=str(path), media_type="", acl=frozenset(), load=_never, skipped=reason)
 
     def _item(self, path: Path, acl: frozenset[str] | str) -> SourceItem | None:
         if path.name.startswith("."):
@@ -73,16 +221,24 @@ class FilesystemConnector:
             return None
         if self.exclude and _matches(rel, self.exclude):
             return None
-        if path.is_symlink() and not path.resolve().is_relative_to(self.root):
-            return None  # never follow a link out of the root
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
-            return None
+            return None  # gone since the listing
+        if stat.S_ISLNK(st.st_mode):
+            return self._skipped(path, "link")
+        if not stat.S_ISREG(st.st_mode):
+            return self._skipped(path, f"{_kind(st.st_mode)}, not a regular file")
         error = acl if isinstance(acl, str) else None
         if error is None and st.st_size > self.max_bytes:
             error = f"file is {st.st_size / 2**20:.1f} MiB, over the {self.max_bytes / 2**20:.0f} MiB limit (ingest.max_file_mb)"
+        root, identity = self.root, (st.st_dev, st.st_ino)
         return SourceItem(
             key=rel, uri=str(path), media_type=suffix, acl=acl if isinstance(acl, frozenset) else frozenset(),
-            load=path.read_bytes, mtime=st.st_mtime, size=st.st_size, title=path.stem, error=error,
+            load=lambda: read_beneath(root, rel, expect=identity), mtime=st.st_mtime, size=st.st_size,
+            title=path.stem, error=error,
         )
+
+
+def _never() -> bytes:
+    raise OSError("a skipped item is never read")

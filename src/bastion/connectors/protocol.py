@@ -12,7 +12,9 @@ class SourceItem:
 
     ``mtime`` (and ``size`` when known) let the pipeline skip reading unchanged documents.
     ``error`` is set when the item is known to be unusable (oversize, bad ACL file): it is
-    recorded for that document and the run goes on.
+    recorded for that document and the run goes on. ``skipped`` says why an item the source
+    holds is not a document at all (``link``, a pipe): the sync reports it and indexes nothing
+    under its key (a document indexed there before is removed).
     """
 
     key: str
@@ -24,6 +26,7 @@ class SourceItem:
     size: int | None = None
     title: str | None = None
     error: str | None = None
+    skipped: str | None = None
     metadata: dict = field(default_factory=dict)
 
 

@@ -1,8 +1,10 @@
 """Rows of a table or query in any SQLAlchemy database, one document per row.
 
 Text comes from a template over the row's columns (``"{title}\\n{body}"``); the ACL comes
-from a column of comma-separated principals or, when absent, the source default. An
-``updated_at`` column lets a sync skip rows that did not change.
+from a column of comma-separated principals (text; a NULL or non-text value withdraws that
+row with a reported error) or, when absent, the source default. An ``updated_at`` column
+lets a sync skip rows that did not change. Ids must be unique: a second row with an id
+already seen is reported and not indexed, so one id is one live document.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except SQLAlchemyError:
         return "<unparseable URL>"
+
+
+def _never() -> bytes:
+    raise OSError("a skipped row is never read")
 
 
 def _timestamp(value) -> float | None:
@@ -92,7 +98,15 @@ class SqlConnector:
         if len(rows) > self.max_rows:
             raise IngestError(f"SQL source returned more than {self.max_rows} rows (ingest.max_rows_per_table)")
         where = self.table or "query"
-        for row in rows:
+        first: dict[str, int] = {}
+        for n, row in enumerate(rows, 1):
+            key = str(row[self.id_column])
+            if key in first:  # one document per id: a second row would keep two versions live
+                yield SourceItem(key=key, uri=f"{where}#{key}", media_type="txt", acl=frozenset(), load=_never,
+                                 skipped=f"duplicate id: row {n} has the id {key!r} of row {first[key]}, "
+                                         "which alone is indexed; give each row its own id")
+                continue
+            first[key] = n
             yield self._item(dict(row), where)
 
     def _describe(self, conn, columns: list[str]) -> list[str]:
@@ -113,10 +127,13 @@ class SqlConnector:
         error = None
         acl = self.default_acl
         if self.acl_column:
+            value = row.get(self.acl_column)
             try:
-                acl = parse_acl(row.get(self.acl_column) or "")
-            except AccessError as exc:
-                acl, error = frozenset(), f"ACL column {self.acl_column!r}: {exc}"
+                if value is None:
+                    raise AccessError("it is NULL")
+                acl = parse_acl(value)
+            except AccessError as exc:  # this row only: withdrawn (nobody may read it), reported
+                acl, error = frozenset(), f"ACL column {self.acl_column!r}: {exc}; the row is withdrawn"
         body = self.template.format(**{f: "" if row[f] is None else row[f] for f in self.fields})
         data = body.encode("utf-8")
         title = str(row[self.title_column]) if self.title_column and row.get(self.title_column) else f"{where} #{key}"

@@ -8,7 +8,8 @@ from typing import Any
 from bastion.core.errors import AccessError
 
 EVERYONE = "everyone"
-_PRINCIPAL_RE = re.compile(r"^(everyone|user:[^\s,]+|group:[^\s,]+)$")
+_PRINCIPAL_RE = re.compile(r"^(everyone|user:[^\s,#]+|group:[^\s,#]+)$")
+_COMMENT_RE = re.compile(r"(?:^|(?<=[\s,]))#.*")  # a comment: from a # that starts a word to the end of the line
 
 
 def parse_principal(text: str) -> str:
@@ -22,11 +23,28 @@ def parse_principal(text: str) -> str:
 
 
 def parse_acl(text: str | None) -> frozenset[str]:
-    """Parse a comma- or newline-separated ACL. Empty or None means nobody may read."""
-    if not text:
+    """Parse an ACL text: principals separated by commas or new lines, ``#`` comments.
+
+    A ``#`` at the start of a line, or after a space or a comma, begins a comment that runs to
+    the end of that line; comments are removed line by line *before* anything is split on
+    commas, so nothing written in a comment can ever become a principal. Only ``\\n`` (or
+    ``\\r\\n``) ends a line. One leading byte-order mark is ignored. Empty or ``None``
+    means nobody may read. A value that is not text raises :class:`AccessError`.
+
+    >>> sorted(parse_acl("group:finance  # was: group:hr, everyone\\nuser:carol"))
+    ['group:finance', 'user:carol']
+    """
+    if text is None:
         return frozenset()
-    parts = [p for p in re.split(r"[,\n]", text) if p.strip() and not p.strip().startswith("#")]
-    return frozenset(parse_principal(p) for p in parts)
+    if not isinstance(text, str):
+        raise AccessError(f"an ACL must be text, got {type(text).__name__} {text!r:.60}")
+    text = text.removeprefix("\ufeff")
+    principals: set[str] = set()
+    for line in text.split("\n"):
+        for part in _COMMENT_RE.sub("", line).split(","):
+            if part.strip():
+                principals.add(parse_principal(part))
+    return frozenset(principals)
 
 
 @dataclass(frozen=True)

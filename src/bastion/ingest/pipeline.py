@@ -144,6 +144,10 @@ class SyncPipeline:
             known = self._known(source.id)
             seen: set[str] = set()
             for item in items:
+                if item.skipped:
+                    report.skipped.append({"file": item.key, "reason": item.skipped})
+                    progress("scan", 1, None)
+                    continue
                 doc_id = doc_id_for(source.id, item.key)
                 seen.add(doc_id)
                 entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta)
@@ -152,6 +156,8 @@ class SyncPipeline:
                     for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
                         metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
                 progress("scan", 1, None)
+            if report.skipped:
+                metrics["skipped"] = report.skipped
             known_active = sum(1 for d in known.values() if d.current_version_id)
             gone = [d for d in known if d not in seen and known[d].current_version_id]
             metrics["scan"] = {"items": len(items), "bytes": sum(i.size or 0 for i in items),

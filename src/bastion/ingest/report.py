@@ -20,6 +20,7 @@ class SyncReport:
     pages: int = 0
     seconds: float = 0.0
     errors: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # items that are not documents: {"file", "reason"}
     quarantined: list[str] = field(default_factory=list)  # why the run was not published
     alerts: list[dict] = field(default_factory=list)  # alerts this sync opened or still sees
 
@@ -29,7 +30,7 @@ class SyncReport:
 
     def counts(self) -> dict:
         data = asdict(self)
-        for name in ("errors", "quarantined", "alerts", "status"):
+        for name in ("errors", "skipped", "quarantined", "alerts", "status"):
             data.pop(name)
         return data
 
@@ -41,5 +42,6 @@ class SyncReport:
             if isinstance(value, (int, float)) and name != "run_id":
                 setattr(self, name, getattr(self, name) + value)
         self.errors.extend(other.errors)
+        self.skipped.extend(other.skipped)
         self.quarantined.extend(other.quarantined)
         self.alerts.extend(other.alerts)

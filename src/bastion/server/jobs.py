@@ -19,7 +19,35 @@ def job_dict(r: SyncJobRow) -> dict:
     iso = lambda t: t.isoformat() + "Z" if t else None  # noqa: E731
     return {"id": r.id, "source": r.source, "status": r.status, "started_by": r.started_by,
             "created_at": iso(r.created_at), "finished_at": iso(r.finished_at), "progress": r.progress or {},
-            "report": r.report, "error": r.error}
+            "report": r.report, "error": r.error, "upload_path": r.upload_path}
+
+
+def member_view(job: dict) -> dict:
+    """What a non-admin who started a job (an upload) may see: its state and the outcome of the
+    file they uploaded. Never the source's other paths, its counts or errors, nor why a failed
+    job failed (a message may quote other documents); an admin sees the whole job."""
+    view = {k: job[k] for k in ("id", "source", "status", "started_by", "created_at", "finished_at")}
+    view["progress"] = {"stage": (job["progress"] or {}).get("stage")}
+    path = job.get("upload_path")
+    view["upload"] = {"path": path, **_upload_outcome(job, path)} if path else None
+    if job["status"] == "failed":
+        view["error"] = "the sync failed; an administrator can see why in the sync job list"
+    return view
+
+
+def _upload_outcome(job: dict, path: str) -> dict:
+    if job["status"] in ("queued", "running"):
+        return {"outcome": "pending"}
+    if job["status"] != "completed" or not job["report"]:
+        return {"outcome": "not indexed"}
+    report = job["report"]
+    if any(r.get("status") == "quarantined" for r in report.get("sources") or []):
+        return {"outcome": "held", "reason": "the sync was held for review; an administrator publishes it"}
+    for kind in ("errors", "skipped"):
+        for entry in report.get(kind) or []:
+            if entry.get("file") == path:
+                return {"outcome": "failed" if kind == "errors" else "skipped", "reason": entry.get("reason")}
+    return {"outcome": "indexed"}
 
 
 class SyncJobs:
@@ -37,12 +65,14 @@ class SyncJobs:
             s.execute(update(SyncJobRow).where(SyncJobRow.status.in_(["queued", "running"]))
                       .values(status="interrupted", finished_at=utcnow(), error="the server stopped before it finished"))
 
-    def start(self, source: str | None, user_id: str) -> dict:
+    def start(self, source: str | None, user_id: str, upload_path: str | None = None) -> dict:
+        """Queue a sync; ``upload_path`` names the file an upload put in ``source``."""
         if source is not None:
             self.ws.sources.get(source)
         job_id = secrets.token_hex(8)
         with self.ws.catalog.session() as s:
-            row = SyncJobRow(id=job_id, source=source, status="queued", started_by=user_id, progress={})
+            row = SyncJobRow(id=job_id, source=source, status="queued", started_by=user_id, progress={},
+                             upload_path=upload_path)
             s.add(row)
         self._queue.put(job_id)
         if self._thread is None or not self._thread.is_alive():

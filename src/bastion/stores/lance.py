@@ -89,6 +89,18 @@ def _expand(row: dict) -> dict:
     return row
 
 
+def _rank_score(rank: int) -> float:
+    """The score of the ``rank``-th (from 0) hit of a full-text-index query: its reciprocal rank.
+
+    The full-text index scores BM25 with term statistics of the whole table, the chunks the
+    filter refuses included, so its raw scores would tell a principal how often the query's
+    words occur in text it may not read. Only the order leaves the store; what the order itself
+    still carries is measured in docs/benchmarks.md and described in docs/security.md. The exact
+    path scores BM25 over the principal's own chunks (:mod:`.postings`) and keeps real scores.
+    """
+    return 1.0 / (rank + 1)
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -603,7 +615,7 @@ class LanceStore:
         t = self._terms(terms, acl_filter(labels, source), k, ["chunk_id"])
         ids = t.column("chunk_id").to_pylist()
         self._hint(labels, source, ids, t.column("_rowid").to_pylist())
-        return [Ranked(c, float(s)) for c, s in zip(ids, t.column("_score").to_pylist())]
+        return [Ranked(c, _rank_score(i)) for i, c in enumerate(ids)]
 
     @staticmethod
     def _filter_key(labels: frozenset[str], source) -> tuple:
@@ -697,8 +709,8 @@ class LanceStore:
         ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms")
         if ranked is not None:  # ranked from memory as rank_terms ranks
             return self.fetch(ranked, labels, source)
-        rows = self._terms(terms, acl_filter(labels, source), k, self._read).drop_columns(["_rowid"]).to_pylist()
-        return [StoreHit(row=_expand(r), score=float(r.pop("_score"))) for r in rows]
+        rows = self._terms(terms, acl_filter(labels, source), k, self._read).drop_columns(["_rowid", "_score"]).to_pylist()
+        return [StoreHit(row=_expand(r), score=_rank_score(i)) for i, r in enumerate(rows)]
 
     def chunk_keys(self) -> list[tuple[str, str, str]]:
         t = self._table.to_arrow().select(["chunk_id", "doc_id", "version_id"]) if self.count() else None

@@ -61,7 +61,12 @@ class ChunkStore(Protocol):
         ...
 
     def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
-        """Ids and BM25 scores of the top-k chunks whose ACL meets ``labels``, best first."""
+        """Ids and scores of the top-k chunks whose ACL meets ``labels`` by BM25, best first.
+
+        A score may be computed only from chunks ``labels`` admit (BM25 statistics over the
+        principal's readable chunks); a store whose full-text index scores with statistics of the
+        whole table returns a score derived from the rank alone instead.
+        """
         ...
 
     def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: str | None = None) -> list[StoreHit]:

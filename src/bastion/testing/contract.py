@@ -154,3 +154,24 @@ class AccessControlContract:
         got = ranked(Principal("fay", frozenset({"finance"})))
         assert [cid for cid, _ in got] == ["fin-0"] and got[0][1] > 0  # positive control
         assert ranked(Principal("sam", frozenset({"staff"}))) == []
+
+    # -- numbers shown to a principal come only from what it may read ------------------------
+    @pytest.mark.parametrize("mode", MODES)
+    def test_scores_do_not_change_when_chunks_the_principal_cannot_read_are_added(self, env, mode):
+        """No score is computed from text the principal may not read: chunks it cannot read, full of
+        the query's words, change neither its hits nor their scores (BM25 statistics included)."""
+        store, embedder, r = env
+        self._docs(store, embedder, {"probe": ("glossary entry quokka listed here once", ("everyone",)),
+                                     "other": ("glossary entry wombat listed here twice wombat", ("everyone",))})
+        bob, fay = Principal("bob", frozenset({"staff"})), Principal("fay", frozenset({"finance"}))
+        queries = ("quokka", "wombat", "glossary quokka", "glossary entry")
+
+        def seen(principal):
+            return {q: [(h.chunk_id, round(h.score, 6)) for h in r.search(q, principal, 5, mode=mode)] for q in queries}
+
+        before = seen(bob)
+        assert "probe-0" in [c for c, _ in before["quokka"]]  # positive control: bob reads it
+        self._docs(store, embedder, {f"secret{i}": (f"quokka programme part {i} is confidential quokka glossary",
+                                                    ("group:finance",)) for i in range(6)})
+        assert seen(bob) == before
+        assert {h.doc_id for h in r.search("quokka programme", fay, 10, mode=mode)} >= {"secret0", "secret5"}

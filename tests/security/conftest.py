@@ -1,0 +1,3 @@
+"""The security suite: one module per finding of the security review, each pairing the attack
+(which must fail) with a positive control (the owner still gets what is theirs)."""
+from tests.server.conftest import auth, client, free_port, live, served  # noqa: F401  (fixtures shared with tests/server)
