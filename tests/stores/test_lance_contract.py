@@ -22,3 +22,19 @@ class TestLanceAccessControlWithAnnIndex(AccessControlContract):
 
         store.replace_documents = replace_and_index
         return store
+
+
+class TestLanceAccessControlOnTheFullTextIndex(AccessControlContract):
+    """Same rules when every principal reads too much for memory (``exact_threshold=0``): BM25 from the
+    full-text index, whose statistics span the whole table, so only ranks leave the store."""
+
+    def make_store(self, path, embedder):
+        store = LanceStore(path, embedder_id=embedder.id, dimension=embedder.dimension, exact_threshold=0)
+        original = store.replace_documents
+
+        def replace_and_index(doc_ids, chunks):
+            original(doc_ids, chunks)
+            store.optimize()
+
+        store.replace_documents = replace_and_index
+        return store

@@ -373,7 +373,7 @@ def test_fetch_reads_ranked_chunks_by_row_id_only_for_the_filter_that_ranked_the
 
     chunks = [make_chunk(embedder, f"fin{i}", f"budget forecast {i}", ("group:finance",)) for i in range(6)]
     chunks += [make_chunk(embedder, "both", "budget forecast shared", ("group:finance", "group:hr"))]
-    store = _store(tmp_path, embedder, chunks)
+    store = _store(tmp_path, embedder, chunks, exact_threshold=0)  # every ranking through the full-text index
     lookups = []
     to_table = LanceDataset.to_table
     monkeypatch.setattr(LanceDataset, "to_table", lambda self, *a, **kw: lookups.append(kw.get("filter")) or to_table(self, *a, **kw))

@@ -488,14 +488,16 @@ class LanceStore:
                     self._counts.pop(next(iter(self._counts)))
         return known[1]
 
-    def _exact(self, where: str, version: int | None = None, keys: tuple | None = None) -> bool:
-        """Whether dense search under ``where`` is exact from vectors held in memory (:mod:`.exact`):
-        when there is an ANN index (without one, LanceDB's scan is exact already) and the filter admits
-        at most ``exact_threshold`` chunks. When the in-memory entries of every one of the filter's
+    def _exact(self, where: str, version: int | None = None, keys: tuple | None = None, kind: str = "dense") -> bool:
+        """Whether a search under ``where`` ranks from what is held in memory (:mod:`.exact`): when the
+        filter admits at most ``exact_threshold`` chunks, and, for dense search, there is an ANN index
+        (without one, LanceDB's scan is exact already). BM25 takes this path at any table size: the
+        full-text index scores with statistics of the whole table, chunks the filter refuses included,
+        while memory scores over the principal's own chunks (docs/security.md). When the in-memory entries of every one of the filter's
         ``keys`` are held, and the filter was not over the threshold when last counted, the entries'
         refresh lists the rows and checks the threshold itself, so no count is run first."""
         version = self._version() if version is None else version
-        if "vector" not in self._indexed_columns:
+        if kind == "dense" and "vector" not in self._indexed_columns:
             return False
         known = self._counted(where)
         if known is not None and known[0] == version:
@@ -510,7 +512,7 @@ class LanceStore:
         indexes). ``version`` was read before any row, so what the cache reads is never older than its tag."""
         keys = self._exact_keys(labels, source)
         where = acl_filter(labels, source)
-        if not self._exact(where, version, keys):
+        if not self._exact(where, version, keys, kind):
             return None
         rows: dict[str, int] = {}
         rank = self._exact_sets.rank if kind == "dense" else self._exact_sets.rank_terms
