@@ -12,30 +12,36 @@ shown once, when it is created. Revocation and expiry are checked on every use.
 >>> key_id, key = acc.create_key("alice")
 >>> acc.authenticate_key(key).user_id
 'alice'
->>> acc.revoke_key(key_id); acc.authenticate_key(key) is None
-True
+>>> acc.revoke_key(key_id); acc.authenticate_key(key).active
+False
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bastion.catalog.db import Catalog
 from bastion.catalog.models import AccountRow, ApiKeyRow, UserRow, WebSessionRow, utcnow
+from bastion.core.config import MAX_DURATION_DAYS
 from bastion.core.errors import AccessError, AuthError
 
 ROLES = ("member", "editor", "admin")
 KEY_PREFIX = "bst_"
 MIN_PASSWORD = 10
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_DURATION = timedelta(days=MAX_DURATION_DAYS)
+_DURATION = re.compile(r"^\s*(\d{1,18})\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def role_rank(role: str) -> int:
@@ -43,11 +49,22 @@ def role_rank(role: str) -> int:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta."""
-    m = _DURATION.match(text or "")
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta, at most :data:`MAX_DURATION` (about 10 years).
+
+    >>> parse_duration("2w")
+    datetime.timedelta(days=14)
+    >>> parse_duration("999999999d")
+    Traceback (most recent call last):
+    ...
+    bastion.core.errors.AccessError: duration '999999999d' is too long: at most 3650d (about 10 years)
+    """
+    m = _DURATION.match(text or "") if isinstance(text, str) else None
     if not m or int(m.group(1)) <= 0:
         raise AccessError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 30d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    seconds = int(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise AccessError(f"duration {text!r} is too long: at most {MAX_DURATION_DAYS}d (about 10 years)")
+    return timedelta(seconds=seconds)
 
 
 def _sha256(value: str) -> str:
@@ -76,6 +93,96 @@ class KeyInfo:
                 "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at), "active": self.active}
 
 
+@dataclass
+class _Strikes:
+    failures: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Failed logins counted per (user name, client address) and per client address, in memory.
+
+    A pair is locked after ``max_per_pair`` failures, an address after ``max_per_address`` (whatever
+    the user names): ``base_s``, doubling per further failure up to ``max_s``. Failures are forgotten
+    ``window_s`` after the last one; a successful login clears its pair (not its address). User names
+    are counted whether or not they exist, so the answers do not tell which do, and a lock applies
+    to one address only, so nobody can lock an account out from everywhere.
+
+    >>> t = LoginThrottle(max_per_pair=2, max_per_address=3, base_s=30, max_s=900, window_s=900, clock=lambda: 0.0)
+    >>> t.failed("alice", "10.0.0.1"), t.failed("alice", "10.0.0.1"), t.wait("alice", "10.0.0.1")
+    (0, 30, 30)
+    >>> t.wait("alice", "10.0.0.2"), t.failed("nobody", "10.0.0.1"), t.wait("carol", "10.0.0.1")
+    (0, 30, 30)
+    """
+
+    CAPACITY = 100_000  # entries kept at most (expired ones go first, then the oldest)
+
+    def __init__(self, *, max_per_pair: int, max_per_address: int, base_s: int, max_s: int, window_s: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_per_pair, self.max_per_address = max_per_pair, max_per_address
+        self.base_s, self.max_s, self.window_s, self.clock = base_s, max_s, window_s, clock
+        self._entries: dict[tuple, _Strikes] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(username: str, client: str | None) -> tuple[tuple, tuple]:
+        return ("pair", username, client or ""), ("address", client or "")
+
+    def _live(self, key: tuple, now: float) -> _Strikes | None:
+        entry = self._entries.get(key)
+        if entry is not None and now - entry.last > self.window_s and now >= entry.locked_until:
+            del self._entries[key]
+            return None
+        return entry
+
+    def wait(self, username: str, client: str | None) -> int:
+        """Seconds until ``username`` may try to log in from ``client`` (0: now)."""
+        now = self.clock()
+        with self._lock:
+            entries = [self._live(k, now) for k in self._keys(username, client)]
+        return max((math.ceil(e.locked_until - now) for e in entries if e and e.locked_until > now), default=0)
+
+    def failed(self, username: str, client: str | None) -> int:
+        """Count a failure; the seconds the caller must now wait (0: not locked)."""
+        now = self.clock()
+        pair, address = self._keys(username, client)
+        with self._lock:
+            waits = [self._strike(pair, self.max_per_pair, now), self._strike(address, self.max_per_address, now)]
+            self._trim(now)
+        return max(waits)
+
+    def _strike(self, key: tuple, limit: int, now: float) -> int:
+        entry = self._live(key, now) or _Strikes()
+        self._entries.pop(key, None)
+        self._entries[key] = entry  # newest last: the oldest are dropped first when full
+        entry.failures, entry.last = entry.failures + 1, now
+        over = entry.failures - limit
+        if over < 0:
+            return 0
+        wait = min(self.base_s * 2 ** min(over, 32), self.max_s)
+        entry.locked_until = max(entry.locked_until, now + wait)
+        return math.ceil(entry.locked_until - now)
+
+    def _trim(self, now: float) -> None:
+        if len(self._entries) <= self.CAPACITY:
+            return
+        for key in list(self._entries):
+            self._live(key, now)
+        while len(self._entries) > self.CAPACITY:
+            del self._entries[next(iter(self._entries))]
+
+    def succeeded(self, username: str, client: str | None) -> None:
+        with self._lock:
+            self._entries.pop(self._keys(username, client)[0], None)
+
+    def forget_user(self, username: str) -> None:
+        """Clear every address's failures for ``username`` (its password was just set)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == "pair" and k[1] == username]:
+                del self._entries[key]
+
+
 @dataclass(frozen=True)
 class LoginResult:
     ok: bool
@@ -88,9 +195,10 @@ class Accounts:
     """Roles, passwords, API keys and web sessions of the catalog's users."""
 
     def __init__(self, catalog: Catalog, *, max_failures: int = 5, lockout_base_s: int = 30,
-                 lockout_max_s: int = 900):
+                 lockout_max_s: int = 900, max_failures_per_address: int = 20, failure_window_s: int = 900):
         self.catalog = catalog
-        self.max_failures, self.lockout_base_s, self.lockout_max_s = max_failures, lockout_base_s, lockout_max_s
+        self.throttle = LoginThrottle(max_per_pair=max_failures, max_per_address=max_failures_per_address,
+                                      base_s=lockout_base_s, max_s=lockout_max_s, window_s=failure_window_s)
         from argon2 import PasswordHasher
 
         self._hasher = PasswordHasher()
@@ -126,7 +234,10 @@ class Accounts:
             return list(s.scalars(select(AccountRow.user_id).where(AccountRow.role == "admin")))
 
     # -- passwords ---------------------------------------------------------------------------
-    def set_password(self, user_id: str, password: str) -> None:
+    def set_password(self, user_id: str, password: str) -> int:
+        """Set a password and end the user's web sessions (a reset locks out whoever held one).
+
+        Returns how many sessions were ended."""
         if not isinstance(password, str) or len(password) < MIN_PASSWORD:
             raise AccessError(f"password too short: use at least {MIN_PASSWORD} characters")
         if len(password) > 1024:
@@ -135,36 +246,40 @@ class Accounts:
             acc = self._account(s, user_id)
             acc.password_hash = self._hasher.hash(password)
             acc.failed_logins, acc.locked_until = 0, None
+            ended = self._end_sessions(s, user_id)
+        self.throttle.forget_user(user_id)
+        return ended
 
-    def verify_password(self, user_id: str, password: str) -> LoginResult:
-        """Check a login; repeated failures lock the account for a doubling time (30 s, 60 s, ... 15 min)."""
+    def verify_password(self, user_id: str, password: str, client: str | None = None) -> LoginResult:
+        """Check a login from the client address ``client``.
+
+        Failures are counted per (user name, address) and per address (:class:`LoginThrottle`), for
+        unknown user names too, which also cost the same argon2 work as a wrong password: the answers
+        and their timing do not tell which users exist."""
         from argon2.exceptions import InvalidHashError, VerificationError
 
-        now = utcnow()
+        if not isinstance(user_id, str):
+            return LoginResult(False, None, "bad-credentials")
+        wait = self.throttle.wait(user_id, client)
         with self.catalog.session() as s:
-            acc = s.get(AccountRow, user_id) if isinstance(user_id, str) else None
-            if acc is None or acc.password_hash is None:
-                try:  # the same work as a real check, so timing does not tell which users exist
-                    self._hasher.verify(self._dummy_hash, password or "")
-                except (VerificationError, InvalidHashError):
-                    pass
-                return LoginResult(False, None, "bad-credentials")
-            if acc.locked_until and acc.locked_until > now:
-                return LoginResult(False, user_id, "locked", int((acc.locked_until - now).total_seconds()) + 1)
+            acc = s.get(AccountRow, user_id)
+            known = user_id if acc is not None else None
+            if wait:
+                return LoginResult(False, known, "locked", wait)
+            stored = acc.password_hash if acc is not None and acc.password_hash else self._dummy_hash
             try:
-                self._hasher.verify(acc.password_hash, password or "")
+                self._hasher.verify(stored, password or "")
+                ok = stored is not self._dummy_hash
             except (VerificationError, InvalidHashError):
-                acc.failed_logins += 1
-                over = acc.failed_logins - self.max_failures
-                if over >= 0:
-                    wait = min(self.lockout_base_s * 2 ** over, self.lockout_max_s)
-                    acc.locked_until = now + timedelta(seconds=wait)
-                    return LoginResult(False, user_id, "locked", wait)
-                return LoginResult(False, user_id, "bad-credentials")
+                ok = False
+            if not ok:
+                wait = self.throttle.failed(user_id, client)
+                return LoginResult(False, known, "locked" if wait else "bad-credentials", wait)
             if self._hasher.check_needs_rehash(acc.password_hash):
                 acc.password_hash = self._hasher.hash(password)
-            acc.failed_logins, acc.locked_until, acc.last_login_at = 0, None, now
-            return LoginResult(True, user_id)
+            acc.last_login_at = utcnow()
+        self.throttle.succeeded(user_id, client)
+        return LoginResult(True, user_id)
 
     # -- API keys ----------------------------------------------------------------------------
     def create_key(self, user_id: str, *, name: str | None = None, expires_in: timedelta | None = None,
@@ -240,10 +355,20 @@ class Accounts:
             return row.user_id, row.csrf_token
 
     def end_session(self, token: str) -> None:
-        from sqlalchemy import delete
-
         with self.catalog.session() as s:
             s.execute(delete(WebSessionRow).where(WebSessionRow.token_hash == _sha256(token or "")))
 
+    def end_sessions(self, user_id: str) -> int:
+        """Log ``user_id`` out everywhere: end all their web sessions; returns how many there were."""
+        with self.catalog.session() as s:
+            if s.get(UserRow, user_id) is None:
+                raise AccessError(f"unknown user {user_id!r}")
+            return self._end_sessions(s, user_id)
 
-__all__ = ["Accounts", "AuthError", "KeyInfo", "LoginResult", "ROLES", "parse_duration", "role_rank"]
+    @staticmethod
+    def _end_sessions(s, user_id: str) -> int:
+        return s.execute(delete(WebSessionRow).where(WebSessionRow.user_id == user_id)).rowcount or 0
+
+
+__all__ = ["Accounts", "AuthError", "KeyInfo", "LoginResult", "LoginThrottle", "MAX_DURATION", "ROLES",
+           "parse_duration", "role_rank"]

@@ -60,8 +60,8 @@ class SourceRegistry:
         with self.catalog.session() as s:
             row = s.scalar(select(SourceRow).where(SourceRow.name == name))
         if row is None:
-            known = ", ".join(r.name for r in self.list()) or "none"
-            raise ConfigError(f"unknown source {name!r} (known: {known})")
+            # never the list of sources: this message reaches members over the API, who may not see it
+            raise ConfigError(f"unknown source {name!r}")
         return row
 
     def connector(self, row: SourceRow) -> Connector:

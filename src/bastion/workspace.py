@@ -94,7 +94,8 @@ class Workspace:
 
         a = self.config.auth
         return Accounts(self.catalog, max_failures=a.max_failed_logins, lockout_base_s=a.lockout_base_s,
-                        lockout_max_s=a.lockout_max_s)
+                        lockout_max_s=a.lockout_max_s, max_failures_per_address=a.max_failed_logins_per_address,
+                        failure_window_s=a.failed_login_window_s)
 
     @cached_property
     def audit(self):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.connectors.test_sql import add_source, db, sync, ws  # noqa: F401  (fixtures)
+from tests.connectors.test_sql import add_source, sync
 
 pytestmark = pytest.mark.services
 

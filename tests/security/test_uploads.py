@@ -34,7 +34,6 @@ def test_an_uploader_cannot_replace_or_plant_files_in_a_folder_they_cannot_read(
 
 
 def test_a_finance_editor_may_upload_into_the_finance_folder(client, served):
-    root = _root(served)
     served.ws.directory.add_user("fred", groups=["finance", "staff"], role="editor")
     key = served.app.state.server.accounts.create_key("fred", name="t")[1]
     r = _upload(client, key, "finance/q4.md", "# Q4\n\nQ4 revenue forecast EUR 51 million.\n")

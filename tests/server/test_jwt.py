@@ -24,8 +24,9 @@ def idp(served, tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     (served.ws.home / "jwks.json").write_text(json.dumps({"keys": [jwk | {"kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    # dana is the identity provider's user only (not in the catalog): admitted as allow_unknown_users says
     served.ws.config.auth.jwt = JwtConfig(jwks_file="jwks.json", issuer=ISS, audience=AUD, groups_claim="groups",
-                                          role_claim="bastion_role")
+                                          role_claim="bastion_role", allow_unknown_users=True)
 
     def token(**over):
         claims = {"sub": "dana", "iss": ISS, "aud": AUD, "exp": int(time.time()) + 300, "groups": ["finance"]} | over
@@ -150,7 +151,7 @@ def test_keys_can_come_from_a_jwks_url(served):
     threading.Thread(target=idp.serve_forever, daemon=True).start()
     try:
         served.ws.config.auth.jwt = JwtConfig(jwks_url=f"http://127.0.0.1:{idp.server_port}/jwks.json", issuer=ISS,
-                                              audience=AUD)
+                                              audience=AUD, allow_unknown_users=True)
         with TestClient(create_app(served.ws)) as client:
             good = jwt.encode({"sub": "dana", "iss": ISS, "aud": AUD, "exp": int(time.time()) + 60}, key,
                               algorithm="RS256", headers={"kid": "u1"})

@@ -262,7 +262,7 @@ def test_upload_needs_the_editor_role_and_a_source_that_allows_it(client, served
 def test_an_editor_cannot_upload_to_a_source_that_does_not_list_them(client, served, tmp_path):
     other = tmp_path / "board"
     other.mkdir()
-    served.ws.sources.add_folder("board", other, acl="group:board")
+    served.ws.sources.add_folder("board", other, acl="group:board, group:it")  # root (it) may read it: it may upload
     r = client.post("/api/v1/sources/board/documents", headers=auth(served.keys["erin"]),
                     files={"file": ("plan.md", b"# plan\n\nsecret\n")})
     assert r.status_code == 404 and not (other / "plan.md").exists()

@@ -121,15 +121,15 @@ def test_login_errors_and_session(site, pages, served):
     expect(page.locator("#view-chat")).to_be_hidden()
 
     # a locked account shows the server's 429 detail
-    accounts = served.app.state.server.accounts
-    accounts.max_failures = 1
+    throttle = served.app.state.server.accounts.throttle
+    throttle.max_per_pair = 1
     try:
         page.fill("#login-user", "root")
         page.fill("#login-password", "wrong")
         page.click("#login-submit")
         expect(page.locator("#login-error")).to_contain_text("too many failed logins; try again in 30 s")
     finally:
-        accounts.max_failures = 5
+        throttle.max_per_pair = 5
 
     page.fill("#login-user", "alice")
     page.fill("#login-password", ALICE_PW)

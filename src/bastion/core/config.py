@@ -7,12 +7,14 @@ the file: the OpenAI-compatible embedder reads its key from the variable named b
 """
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion.core.errors import ConfigError
 
@@ -163,6 +165,9 @@ class JwtConfig(_Strict):
     groups_claim: str | None = "groups"  # a list (or comma-separated string) of group names
     role_claim: str | None = None  # admin | editor | member; default: the user's catalog role, else member
     leeway_s: int = Field(30, ge=0, le=600)
+    # false: a token whose user is not in the catalog (never added, or removed) is refused with 401;
+    # true: any subject the identity provider signs is a member with the `everyone` label
+    allow_unknown_users: bool = False
 
     @model_validator(mode="after")
     def _safe_algorithms(self) -> "JwtConfig":
@@ -184,9 +189,15 @@ class AuthConfig(_Strict):
     jwt: JwtConfig | None = None  # off unless configured
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
     cookie_secure: bool | None = None  # None: Secure when the request came over https
+    # failed logins per (user name, client address): after this many that pair waits lockout_base_s,
+    # doubling per further failure up to lockout_max_s; known and unknown user names alike
     max_failed_logins: int = Field(5, ge=1, le=100)
-    lockout_base_s: int = Field(30, ge=1)
-    lockout_max_s: int = Field(900, ge=1)
+    # failed logins from one client address, whatever the user names: then any login from it waits
+    max_failed_logins_per_address: int = Field(20, ge=1, le=10_000)
+    lockout_base_s: int = Field(30, ge=1, le=86_400)
+    lockout_max_s: int = Field(900, ge=1, le=86_400)
+    # failures are forgotten this long after the last one (and a pair's at its successful login)
+    failed_login_window_s: int = Field(900, ge=1, le=86_400)
 
 
 class ServerConfig(_Strict):
@@ -198,7 +209,8 @@ class ServerConfig(_Strict):
     request_timeout_s: float = Field(120.0, gt=0)
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     metrics_public: bool = False  # true: /metrics without a credential (e.g. a scrape-only network)
-    trusted_proxies: list[str] = []  # X-Forwarded-For is believed only from these addresses
+    # X-Forwarded-For (and X-Forwarded-Proto) is believed only from these addresses / networks
+    trusted_proxies: list[str] = []
     workers_threads: int = Field(16, ge=1, le=256)
     # background syncs run at this nice value (0-19), so searches keep the CPU (docs/benchmarks.md)
     sync_nice: int = Field(10, ge=0, le=19)
@@ -208,7 +220,19 @@ class ServerConfig(_Strict):
     # embedder threads of the syncs the server starts; None: embedder.threads, else all cores but one
     sync_threads: int | None = Field(None, ge=1, le=256)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"server.trusted_proxies entry {entry!r} is not an IP address or network "
+                                 "(e.g. '10.0.0.5' or '10.0.0.0/24')") from None
+        return value
 
+
+MAX_DURATION_DAYS = 3650  # the longest duration any input may give (about 10 years)
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -221,9 +245,12 @@ def parse_duration(text: str) -> float:
         value = float(t[:-1])
     except ValueError:
         raise ValueError(f"duration {text!r}: use a number and a unit s, m, h, d or w (e.g. '12h')") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"duration {text!r} must be positive")
-    return value * _DURATION[t[-1]]
+    seconds = value * _DURATION[t[-1]]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"duration {text!r} is too long: at most {MAX_DURATION_DAYS}d (about 10 years)")
+    return seconds
 
 
 class MonitorThresholds(_Strict):

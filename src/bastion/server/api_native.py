@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from datetime import datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from bastion.accounts import parse_duration
@@ -21,7 +19,8 @@ from bastion.audit import AuditQuery
 from bastion.catalog.models import DocumentRow, DocumentVersionRow, FeedbackRow, LineageRow, SourceRow
 from bastion.core.errors import AccessError, BastionError, ConfigError
 from bastion.core.types import parse_acl
-from bastion.server.auth import SESSION_COOKIE, Ctx, client_ip, require
+from bastion.server.auth import SESSION_COOKIE, Ctx, client_ip, request_scheme, require
+from bastion.server.jobs import member_view
 from bastion.server.problems import Problem
 
 router = APIRouter(prefix="/api/v1")
@@ -45,8 +44,9 @@ class LoginBody(_Body):
 @router.post("/auth/login", tags=["auth"], summary="Log in with a password; sets the session cookie")
 async def login(body: LoginBody, request: Request, response: Response):
     server = request.app.state.server
-    ip = client_ip(request, server.ws.config.server.trusted_proxies)
-    result = await server.blocking(server.accounts.verify_password, body.username, body.password)
+    trusted = server.ws.config.server.trusted_proxies
+    ip = client_ip(request, trusted)
+    result = await server.blocking(server.accounts.verify_password, body.username, body.password, ip)
 
     def record(outcome: str, reason: str | None = None):
         server.audit.record(actor=body.username if result.user_id else None, via="password", action="login",
@@ -64,7 +64,7 @@ async def login(body: LoginBody, request: Request, response: Response):
     await server.blocking(record, "ok")
     secure = server.ws.config.auth.cookie_secure
     if secure is None:
-        secure = request.url.scheme == "https"
+        secure = request_scheme(request, trusted) == "https"
     response.set_cookie(SESSION_COOKIE, token, max_age=int(hours * 3600), httponly=True, secure=secure,
                         samesite="strict", path="/")
     principal = await server.blocking(server.ws.principal, result.user_id)
@@ -80,6 +80,20 @@ async def logout(response: Response, ctx: Ctx = Depends(require("member", "logou
     response.delete_cookie(SESSION_COOKIE, path="/")
     await ctx.audit_async()
     return {"ok": True}
+
+
+@router.post("/auth/logout-all", tags=["auth"], summary="Log out everywhere: end all of the caller's web sessions")
+async def logout_all(response: Response, ctx: Ctx = Depends(require("member", "logout.all"))):
+    server = ctx.server
+
+    def run():
+        ended = server.accounts.end_sessions(ctx.identity.user_id)
+        ctx.audit(target=ctx.identity.user_id, detail={"sessions_ended": ended})
+        return ended
+
+    ended = await server.blocking(run)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return {"user": ctx.identity.user_id, "sessions_ended": ended}
 
 
 @router.get("/auth/me", tags=["auth"], summary="Who the credential belongs to")
@@ -176,11 +190,17 @@ async def _ask_events(ctx: Ctx, body: AskBody):
             result["answer"] = ans
             await send.send(("answer", ans.to_dict()))
         except Problem as p:
+            await _stream_failed(ctx, p.status)
             await send.send(("error", problem_body(p.status, p.kind, p.detail)))
         except BastionError as exc:
             p = _from_bastion_error(exc)
+            await _stream_failed(ctx, p.status)
             await send.send(("error", problem_body(p.status, p.kind, p.detail)))
         except Exception:
+            import logging
+
+            logging.getLogger("bastion.server").exception("streamed answer failed")
+            await _stream_failed(ctx, 500)
             await send.send(("error", problem_body(500, "internal", "internal error; the server log has the details")))
         finally:
             await send.aclose()
@@ -190,6 +210,13 @@ async def _ask_events(ctx: Ctx, body: AskBody):
         async with receive:
             async for event, data in receive:
                 yield sse(event, data)
+
+
+async def _stream_failed(ctx: Ctx, status: int) -> None:
+    """A streamed answer that failed after its 200 went out still leaves its audit entry."""
+    from bastion.server.problems import audit_failure
+
+    await audit_failure(ctx.request, status)
 
 
 def _readable_document(ctx: Ctx, doc_id: str) -> tuple[DocumentRow, SourceRow]:
@@ -414,19 +441,23 @@ async def upload(name: Annotated[str, PathParam(max_length=100)], file: UploadFi
         if row.kind != "filesystem" or not (ctx.identity.at_least("admin") or ctx.principal.can_read(allowed)):
             raise Problem(404, "not-found", f"no source {name!r} you may upload to")
         rel = _safe_relative(path or file.filename or "")
-        root = Path(row.config["path"]).resolve()
-        dest = (root / rel).resolve()
-        if root not in dest.parents:
-            raise ConfigError(f"invalid file path {str(rel)!r}: it leaves the source folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.upload-{os.getpid()}")
-        with open(tmp, "wb") as out:  # the spooled upload, copied only once the caller may upload here
-            shutil.copyfileobj(file.file, out)
-        size = tmp.stat().st_size
-        os.replace(tmp, dest)  # atomic: a sync never sees half a file
-        job = server.jobs.start(name, ctx.identity.user_id)
+        from bastion.connectors.filesystem import FilesystemConnector, write_beneath
+
+        conn = ws.sources.connector(row)
+        assert isinstance(conn, FilesystemConnector)
+        acl = conn.folder_acl(rel.parent)
+        if isinstance(acl, str) or not ctx.principal.can_read(acl):
+            # only where the uploader may read: never plant or replace text in a folder they cannot see
+            raise Problem(403, "forbidden", f"you may not upload into {str(rel.parent)!r}: "
+                          "upload only into folders whose documents you can read")
+        try:
+            size = write_beneath(conn.root, rel.as_posix(), file.file)
+        except OSError as exc:
+            raise ConfigError(f"cannot upload to {str(rel)!r}: {exc.strerror or exc}") from None
+        job = server.jobs.start(name, ctx.identity.user_id, upload_path=rel.as_posix())
         ctx.audit(detail={"bytes": size, "job": job["id"]})
-        return {"source": name, "path": str(rel), "bytes": size, "job": job}
+        return {"source": name, "path": str(rel), "bytes": size,
+                "job": job if ctx.identity.at_least("admin") else member_view(job)}
 
     return await server.blocking(run)
 
@@ -461,7 +492,7 @@ async def get_job(job_id: Annotated[str, PathParam(max_length=64)], ctx: Ctx = D
     if job is None or (job["started_by"] != ctx.identity.user_id and not ctx.identity.at_least("admin")):
         raise Problem(404, "not-found", "no such job")
     await ctx.audit_async()
-    return job
+    return job if ctx.identity.at_least("admin") else member_view(job)
 
 
 # -- users, groups, keys ------------------------------------------------------------------------------
@@ -498,9 +529,9 @@ async def add_user(body: UserBody, ctx: Ctx = Depends(require("admin", "user.add
     def run():
         ctx.target = body.user
         p = server.ws.directory.add_user(body.user, body.groups, role=body.role)
-        if body.password:
-            server.accounts.set_password(body.user, body.password)
-        ctx.audit(detail={"groups": body.groups, "role": body.role, "password_set": bool(body.password)})
+        ended = server.accounts.set_password(body.user, body.password) if body.password else 0
+        ctx.audit(detail={"groups": body.groups, "role": body.role, "password_set": bool(body.password),
+                          "sessions_ended": ended})
         return _user_dict(server, p)
 
     return await server.blocking(run)
@@ -523,9 +554,10 @@ async def patch_user(user_id: Annotated[str, PathParam(max_length=200)], body: U
         _keep_an_admin(server, user_id, body.role)
         groups = body.groups if body.groups is not None else sorted(current.groups)
         p = server.ws.directory.add_user(user_id, groups, role=body.role)
-        if body.password:
-            server.accounts.set_password(user_id, body.password)
-        ctx.audit(detail={"groups": body.groups, "role": body.role, "password_set": bool(body.password)})
+        # a new password ends every web session of the user (the caller's own too, if it is theirs)
+        ended = server.accounts.set_password(user_id, body.password) if body.password else 0
+        ctx.audit(detail={"groups": body.groups, "role": body.role, "password_set": bool(body.password),
+                          "sessions_ended": ended})
         return _user_dict(server, p)
 
     return await server.blocking(run)
@@ -559,6 +591,21 @@ async def delete_user(user_id: Annotated[str, PathParam(max_length=200)], ctx: C
     return await server.blocking(run)
 
 
+@router.delete("/users/{user_id}/sessions", tags=["admin"], summary="Log a user out everywhere: end their web sessions")
+async def end_user_sessions(user_id: Annotated[str, PathParam(max_length=200)],
+                            ctx: Ctx = Depends(require("admin", "user.sessions.end"))):
+    server = ctx.server
+
+    def run():
+        ctx.target = user_id
+        _existing_user(server, user_id)
+        ended = server.accounts.end_sessions(user_id)
+        ctx.audit(detail={"sessions_ended": ended})
+        return {"user": user_id, "sessions_ended": ended}
+
+    return await server.blocking(run)
+
+
 @router.get("/groups", tags=["admin"], summary="Groups and their members")
 async def groups(ctx: Ctx = Depends(require("admin", "groups.list"))):
     server = ctx.server
@@ -574,7 +621,17 @@ async def groups(ctx: Ctx = Depends(require("admin", "groups.list"))):
 class KeyBody(_Body):
     user: Name | None = None  # admins may create keys for others
     name: Annotated[str, Field(max_length=200)] | None = None
-    expires_in: Annotated[str, Field(max_length=20, description="e.g. 30d, 12h, 2w")] | None = None
+    expires_in: Annotated[str, Field(max_length=20, description="e.g. 30d, 12h, 2w; at most 3650d")] | None = None
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except AccessError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 @router.get("/keys", tags=["auth"], summary="API keys: your own (admins: everyone's, or ?user=)")
@@ -642,7 +699,10 @@ def _naive(t: datetime | None) -> datetime | None:
         return t
     from datetime import timezone
 
-    return t.astimezone(timezone.utc).replace(tzinfo=None)
+    try:
+        return t.astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is past the last representable time in UTC
+        raise Problem(422, "validation", f"time {t.isoformat()!r} is out of range in UTC") from None
 
 
 @router.get("/audit", tags=["admin"], summary="Audit entries, filtered; oldest first, or newest first with order=desc")

@@ -154,13 +154,30 @@ class _Observe:
         srv = self.server
         srv.m_inflight.inc()
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self._guarded(scope, receive, send_with_headers)
         finally:
             srv.m_inflight.dec()
             route = scope.get("route")
             name = getattr(route, "path", None) or ("unmatched" if path.startswith(("/api", "/v1")) else "/ui")
             srv.m_requests.labels(scope["method"], name, str(status[0])).inc()
             srv.m_latency.labels(name).observe(time.perf_counter() - start)
+
+    async def _guarded(self, scope, receive, send) -> None:
+        """Answer an unexpected error here, so the 500 carries the request id and security headers."""
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # part of a response went out: nothing can replace it
+                raise
+            response = await problems.internal_error(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -193,7 +210,7 @@ def create_app(ws) -> FastAPI:
     app = FastAPI(title="Bastion", version=__version__,
                   description="Company knowledge behind a local LLM: access-controlled search and cited answers. "
                               "Authenticate with `Authorization: Bearer <API key or OIDC token>`.",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=server.lifespan)
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=server.lifespan)
     app.state.server = server
     problems.install(app)
 
@@ -201,6 +218,7 @@ def create_app(ws) -> FastAPI:
 
     app.include_router(api_native.router)
     app.include_router(api_openai.router)
+    _add_api_docs(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz():
@@ -252,9 +270,39 @@ def create_app(ws) -> FastAPI:
     return app
 
 
+OPENAPI_PATH, DOCS_PATH = "/openapi.json", "/api/docs"
+
+
+def _add_api_docs(app: FastAPI) -> None:
+    """The OpenAPI spec and its Swagger UI, behind a credential like every other route."""
+    from fastapi import Depends
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    from bastion.server.auth import Ctx, require
+
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi(ctx: Ctx = Depends(require("member", "openapi"))):
+        await ctx.audit_async()
+        return JSONResponse(app.openapi())
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    async def docs(ctx: Ctx = Depends(require("member", "docs"))):
+        await ctx.audit_async()
+        return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{app.title} API")
+
+
+def uvicorn_config(app, cfg, host: str | None = None, port: int | None = None):
+    """The uvicorn settings ``bastion serve`` runs ``app`` with (``cfg``: the ``[server]`` config).
+
+    ``proxy_headers`` is off: uvicorn would otherwise take the client address from
+    ``X-Forwarded-For`` of any loopback peer; Bastion believes it only from ``server.trusted_proxies``."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host or cfg.host, port=port or cfg.port, log_level="info", timeout_keep_alive=5,
+                          limit_concurrency=1024, server_header=False, proxy_headers=False)
+
+
 def serve(ws, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
-    cfg = ws.config.server
-    uvicorn.run(create_app(ws), host=host or cfg.host, port=port or cfg.port, log_level="info",
-                timeout_keep_alive=5, limit_concurrency=1024, server_header=False)
+    uvicorn.Server(uvicorn_config(create_app(ws), ws.config.server, host, port)).run()

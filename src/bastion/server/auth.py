@@ -90,16 +90,47 @@ class JwtValidator:
             raise AccessError(f"invalid token: {exc}") from None
 
 
+def _trusted(address: str | None, trusted: list[str]) -> bool:
+    """Whether ``address`` is one of the ``server.trusted_proxies`` (addresses or networks)."""
+    if not address or not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(t, strict=False) for t in trusted)
+
+
+def _forwarded_for(request: Request) -> list[str]:
+    """The ``X-Forwarded-For`` hops, client first, over every such header in order."""
+    return [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+
+
 def client_ip(request: Request, trusted: list[str]) -> str | None:
-    peer = request.client.host if request.client else None
-    fwd = request.headers.get("x-forwarded-for")
-    if fwd and peer and trusted:
+    """The client's address: the direct peer, unless that is a trusted proxy.
+
+    Then ``X-Forwarded-For`` is walked from the right (each proxy appends the address it saw) past
+    the trusted proxies: the first hop that is not one is the client. Hops left of it are whatever
+    the client sent, so they are never believed; a hop that is not an IP address ends the walk."""
+    address = request.client.host if request.client else None
+    hops = _forwarded_for(request)
+    while hops and _trusted(address, trusted):
+        hop = hops.pop()
         try:
-            if any(ipaddress.ip_address(peer) in ipaddress.ip_network(t, strict=False) for t in trusted):
-                return fwd.split(",")[0].strip()[:100]
+            ipaddress.ip_address(hop)
         except ValueError:
-            pass
-    return peer
+            break
+        address = hop
+    return address[:100] if address else address
+
+
+def request_scheme(request: Request, trusted: list[str]) -> str:
+    """``https`` or ``http`` as the client used it: ``X-Forwarded-Proto`` counts only from a trusted proxy."""
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+    if forwarded in ("http", "https") and _trusted(peer, trusted):
+        return forwarded
+    return request.url.scheme
 
 
 class Authenticator:
@@ -172,7 +203,9 @@ class Authenticator:
             groups |= set(known.groups)
             role = self.server.accounts.role(user_id)
         except AccessError:
-            pass
+            if not cfg.allow_unknown_users:  # never added, or removed: as good as a revoked key
+                raise self._refuse(request, f"token user {user_id!r} is not a user of this workspace",
+                                   "auth.jwt", actor=user_id) from None
         if cfg.role_claim and claims.get(cfg.role_claim) in ROLES:
             role = claims[cfg.role_claim]
         return Identity(user_id, Principal(user_id, frozenset(groups)), role, "jwt")

@@ -25,6 +25,7 @@ from bastion.core.errors import (
 
 log = logging.getLogger("bastion.server")
 PROBLEM_JSON = "application/problem+json"
+INTERNAL_DETAIL = "internal error; the server log has the details"
 
 TITLES = {
     "unauthenticated": "Authentication required",
@@ -82,19 +83,20 @@ def _from_bastion_error(exc: BastionError) -> Problem:
         return Problem(400, "bad-request", str(exc))
     if isinstance(exc, GenerationError):
         return Problem(502, "unavailable", str(exc))
-    return Problem(500, "internal", f"{type(exc).__name__}: {exc}")
+    log.error("unexpected %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return Problem(500, "internal", INTERNAL_DETAIL)
 
 
 def install(app) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
-        await _audit_failure(request, exc.status)
+        await audit_failure(request, exc.status)
         return problem_response(request, exc.status, exc.kind, exc.detail, exc.headers, exc.extra)
 
     @app.exception_handler(BastionError)
     async def _bastion(request: Request, exc: BastionError):
         p = _from_bastion_error(exc)
-        await _audit_failure(request, p.status)
+        await audit_failure(request, p.status)
         return problem_response(request, p.status, p.kind, p.detail, p.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -102,27 +104,55 @@ def install(app) -> None:
         errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
                   for e in exc.errors()]
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        await audit_failure(request, 422)
         return problem_response(request, 422, "validation", where or "invalid request", extra={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 401: "unauthenticated",
                 403: "forbidden"}.get(exc.status_code, "bad-request")
+        await audit_failure(request, exc.status_code)
         return problem_response(request, exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(request, 500, "internal", "internal error; the server log has the details")
+    app.add_exception_handler(Exception, internal_error)
 
 
-async def _audit_failure(request: Request, status: int) -> None:
-    """A route that fails after authentication still leaves its audit entry (outcome denied/failed)."""
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """An unexpected error: logged with its traceback, audited (outcome ``error``), and answered with a
+    bare 500 that says nothing about it."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    await audit_failure(request, 500)
+    return problem_response(request, 500, "internal", INTERNAL_DETAIL)
+
+
+def _outcome(status: int) -> str:
+    if status >= 500:
+        return "error"
+    return "denied" if status in (401, 403, 404) else "failed"
+
+
+async def audit_failure(request: Request, status: int) -> None:
+    """A failed request leaves an audit entry: outcome ``denied`` (401/403/404), ``failed`` (other 4xx) or
+    ``error`` (5xx). An authenticated route writes its own entry unless it already wrote one (a 500 is
+    recorded even then); a server error before authentication is recorded with no actor."""
     ctx = getattr(request.state, "ctx", None)
-    if ctx is None or ctx.audited or status == 500:
-        return
-    outcome = "denied" if status in (401, 403, 404) else "failed"
     try:
-        await ctx.audit_async(outcome, detail={"status": status})
+        if ctx is not None and (not ctx.audited or status == 500):
+            await ctx.audit_async(_outcome(status), detail={"status": status})
+        elif ctx is None and status >= 500:
+            await _audit_anonymous(request, status)
     except Exception:  # the failure response goes out anyway; nothing was read
-        log.exception("audit write failed for a refused request")
+        log.exception("audit write failed for a failed request")
+
+
+async def _audit_anonymous(request: Request, status: int) -> None:
+    import anyio
+
+    from bastion.server.auth import client_ip
+
+    server = request.app.state.server
+    ip = client_ip(request, server.ws.config.server.trusted_proxies)
+    rid = getattr(request.state, "request_id", None)
+    await anyio.to_thread.run_sync(lambda: server.audit.record(
+        actor=None, via="none", action="request", outcome=_outcome(status), target=request.url.path, ip=ip,
+        request_id=rid, detail={"status": status, "method": request.method}))
