@@ -3,13 +3,10 @@ peer, because uvicorn's proxy_headers was on. Now `bastion serve` turns it off a
 X-Forwarded-For only from `server.trusted_proxies`, taking the rightmost hop that is not one of them."""
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
 
-from tests.server.conftest import auth, free_port
+from tests.server.conftest import auth, free_port, running
 
 SPOOF = "10.9.9.9"
 
@@ -17,23 +14,12 @@ SPOOF = "10.9.9.9"
 @pytest.fixture
 def serve_config_live(served):
     """The app under uvicorn with exactly the settings `bastion serve` builds; yields its base URL."""
-    import uvicorn
-
     from bastion.server.app import uvicorn_config
 
-    port = free_port()
-    config = uvicorn_config(served.app, served.ws.config.server, "127.0.0.1", port)
+    config = uvicorn_config(served.app, served.ws.config.server, "127.0.0.1", free_port())
     config.log_level = "warning"
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with running(config) as url:
+        yield url
 
 
 def _last_ip(served, action: str) -> str:

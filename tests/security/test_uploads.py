@@ -59,3 +59,15 @@ def test_an_upload_never_writes_through_a_link(client, served):
     assert not (root / "finance" / "planted.md").exists()
     assert (root / "hr" / "minutes.md").is_symlink()  # the link itself is left as it was
     assert _upload(client, erin, "hr/minutes2.md").status_code == 202  # positive control
+
+
+def test_an_upload_cannot_create_an_acl_file_or_a_hidden_folder(client, served):
+    """A folder named .bastion-acl would withdraw the folder above it for everyone; hidden names
+    are refused at every level of the path."""
+    root = _root(served)
+    erin = served.keys["erin"]
+    for path in ("hr/.bastion-acl", "hr/.bastion-acl/x.md", ".hidden/x.md", "hr/.git/x.md"):
+        assert _upload(client, erin, path).status_code == 400, path
+    assert not (root / "hr" / ".bastion-acl").exists() and not (root / ".hidden").exists()
+    hits = client.post("/api/v1/search", json={"query": "hotel night Europe"}, headers=auth(served.keys["bob"])).json()["hits"]
+    assert "hr/travel.md" in {h["path"] for h in hits}  # positive control: hr is still readable

@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -82,19 +83,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live(served):
-    """The app under a real uvicorn server on a free loopback port; yields its base URL."""
+@contextmanager
+def running(config):
+    """A real uvicorn server with ``config`` in a thread, until the block ends; yields its base URL."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(served.app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://{config.host}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live(served):
+    """The app under a real uvicorn server on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    with running(uvicorn.Config(served.app, host="127.0.0.1", port=free_port(), log_level="warning")) as url:
+        yield url

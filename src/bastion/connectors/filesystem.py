@@ -55,6 +55,28 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def _open_folder(root: Path, parts: tuple[str, ...], *, create: bool = False) -> int:
+    """A descriptor of the folder ``root/parts...``, each folder opened relative to the previous
+    one with ``O_NOFOLLOW``, so none can be a link whenever it was swapped in; ``create`` makes
+    the missing ones. The caller closes it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+            try:
+                nxt = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(exc.errno, f"folder {part!r} on the way is a link or not a folder: refused") from exc
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_beneath(root: Path, rel: str, *, expect: tuple[int, int] | None = None, limit: int | None = None) -> bytes:
     """Read the regular file at ``rel`` under ``root`` without following any link on the way.
 
@@ -64,15 +86,8 @@ def read_beneath(root: Path, rel: str, *, expect: tuple[int, int] | None = None,
     was refused.
     """
     parts = PurePosixPath(rel).parts
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = _open_folder(root, parts[:-1])
     try:
-        for part in parts[:-1]:
-            try:
-                nxt = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
-            except OSError as exc:
-                raise OSError(exc.errno, f"folder {part!r} on the way is a link or not a folder: refused") from exc
-            os.close(fd)
-            fd = nxt
         try:
             file_fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
         except OSError as exc:
@@ -101,19 +116,8 @@ def write_beneath(root: Path, rel: str, data: BinaryIO) -> int:
     written through. Returns the number of bytes written.
     """
     parts = PurePosixPath(rel).parts
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = _open_folder(root, parts[:-1], create=True)
     try:
-        for part in parts[:-1]:
-            try:
-                os.mkdir(part, dir_fd=fd)
-            except FileExistsError:
-                pass
-            try:
-                nxt = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
-            except OSError as exc:
-                raise OSError(exc.errno, f"folder {part!r} is a link or not a folder: refused") from exc
-            os.close(fd)
-            fd = nxt
         name = parts[-1]
         try:
             st = os.lstat(name, dir_fd=fd)

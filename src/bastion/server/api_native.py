@@ -417,7 +417,7 @@ def _safe_relative(name: str) -> PurePosixPath:
     """A relative path inside the source folder; anything that could leave it is refused."""
     p = PurePosixPath(name.replace("\\", "/"))
     if (not name or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or len(p.parts) > 10
-            or not all(_UPLOAD_NAME.match(part) for part in p.parts) or p.name.startswith(".")):
+            or not all(_UPLOAD_NAME.match(part) for part in p.parts) or any(part.startswith(".") for part in p.parts)):
         raise ConfigError(f"invalid file path {name!r}: use a relative path like 'reports/q3.pdf' "
                           "without '..', hidden names or control characters")
     return p
