@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_bm25 import DATA, DIM, groups, load  # noqa: E402
+from group_bm25 import DIM, datasets, groups, load  # noqa: E402
 
 from bastion.core.types import Principal  # noqa: E402
 from bastion.retrieval.analyzer import analyze  # noqa: E402
@@ -81,10 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for lang, name in (("en", "squad2-dev-half.json"), ("zh", "cmrc2018-dev.json")):
-            path = DATA / name
-            if not path.exists():
-                sys.exit(f"missing {path}: the shared datasets sit beside the repository")
+        for lang, path in datasets():
             out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

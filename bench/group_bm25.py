@@ -57,6 +57,15 @@ def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, str, int]]]:
     return list(index), article_of, questions
 
 
+def datasets() -> list[tuple[str, Path]]:
+    """(language, path) of the shared datasets measured; exits naming one that is missing."""
+    out = [(lang, DATA / name) for lang, name in (("en", "squad2-dev-half.json"), ("zh", "cmrc2018-dev.json"))]
+    for _, path in out:
+        if not path.exists():
+            sys.exit(f"missing {path}: the shared datasets sit beside the repository")
+    return out
+
+
 def metrics(ranks: list[int | None]) -> dict[str, float]:
     n = max(1, len(ranks))
     out = {f"R@{k}": sum(1 for r in ranks if r and r <= k) / n for k in (1, 5, 10)}
@@ -162,10 +171,7 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for lang, name in (("en", "squad2-dev-half.json"), ("zh", "cmrc2018-dev.json")):
-            path = DATA / name
-            if not path.exists():
-                sys.exit(f"missing {path}: the shared datasets sit beside the repository")
+        for lang, path in datasets():
             out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed, args.hybrid)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
