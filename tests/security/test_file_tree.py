@@ -280,7 +280,7 @@ def check_tree(plan: Plan) -> Expected:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plans())
 def test_random_trees_every_user_reads_exactly_what_the_rules_admit(plan):
