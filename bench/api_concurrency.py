@@ -32,15 +32,16 @@ from pathlib import Path
 
 import httpx
 
+from _common import add_data_argument
+
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 
-def questions_and_paragraphs(n_paragraphs: int, seed: int):
+def questions_and_paragraphs(data_dir: Path, n_paragraphs: int, seed: int):
     rng = random.Random(seed)
     paragraphs, questions = [], []
     for name in ("squad2-dev-half.json", "cmrc2018-dev.json"):
-        data = json.loads((DATASETS / name).read_text(encoding="utf-8"))["data"]
+        data = json.loads((data_dir / name).read_text(encoding="utf-8"))["data"]
         for a in rng.sample(data, len(data)):
             for p in a["paragraphs"]:
                 if len(paragraphs) >= n_paragraphs * (1 if name.startswith("squad") else 2):
@@ -116,12 +117,13 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--no-sync", action="store_true", help="only the idle phase")
+    add_data_argument(ap)
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bastion-api-bench-"))
     home, bulk = work / "ws", work / "bulk"
     shutil.rmtree(work, ignore_errors=True)
-    paragraphs, questions = questions_and_paragraphs(args.paragraphs, args.seed)
+    paragraphs, questions = questions_and_paragraphs(args.data, args.paragraphs, args.seed)
     for i, (title, text) in enumerate(paragraphs):
         path = bulk / f"{i // 100:03d}" / f"p{i:05d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)

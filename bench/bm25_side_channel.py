@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_bm25 import DIM, datasets, groups, load  # noqa: E402
-
-from bastion.core.types import Principal  # noqa: E402
-from bastion.retrieval.analyzer import analyze  # noqa: E402
-from bastion.stores.lance import LanceStore  # noqa: E402
-from bastion.stores.protocol import StoredChunk  # noqa: E402
+from _common import RANDOM_DIM as DIM
+from _common import add_data_argument, datasets, groups, load
+from bastion.core.types import Principal
+from bastion.retrieval.analyzer import analyze
+from bastion.stores.lance import LanceStore
+from bastion.stores.protocol import StoredChunk
 
 K = 10
 
@@ -78,10 +76,11 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3, help="groups drawn per kind")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json")
+    add_data_argument(ap)
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for lang, path in datasets():
+        for lang, path in datasets(args.data):
             out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

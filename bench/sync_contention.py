@@ -10,7 +10,8 @@ queries meet is the embedder's CPU, not commits (a real sync commits once per ~1
 
 Per query of one principal (default the 1 % scattered group ``g1`` of the search_scale store):
 the store's dense search (``search_dense``: version check, exact ranking from memory, rows),
-the retriever's hybrid search (both legs and the rows), and the dense search's parts alone.
+the retriever's hybrid search (both legs and the rows), and the dense search's parts alone (the
+table version; ``rank_dense`` from memory, which reads the version again; ``fetch``).
 Variants, each in its own interleaved blocks, in one run: numpy's BLAS on 1 thread (as ``bastion
 serve`` runs queries, ``server.query_threads``) or on all cores, and the hits' rows from the
 exact path's memory (the default) or read by Lance's ``take`` (as before 2026-12-01).
@@ -25,19 +26,16 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import CANDIDATES, DIM, K, TopicModel, lower_priority, make_queries, real_embedder  # noqa: E402
-
-from bastion.core.types import Principal  # noqa: E402
-from bastion.retrieval.hybrid import HybridRetriever  # noqa: E402
-from bastion.stores.lance import LanceStore  # noqa: E402
+from _common import CANDIDATES, DIM, K, TopicModel, lower_priority, make_queries, real_embedder
+from bastion.core.types import Principal
+from bastion.retrieval.hybrid import HybridRetriever
+from bastion.stores.lance import LanceStore
 
 PARTS = ("dense", "hybrid", "version", "rank", "rows")
 
@@ -78,12 +76,10 @@ def measure(store, retriever, current, principal, qvecs, qtexts, pid: int, pairs
             t1 = time.perf_counter()
             retriever.search(qtexts[i % len(qtexts)], principal, K, mode="hybrid")
             t2 = time.perf_counter()
-            version = store._version()
+            store.table_version()
             t3 = time.perf_counter()
-            ranked = store._exact_rank(q, labels, None, K, version)
+            ranked = store.rank_dense(q, labels, K)
             t4 = time.perf_counter()
-            if ranked is None:
-                raise SystemExit("the group is not on the exact path: pick a smaller one (--group)")
             store.fetch([(r.chunk_id, r.score) for r in ranked], labels)
             t5 = time.perf_counter()
             for p, d in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
@@ -115,6 +111,8 @@ def main() -> None:
     current = {"v": None}
     retriever = HybridRetriever(store, lambda q: current["v"], candidates=CANDIDATES)
     principal = Principal("bench", frozenset({args.group}))
+    if not store.exact_path(principal.labels()):
+        raise SystemExit("the group is not on the exact path: pick a smaller one (--group)")
     for q in qvecs[:20]:  # the group's entries read into memory
         store.search_dense(q, principal.labels(), K)
 
@@ -125,12 +123,11 @@ def main() -> None:
     if not ready.wait(300):
         raise SystemExit("the embedder did not start")
     os.kill(proc.pid, signal.SIGSTOP)
-    shown = store._exact_sets.shown
     results = []
     try:
         for variant in args.variants.split(","):
             blas, rows = variant.split(":")
-            store._exact_sets.shown = shown if rows == "memory" else (lambda *a, **kw: None)
+            store.show_from_memory = rows == "memory"
             with threadpool_limits(int(blas) or None, user_api="blas"):
                 r = measure(store, retriever, current, principal, qvecs, qtexts, proc.pid, args.pairs, args.block)
             r |= {"blas_threads": int(blas) or os.cpu_count(), "rows": rows}

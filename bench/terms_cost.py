@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, TopicModel, make_queries  # noqa: E402
-
-from bastion.core.types import Principal  # noqa: E402
-from bastion.retrieval.analyzer import analyze  # noqa: E402
-from bastion.stores.lance import LanceStore, acl_filter  # noqa: E402
+from _common import DIM, TopicModel, make_queries
+from bastion.core.types import Principal
+from bastion.retrieval.analyzer import analyze
+from bastion.stores.lance import LanceStore
 
 DEPTH = 50
 
@@ -52,8 +49,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for group in args.groups.split(","):
         labels = Principal("bench", frozenset({group})).labels()
-        where = acl_filter(labels)
-        if not store._exact(where):
+        if not store.exact_path(labels, kind="terms"):
             raise SystemExit(f"group {group} is not on the exact path in {args.store}")
         lat = {"memory": [], "index": []}
         overlap = []
@@ -65,7 +61,7 @@ def main() -> None:
                 if name == "memory":
                     got[name] = [r.chunk_id for r in store.rank_terms(terms, labels, DEPTH)]
                 else:
-                    got[name] = store._terms(terms, where, DEPTH, ["chunk_id"]).column("chunk_id").to_pylist()
+                    got[name] = [r.chunk_id for r in store.rank_terms(terms, labels, DEPTH, exact=False)]
                 if i >= 20:  # the first read the group's entry and warm up
                     lat[name].append((time.perf_counter() - t0) * 1000)
             if i >= 20 and got["index"]:
@@ -73,7 +69,7 @@ def main() -> None:
                 overlap.append(len(set(top) & set(got["memory"][:10])) / len(top))
         fig = {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))} for name, v in lat.items()}
         fig["overlap@10"] = float(np.mean(overlap))
-        fig["authorised"] = store._count(where, store.table_version())
+        fig["authorised"] = store.authorised(labels)
         out[group] = fig
         print(f"| {group} | {fig['authorised']:,} | {fig['memory']['p50']:.1f} / {fig['memory']['p95']:.1f} "
               f"| {fig['index']['p50']:.1f} / {fig['index']['p95']:.1f} | {fig['index']['p50'] / fig['memory']['p50']:.1f}x "

@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, K, Corpus, TopicModel, exact_topk, make_queries  # noqa: E402
-
-from bastion.stores.lance import LanceStore, acl_filter  # noqa: E402
+from _common import DIM, Corpus, K, TopicModel, exact_topk, make_queries
+from bastion.stores.lance import LanceStore, acl_filter
 
 
 def main() -> None:
@@ -61,7 +58,7 @@ def main() -> None:
             raise SystemExit(f"--{name} {path}: its vector index is {store.vector_index_built}")
         t0 = time.perf_counter()
         store.warm()
-        index = next(i for i in store._table.list_indices() if i.columns[0] == "vector")
+        index = next(i for i in store.lancedb().table.list_indices() if i.columns[0] == "vector")
         out["stores"][name] = {"path": path, "index_bytes": index.size_bytes, "warm_s": time.perf_counter() - t0}
         print(f"{name}: {index.index_type}, {index.size_bytes / 1e6:.0f} MB, loaded in {out['stores'][name]['warm_s']:.2f}s", flush=True)
         stores[name] = store
@@ -78,12 +75,13 @@ def main() -> None:
         for i in range(args.queries):
             for v in names if i % 2 == 0 else names[::-1]:
                 store, nprobes, refine = variants[v]
-                q = (store._reader.vector_search(qvecs[i]).column("vector").distance_type("cosine").where(where)
+                lance = store.lancedb()  # the store's own async query path, with this variant's nprobes and refine
+                q = (lance.async_table.vector_search(qvecs[i]).column("vector").distance_type("cosine").where(where)
                      .limit(K).select(["chunk_id", "_distance"]).nprobes(nprobes))
                 if refine:
                     q = q.refine_factor(refine)
                 t0 = time.perf_counter()
-                t = store._run(q.to_arrow())
+                t = lance.run(q.to_arrow())
                 lat[v].append((time.perf_counter() - t0) * 1000)
                 got = {int(c[1:]) for c in t.column("chunk_id").to_pylist()}
                 want = set(truth[group][1][i].tolist()) - {-1}

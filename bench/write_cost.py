@@ -19,31 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_scale import DIM, TopicModel, _sync_batch  # noqa: E402
-
-from bastion.stores.lance import LanceStore, _quote  # noqa: E402
+from _common import DIM, TopicModel, sync_batch
+from bastion.stores.lance import LanceStore
+from bastion.stores.lance_schema import quote
 
 
 def merge_insert(store: LanceStore, doc_ids: list[str], chunks) -> None:
     """The v11 replace_documents body."""
-    scope = f"doc_id IN ({', '.join(_quote(d) for d in sorted(set(doc_ids)))})"
-    (store._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
-        .when_not_matched_by_source_delete(scope).execute(store._to_arrow(chunks)))
+    scope = f"doc_id IN ({', '.join(quote(d) for d in sorted(set(doc_ids)))})"
+    (store.lancedb().table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+        .when_not_matched_by_source_delete(scope).execute(store.arrow(chunks)))
 
 
 def run_store(path: Path, args) -> dict:
     store = LanceStore(path, embedder_id="bench-synthetic", dimension=DIM)
     rows = store.count()
     model, rng = TopicModel(args.seed), np.random.default_rng(args.seed)
-    batches = [_sync_batch(model, rng, 9000 + b, args.batch) for b in range(args.batches)]
+    batches = [sync_batch(model, rng, 9000 + b, args.batch) for b in range(args.batches)]
     times: dict[str, list[float]] = {"merge_insert": [], "bastion": []}
     for rnd in range(2):  # round 0 inserts new documents, round 1 replaces them
         for b, (doc_ids, chunks) in enumerate(batches):
@@ -58,7 +56,7 @@ def run_store(path: Path, args) -> dict:
             times[variant].append(time.perf_counter() - t0)
     written = store.count() - rows
     assert written == args.batches * args.batch, (written, args.batches * args.batch)  # replaced, not doubled
-    store._table.delete("doc_id LIKE 'sync-%'")
+    store.lancedb().table.delete("doc_id LIKE 'sync-%'")
     store.optimize()
     assert store.count() == rows
     out = {"rows": rows, "batch": args.batch}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command: set up Bastion with its test extras in .venv and run the whole test suite
-# (unit tests on fakes, integration tests on the real model, LanceDB, PostgreSQL and MariaDB).
+# One command: set up Bastion with its test extras in .venv, run the lint and type gates (ruff, mypy)
+# and the whole test suite (unit tests and doctests on fakes, integration tests on the real model,
+# LanceDB, PostgreSQL and MariaDB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,4 +15,7 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing chromium for the web UI tests" >&2
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# the lint and type gates (configured in pyproject.toml), then the tests
+.venv/bin/python -m ruff check src tests bench
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 import secrets
 import threading
 import time
@@ -29,10 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import AccountRow, ApiKeyRow, UserRow, WebSessionRow, utcnow
-from bastion.core.config import MAX_DURATION_DAYS
+from bastion.catalog.models import AccountRow, ApiKeyRow, UserRow, WebSessionRow, utc_iso, utcnow
+from bastion.core import durations
+from bastion.core.durations import MAX_DURATION_DAYS, DurationError, DurationTooLong
 from bastion.core.errors import AccessError, AuthError
 
 ROLES = ("member", "editor", "admin")
@@ -40,31 +41,29 @@ KEY_PREFIX = "bst_"
 MIN_PASSWORD = 10
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_DURATION = timedelta(days=MAX_DURATION_DAYS)
-_DURATION = re.compile(r"^\s*(\d{1,18})\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def role_rank(role: str) -> int:
     return ROLES.index(role)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta, at most :data:`MAX_DURATION` (about 10 years).
+def parse_lifetime(text: str) -> timedelta:
+    """An API key's lifetime: ``30d``, ``12h``, ``90m``, ``2w``, ``45s`` (whole numbers), at most
+    :data:`MAX_DURATION` (about 10 years). Parsed by :func:`bastion.core.durations.parse_duration`.
 
-    >>> parse_duration("2w")
+    >>> parse_lifetime("2w")
     datetime.timedelta(days=14)
-    >>> parse_duration("999999999d")
+    >>> parse_lifetime("999999999d")
     Traceback (most recent call last):
     ...
     bastion.core.errors.AccessError: duration '999999999d' is too long: at most 3650d (about 10 years)
     """
-    m = _DURATION.match(text or "") if isinstance(text, str) else None
-    if not m or int(m.group(1)) <= 0:
-        raise AccessError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 30d")
-    seconds = int(m.group(1)) * _UNIT_S[m.group(2)]
-    if seconds > MAX_DURATION.total_seconds():
-        raise AccessError(f"duration {text!r} is too long: at most {MAX_DURATION_DAYS}d (about 10 years)")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=durations.parse_duration(text, whole=True))
+    except DurationTooLong as exc:
+        raise AccessError(str(exc)) from None
+    except DurationError:
+        raise AccessError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 30d") from None
 
 
 def _sha256(value: str) -> str:
@@ -87,7 +86,7 @@ class KeyInfo:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
 
     def to_dict(self) -> dict:
-        iso = lambda t: t.isoformat() + "Z" if t else None  # noqa: E731
+        iso = utc_iso
         return {"id": self.id, "user": self.user_id, "name": self.name, "created_by": self.created_by,
                 "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
                 "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at), "active": self.active}
@@ -205,7 +204,7 @@ class Accounts:
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     # -- roles -------------------------------------------------------------------------------
-    def _account(self, s, user_id: str) -> AccountRow:
+    def _account(self, s: Session, user_id: str) -> AccountRow:
         if s.get(UserRow, user_id) is None:
             raise AccessError(f"unknown user {user_id!r}; add it with `bastion user add {user_id}`")
         acc = s.get(AccountRow, user_id)
@@ -275,6 +274,7 @@ class Accounts:
             if not ok:
                 wait = self.throttle.failed(user_id, client)
                 return LoginResult(False, known, "locked" if wait else "bad-credentials", wait)
+            assert acc is not None and acc.password_hash is not None  # ok: a real stored hash matched
             if self._hasher.check_needs_rehash(acc.password_hash):
                 acc.password_hash = self._hasher.hash(password)
             acc.last_login_at = utcnow()
@@ -366,9 +366,10 @@ class Accounts:
             return self._end_sessions(s, user_id)
 
     @staticmethod
-    def _end_sessions(s, user_id: str) -> int:
-        return s.execute(delete(WebSessionRow).where(WebSessionRow.user_id == user_id)).rowcount or 0
+    def _end_sessions(s: Session, user_id: str) -> int:
+        result = s.execute(delete(WebSessionRow).where(WebSessionRow.user_id == user_id))
+        return int(getattr(result, "rowcount", 0) or 0)  # a DELETE's CursorResult has rowcount
 
 
 __all__ = ["Accounts", "AuthError", "KeyInfo", "LoginResult", "LoginThrottle", "MAX_DURATION", "ROLES",
-           "parse_duration", "role_rank"]
+           "parse_lifetime", "role_rank"]

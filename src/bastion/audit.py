@@ -8,18 +8,25 @@ stays. Writing is part of the request: the server answers only after its entry i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import IO, Iterator
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import AuditRow
+from bastion.catalog.models import AuditRow, utc_iso
 
 OUTCOMES = ("ok", "denied", "failed", "error")
 _MAX_TARGET = 2000
 
+
+
+class TextSink(Protocol):
+    """Where text is written (a text stream, or a wrapper around one)."""
+
+    def write(self, text: str, /) -> int: ...
 
 @dataclass(frozen=True)
 class AuditQuery:
@@ -35,8 +42,8 @@ class AuditQuery:
     newest_first: bool = False
 
 
-def _row_dict(r: AuditRow) -> dict:
-    return {"id": r.id, "at": r.at.isoformat() + "Z", "actor": r.actor, "via": r.via, "ip": r.ip,
+def _row_dict(r: AuditRow) -> dict[str, Any]:
+    return {"id": r.id, "at": utc_iso(r.at), "actor": r.actor, "via": r.via, "ip": r.ip,
             "action": r.action, "target": r.target, "outcome": r.outcome, "lineage_id": r.lineage_id,
             "request_id": r.request_id, "detail": r.detail}
 
@@ -55,7 +62,7 @@ class AuditLog:
 
     def record(self, *, actor: str | None, via: str, action: str, outcome: str, target: str | None = None,
                ip: str | None = None, lineage_id: str | None = None, request_id: str | None = None,
-               detail: dict | None = None) -> int:
+               detail: dict[str, Any] | None = None) -> int:
         """Store one entry and return its id; raises if it cannot be stored (the caller must fail)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"audit outcome {outcome!r} not in {OUTCOMES}")
@@ -68,7 +75,7 @@ class AuditLog:
             s.flush()
             return row.id
 
-    def query(self, q: AuditQuery) -> list[dict]:
+    def query(self, q: AuditQuery) -> list[dict[str, Any]]:
         stmt = select(AuditRow).order_by(AuditRow.id.desc() if q.newest_first else AuditRow.id)
         if q.actor:
             stmt = stmt.where(AuditRow.actor == q.actor)
@@ -92,7 +99,7 @@ class AuditLog:
         with self.catalog.session() as s:
             return [_row_dict(r) for r in s.scalars(stmt.limit(max(1, min(q.limit, 10_000))))]
 
-    def iter_all(self, q: AuditQuery, page: int = 1000) -> Iterator[dict]:
+    def iter_all(self, q: AuditQuery, page: int = 1000) -> Iterator[dict[str, Any]]:
         """Every matching entry, oldest first, read a page at a time."""
         after = q.after_id
         while True:
@@ -102,7 +109,7 @@ class AuditLog:
                 return
             after = rows[-1]["id"]
 
-    def export_jsonl(self, q: AuditQuery, out: IO[str]) -> int:
+    def export_jsonl(self, q: AuditQuery, out: TextSink) -> int:
         n = 0
         for entry in self.iter_all(q):
             out.write(json.dumps(entry, ensure_ascii=False) + "\n")

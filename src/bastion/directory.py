@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 
 from sqlalchemy import delete, select
 
-from bastion.accounts import ROLES
+from bastion.accounts import ROLES, Accounts
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import AccountRow, GroupRow, MembershipRow, UserRow
+from bastion.catalog.models import GroupRow, MembershipRow, UserRow
 from bastion.core.errors import AccessError
 from bastion.core.types import Principal
 
@@ -28,8 +29,15 @@ class Directory:
     True
     """
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, accounts: Accounts | None = None):
         self.catalog = catalog
+        if accounts is not None:
+            self.accounts = accounts
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        """Where roles are kept (built on first use unless given)."""
+        return Accounts(self.catalog)
 
     def add_user(self, user_id: str, groups: list[str] | None = None, display_name: str | None = None,
                  role: str | None = None) -> Principal:
@@ -42,17 +50,14 @@ class Directory:
             if s.get(UserRow, user_id) is None:
                 s.add(UserRow(id=user_id, display_name=display_name))
                 s.flush()
-            account = s.get(AccountRow, user_id)
-            if account is None:
-                s.add(AccountRow(user_id=user_id, role=role or "member", failed_logins=0))
-            elif role is not None:
-                account.role = role
             s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id))
             for g in sorted(set(groups)):
                 if s.get(GroupRow, g) is None:
                     s.add(GroupRow(name=g))
                 s.flush()
                 s.add(MembershipRow(user_id=user_id, group_name=g))
+        # the account keeps its role unless one is given (a new account: member)
+        self.accounts.set_role(user_id, role or self.accounts.role(user_id))
         return self.principal(user_id)
 
     def remove_user(self, user_id: str) -> None:

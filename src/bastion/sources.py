@@ -1,8 +1,16 @@
-"""The sources of a workspace, kept in the catalog, and the connector each one needs."""
+"""The sources of a workspace, kept in the catalog, and the connector each one needs.
+
+A source's kind names its connector in the ``bastion.connectors`` entry-point group, so a
+package can add a kind. The built-in kinds are ``folder`` and ``sql``; catalogs written before
+``folder`` was the name hold ``filesystem``, which is read as ``folder``.
+"""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -14,6 +22,24 @@ from bastion.core.errors import ConfigError
 from bastion.core.types import parse_acl
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+CONNECTOR_GROUP = "bastion.connectors"
+FOLDER = "folder"
+KIND_ALIASES = {"filesystem": FOLDER}  # the folder kind's name in catalogs written before
+
+
+def source_kind(kind: str) -> str:
+    """The current name of a stored kind: ``"filesystem"`` -> ``"folder"``; others unchanged."""
+    return KIND_ALIASES.get(kind, kind)
+
+
+def is_folder(kind: str) -> bool:
+    """Whether a stored kind is a folder source (either spelling)."""
+    return source_kind(kind) == FOLDER
+
+
+def connector_classes() -> dict[str, EntryPoint]:
+    """Installed connector kinds -> their entry points (built-ins register like any package)."""
+    return {ep.name: ep for ep in entry_points(group=CONNECTOR_GROUP)}
 
 
 class SourceRegistry:
@@ -22,7 +48,7 @@ class SourceRegistry:
     def __init__(self, catalog: Catalog, ingest: IngestConfig):
         self.catalog, self.ingest = catalog, ingest
 
-    def _add(self, name: str, kind: str, config: dict) -> SourceRow:
+    def _add(self, name: str, kind: str, config: dict[str, Any]) -> SourceRow:
         if not _NAME.match(name):
             raise ConfigError(f"invalid source name {name!r}: use letters, digits, '.', '_' or '-'")
         parse_acl(config.get("acl") or "")  # validate now, not at sync time
@@ -40,8 +66,8 @@ class SourceRegistry:
         if not root.is_dir():
             raise ConfigError(f"source folder {str(path)!r} does not exist or is not a folder")
         parse_acl(uploaders or "")
-        return self._add(name, "filesystem", {"path": str(root), "acl": acl or "", "include": include or [],
-                                              "exclude": exclude or [], "uploaders": uploaders or ""})
+        return self._add(name, FOLDER, {"path": str(root), "acl": acl or "", "include": include or [],
+                                         "exclude": exclude or [], "uploaders": uploaders or ""})
 
     def add_sql(self, name: str, url: str, *, id_column: str, template: str, table: str | None = None,
                 query: str | None = None, updated_at_column: str | None = None, acl_column: str | None = None,
@@ -67,18 +93,35 @@ class SourceRegistry:
     def connector(self, row: SourceRow) -> Connector:
         return self._connector(row.kind, row.config)
 
-    def _connector(self, kind: str, cfg: dict) -> Connector:
+    def _connector(self, kind: str, cfg: dict[str, Any]) -> Connector:
+        kind = source_kind(kind)
+        found = connector_classes().get(kind)
+        if found is None:
+            raise ConfigError(f"unknown source kind {kind!r}")
+        cls = found.load()
         acl = parse_acl(cfg.get("acl") or "")
-        if kind == "filesystem":
-            from bastion.connectors.filesystem import FilesystemConnector
+        options = _BUILT_IN_OPTIONS.get(kind, _plugin_options)
+        connector: Connector = cls(**options(cfg, self.ingest), default_acl=acl)
+        return connector
 
-            return FilesystemConnector(cfg["path"], default_acl=acl, include=cfg.get("include"), exclude=cfg.get("exclude"),
-                                       max_bytes=int(self.ingest.max_file_mb * 2**20))
-        if kind == "sql":
-            from bastion.connectors.sql import SqlConnector
 
-            return SqlConnector(cfg["url"], id_column=cfg["id_column"], template=cfg["template"], default_acl=acl,
-                                table=cfg.get("table"), query=cfg.get("query"), updated_at_column=cfg.get("updated_at_column"),
-                                acl_column=cfg.get("acl_column"), title_column=cfg.get("title_column"),
-                                max_rows=self.ingest.max_rows_per_table)
-        raise ConfigError(f"unknown source kind {kind!r}")
+def _folder_options(cfg: dict[str, Any], ingest: IngestConfig) -> dict[str, Any]:
+    return {"root": cfg["path"], "include": cfg.get("include"), "exclude": cfg.get("exclude"),
+            "max_bytes": int(ingest.max_file_mb * 2**20)}
+
+
+def _sql_options(cfg: dict[str, Any], ingest: IngestConfig) -> dict[str, Any]:
+    return {"url": cfg["url"], "id_column": cfg["id_column"], "template": cfg["template"], "table": cfg.get("table"),
+            "query": cfg.get("query"), "updated_at_column": cfg.get("updated_at_column"),
+            "acl_column": cfg.get("acl_column"), "title_column": cfg.get("title_column"),
+            "max_rows": ingest.max_rows_per_table}
+
+
+def _plugin_options(cfg: dict[str, Any], ingest: IngestConfig) -> dict[str, Any]:
+    """A package's connector is called with the source's stored options (the ACL as ``default_acl``)."""
+    return {k: v for k, v in cfg.items() if k not in ("acl", "uploaders")}
+
+
+# how the stored options of the built-in kinds map onto their connectors' arguments
+_BUILT_IN_OPTIONS: dict[str, Callable[[dict[str, Any], IngestConfig], dict[str, Any]]] = {
+    FOLDER: _folder_options, "sql": _sql_options}

@@ -1,6 +1,6 @@
 """A workspace: ``bastion.toml`` plus a data folder holding the catalog and the index.
 
-The Python API the CLI (and later the HTTP API) is a thin layer over.
+The Python API the CLI and the HTTP API are thin layers over.
 
 >>> ws = Workspace.init("/tmp/ws")                                  # doctest: +SKIP
 >>> ws.directory.add_user("alice", groups=["finance"])               # doctest: +SKIP
@@ -13,19 +13,34 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
+from bastion import lineage as answer_lineage
 from bastion.catalog.db import Catalog
 from bastion.core.config import CONFIG_FILE, DEFAULT_TOML, WorkspaceConfig, load_config
 from bastion.core.errors import BastionError, ConfigError, WorkspaceError
 from bastion.core.types import Hit, Principal
+from bastion.directory import Directory
 from bastion.embedding.protocol import Embedder
 from bastion.ingest.report import SyncReport
-from bastion.directory import Directory
 from bastion.sources import SourceRegistry
+
+if TYPE_CHECKING:  # the modules behind these types load on first use; importing bastion stays cheap
+    from bastion.accounts import Accounts
+    from bastion.audit import AuditLog
+    from bastion.core.config import AnswerConfig, AssistantConfig
+    from bastion.documents import DocumentCatalog
+    from bastion.generation.answer import Answerer, Assistant
+    from bastion.generation.models import ModelRegistry
+    from bastion.generation.protocol import LLM, ChatMessage, OnToken
+    from bastion.generation.results import Answer
+    from bastion.ingest.pipeline import Progress
+    from bastion.monitoring.monitor import Monitor
+    from bastion.stores.lance import LanceStore
 
 
 def resolve_home(home: str | Path | None) -> Path:
@@ -42,17 +57,17 @@ class Workspace:
         self.data_dir = home / "data"
         self._embedder = embedder
         self.embedder_injected = embedder is not None  # an embedder object, not the configured one
-        self._llm_override = None  # use_llm()
-        self._llms: dict[str, object] = {}  # model name -> loaded LLM
+        self._llm_override: LLM | None = None  # use_llm()
+        self._llms: dict[str, LLM] = {}  # model name -> loaded LLM
         self._llm_lock = threading.Lock()
-        self._store = None
+        self._store: LanceStore | None = None
         self._store_lock = threading.Lock()  # one store per workspace, whichever thread opens it first
         self._embedder_lock = threading.Lock()
-        self._answerers: dict[str, tuple] = {}  # assistant name -> (Answerer, sources)
+        self._answerers: dict[str, Assistant] = {}  # assistant name -> its answerer and sources
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
-    def init(cls, home: str | Path | None = None, *, exist_ok: bool = False) -> "Workspace":
+    def init(cls, home: str | Path | None = None, *, exist_ok: bool = False) -> Workspace:
         path = resolve_home(home)
         if (path / CONFIG_FILE).exists() and not exist_ok:
             raise WorkspaceError(f"{path} already holds a workspace ({CONFIG_FILE} exists)")
@@ -61,11 +76,11 @@ class Workspace:
         if not (path / CONFIG_FILE).exists():
             (path / CONFIG_FILE).write_text(DEFAULT_TOML, encoding="utf-8")
         ws = cls.open(path)
-        ws.catalog  # creates and migrates the catalog
+        ws._create_catalog()
         return ws
 
     @classmethod
-    def open(cls, home: str | Path | None = None, *, embedder: Embedder | None = None) -> "Workspace":
+    def open(cls, home: str | Path | None = None, *, embedder: Embedder | None = None) -> Workspace:
         path = resolve_home(home)
         if not (path / CONFIG_FILE).exists():
             raise WorkspaceError(
@@ -76,19 +91,32 @@ class Workspace:
 
     @cached_property
     def catalog(self) -> Catalog:
+        """The catalog database, created and migrated to the current schema when first opened."""
         self.data_dir.mkdir(exist_ok=True)
         return Catalog.for_workspace(self.data_dir)
 
+    def _create_catalog(self) -> Catalog:
+        """Open the catalog now (``init``) rather than on first use: opening creates the database
+        and migrates it to the current schema."""
+        return self.catalog
+
     @cached_property
     def directory(self) -> Directory:
-        return Directory(self.catalog)
+        return Directory(self.catalog, self.accounts)
 
     @cached_property
     def sources(self) -> SourceRegistry:
         return SourceRegistry(self.catalog, self.config.ingest)
 
     @cached_property
-    def accounts(self):
+    def documents(self) -> DocumentCatalog:
+        """Documents as a principal may read them, and feedback on answers."""
+        from bastion.documents import DocumentCatalog
+
+        return DocumentCatalog(self.catalog)
+
+    @cached_property
+    def accounts(self) -> Accounts:
         """Roles, passwords, API keys and web sessions (lockout settings from ``[auth]``)."""
         from bastion.accounts import Accounts
 
@@ -98,14 +126,14 @@ class Workspace:
                         failure_window_s=a.failed_login_window_s)
 
     @cached_property
-    def audit(self):
+    def audit(self) -> AuditLog:
         """The append-only audit log."""
         from bastion.audit import AuditLog
 
         return AuditLog(self.catalog)
 
     @cached_property
-    def monitor(self):
+    def monitor(self) -> Monitor:
         """Data-observability checks and alerts (``[monitoring]``), with webhook delivery."""
         from bastion.monitoring.monitor import Monitor
         from bastion.monitoring.notify import Notifier
@@ -128,13 +156,13 @@ class Workspace:
         return self._embedder
 
     @property
-    def store(self):
+    def store(self) -> LanceStore:
         with self._store_lock:
             if self._store is None:
                 self._store = self._open_store()
             return self._store
 
-    def _open_store(self):
+    def _open_store(self) -> LanceStore:
         from bastion.stores.lance import LanceStore
 
         s = self.config.search
@@ -164,7 +192,8 @@ class Workspace:
                 raise WorkspaceError("another sync is running in this workspace; wait for it to finish") from None
             yield  # the lock dies with the process, so a killed sync never blocks the next
 
-    def sync(self, source: str | None = None, progress=None, *, accept: bool = False) -> list[SyncReport]:
+    def sync(self, source: str | None = None, progress: Progress | None = None, *,
+             accept: bool = False) -> list[SyncReport]:
         """Sync one source (by name) or all of them; returns one report per source.
 
         Each sync is checked before it is published (bastion.monitoring): one that fails its hard
@@ -181,7 +210,7 @@ class Workspace:
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
         pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
                                 batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks)
-        reports = []
+        reports: list[SyncReport] = []
         with self._sync_lock():
             for row in sources:
                 try:
@@ -191,9 +220,10 @@ class Workspace:
                     self._check_failed_sync(row.name)
                     raise
                 try:  # the embedder is probed only when this sync wrote new vectors (a re-sync embeds nothing)
+                    assert report.run_id is not None  # every sync records its run first
                     report.alerts = self.monitor.after_sync(row.name, report.run_id,
                                                             embedder=self.embedder if report.chunks_embedded else None)
-                except Exception as exc:  # the sync itself is done and published; say the checks failed
+                except Exception as exc:  # noqa: BLE001 - the sync itself is done and published; say the checks failed
                     report.errors.append({"file": None, "reason": f"data checks failed: {type(exc).__name__}: {exc}"})
                 reports.append(report)
         return reports
@@ -204,12 +234,12 @@ class Workspace:
             run_id = self.monitor.latest_run_id(source)
             if run_id is not None:
                 self.monitor.after_sync(source, run_id)
-        except Exception:  # the sync's own error is the one to report
-            from bastion.logging import log
+        except Exception:  # noqa: BLE001 - the sync's own error is the one to report
+            from bastion.events import log
 
             log("monitor.failed", source=source)
 
-    def rebuild_index(self, progress=None) -> list[SyncReport]:
+    def rebuild_index(self, progress: Progress | None = None) -> list[SyncReport]:
         """Drop the derived index and rebuild it from the sources (e.g. after changing embedder).
 
         The catalog forgets what it last saw of each document, so the next sync re-reads and
@@ -233,18 +263,18 @@ class Workspace:
 
     # -- models and answers ----------------------------------------------------------------
     @cached_property
-    def models(self):
+    def models(self) -> ModelRegistry:
         """The workspace's model registry (packs pulled into data/models, user files, endpoints)."""
         from bastion.generation.models import ModelRegistry
 
         return ModelRegistry(self.catalog, self.data_dir / "models")
 
     @property
-    def llm(self):
+    def llm(self) -> LLM:
         """The configured LLM, loaded on first use (its file's sha256 is checked before loading)."""
         return self.llm_named(self.config.llm.model)
 
-    def llm_named(self, name: str):
+    def llm_named(self, name: str) -> LLM:
         """A registered model by name, loaded once per workspace object (assistants may use several)."""
         if self._llm_override is not None:
             return self._llm_override
@@ -255,26 +285,35 @@ class Workspace:
                 self._llms[name] = build_llm(self.models.get(name), self.config.llm)
             return self._llms[name]
 
-    def use_llm(self, llm) -> None:
-        """Answer with this LLM object instead of the configured ones (tests, notebooks)."""
+    def use_llm(self, llm: LLM | None) -> None:
+        """Answer with this LLM object instead of the configured ones (tests, notebooks); None undoes it."""
         self._llm_override = llm
 
-    def assistants(self) -> dict:
+    def assistants(self) -> dict[str, AssistantConfig]:
         """Assistant name -> AssistantConfig; ``bastion`` (the workspace defaults) unless redefined."""
         from bastion.core.config import AssistantConfig
 
         return {"bastion": AssistantConfig(description="The workspace's default model, prompt and sources.")} | dict(self.config.assistants)
 
-    def _build_answerer(self, answer_cfg, model: str):
+    def _build_answerer(self, answer_cfg: AnswerConfig, model: str) -> Answerer:
         from bastion.generation.answer import Answerer
         from bastion.generation.prompting import load_template
+        from bastion.generation.records import AnswerRecords
 
         a = answer_cfg
         template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
-        return Answerer(self, template, a, self.config.llm, lambda: self.llm_named(model))
+        return Answerer(template, a, self.config.llm, lambda: self.llm_named(model),
+                        search=self.search, embedder=lambda: self.embedder,
+                        records=AnswerRecords(self.catalog, embed_batch_size=self.config.embedder.batch_size),
+                        warnings_for=self._source_warnings)
 
-    def answerer_for(self, assistant: str):
-        """(Answerer, sources) of one assistant: its model, prompt template, mode and sources."""
+    def _source_warnings(self, doc_ids: list[str]) -> list[dict[str, Any]]:
+        return self.monitor.warnings_for(doc_ids)
+
+    def answerer_for(self, assistant: str) -> Assistant:
+        """One assistant: its answerer (model, prompt template, mode) and its sources."""
+        from bastion.generation.answer import Assistant
+
         known = self.assistants()
         if assistant not in known:
             raise ConfigError(f"unknown assistant {assistant!r} (known: {', '.join(sorted(known))})")
@@ -283,44 +322,29 @@ class Workspace:
             a = self.config.answer.model_copy(update={k: v for k, v in {"mode": spec.mode, "prompt": spec.prompt}.items() if v})
             for name in spec.sources:
                 self.sources.get(name)
-            self._answerers[assistant] = (self._build_answerer(a, spec.model or self.config.llm.model),
-                                          list(spec.sources) or None)
+            self._answerers[assistant] = Assistant(
+                answerer=self._build_answerer(a, spec.model or self.config.llm.model),
+                sources=list(spec.sources) or None)
         return self._answerers[assistant]
 
     @cached_property
-    def answerer(self):
+    def answerer(self) -> Answerer:
         """The Answerer with the workspace defaults (CLI and Python API)."""
         return self._build_answerer(self.config.answer, self.config.llm.model)
 
-    def ask(self, question: str, principal: Principal, *, mode: str | None = None, history=None,
-            source: str | None = None, on_token=None):
+    def ask(self, question: str, principal: Principal, *, mode: str | None = None,
+            history: list[ChatMessage] | None = None, source: str | list[str] | None = None,
+            on_token: OnToken | None = None) -> Answer:
         """Answer ``question`` from the passages ``principal`` may read; see bastion.generation.answer."""
         return self.answerer.ask(question, principal, mode=mode, history=history, source=source, on_token=on_token)
 
-    def lineage(self, lineage_id: str) -> dict:
-        """One answer's lineage record."""
-        from bastion.catalog.models import LineageRow
+    def lineage(self, lineage_id: str) -> dict[str, Any]:
+        """One answer's lineage record (see bastion.lineage)."""
+        return answer_lineage.read(self.catalog, lineage_id)
 
-        with self.catalog.session() as s:
-            row = s.get(LineageRow, lineage_id)
-            if row is None:
-                raise WorkspaceError(f"no lineage record {lineage_id!r}")
-            return {"id": row.id, "created_at": row.created_at.isoformat() + "Z", "user_id": row.user_id,
-                    "principal": row.principal, "question": row.question,
-                    "rewritten_question": row.rewritten_question, "mode": row.mode, "decision": row.decision,
-                    "reason": row.reason, **row.record}
-
-    def lineage_list(self, limit: int = 20, user_id: str | None = None) -> list[dict]:
-        from sqlalchemy import select
-
-        from bastion.catalog.models import LineageRow
-
-        with self.catalog.session() as s:
-            q = select(LineageRow).order_by(LineageRow.created_at.desc()).limit(limit)
-            if user_id:
-                q = q.where(LineageRow.user_id == user_id)
-            return [{"id": r.id, "created_at": r.created_at.isoformat() + "Z", "user_id": r.user_id,
-                     "question": r.question, "decision": r.decision} for r in s.scalars(q)]
+    def lineage_list(self, limit: int = 20, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The latest answers' lineage summaries, newest first."""
+        return answer_lineage.recent(self.catalog, limit, user_id)
 
     # -- search ----------------------------------------------------------------------------
     def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | list[str] | None = None,

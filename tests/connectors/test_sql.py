@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -338,7 +338,7 @@ def test_updated_at_types_detect_a_one_second_change(backend, ts_type, tmp_path,
     try:
         def stamp(t: datetime):
             if ts_type == "INTEGER":
-                return int(t.replace(tzinfo=timezone.utc).timestamp())
+                return int(t.replace(tzinfo=UTC).timestamp())
             if ts_type == "TIMESTAMPTZ":
                 return t.replace(tzinfo=timezone(timedelta(hours=2)))
             return t

@@ -9,11 +9,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from tests.monitoring.conftest import TOPICS, mojibake, open_checks, sync
 from typer.testing import CliRunner
 
 from bastion.cli.app import app
 from bastion.core.errors import ConfigError
+from tests.monitoring.conftest import TOPICS, mojibake, open_checks, sync
 
 
 class Hook:
@@ -129,7 +129,7 @@ def test_answers_citing_a_source_with_open_alerts_carry_a_warning(open_ws, src, 
 
 
 def test_lineage_walks_from_a_document_version_to_the_answers_that_used_it(open_ws, src):
-    from bastion.monitoring.lineage import trace_answer, trace_document, trace_version
+    from bastion.lineage import trace_answer, trace_document, trace_version
 
     ws = open_ws()
     sync(ws)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-from tests.monitoring.conftest import TOPICS, broken, mojibake, open_checks, sync
 
 from bastion.catalog.models import IngestRunRow, utcnow
 from bastion.testing import HashEmbedder
+from tests.monitoring.conftest import TOPICS, broken, mojibake, open_checks, sync
 
 
 def seen(ws, query: str, user: str = "alice") -> set[str]:

@@ -6,8 +6,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from bastion.testing import HashEmbedder
 from bastion.core.errors import IngestError
+from bastion.testing import HashEmbedder
 from bastion.workspace import Workspace
 
 URLS = {"sqlite": None, "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test"}

@@ -242,7 +242,7 @@ def test_health_ready_and_metrics(client, served):
 def test_upload_needs_the_editor_role_and_a_source_that_allows_it(client, served, role, allowed):
     who = "erin" if role == "editor" else "bob"
     r = client.post("/api/v1/sources/docs/documents", headers=auth(served.keys[who]),
-                    files={"file": ("notice.md", "# Notice\n\nThe canteen closes at 15:00 on Fridays.\n".encode())},
+                    files={"file": ("notice.md", b"# Notice\n\nThe canteen closes at 15:00 on Fridays.\n")},
                     data={"path": "uploads/notice.md"})
     if not allowed:
         assert r.status_code == 403

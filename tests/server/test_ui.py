@@ -269,7 +269,7 @@ def test_admin_pages(site, pages, served):
     # sources: sync now shows progress until the job completes
     page.click('#nav a[data-view="sources"]')
     src = page.locator('#sources-table tr[data-source="docs"]')
-    expect(src).to_contain_text("filesystem")
+    expect(src).to_contain_text("folder")
     src.get_by_role("button", name="Sync now").click()
     expect(page.locator("#job-live")).to_be_visible()
     expect(page.locator("#job-live-text")).to_contain_text("completed", timeout=30_000)
@@ -390,20 +390,25 @@ class _SlowAnswerer:
         self.chunk_id, self.release, self.histories = chunk_id, threading.Event(), []
 
     def ask(self, question, principal, *, mode=None, history=None, source=None, on_token=None):
-        from bastion.generation.answer import Answer, Citation
+        from bastion.generation.results import Answer, Citation
 
         self.histories.append([(m.role, m.content) for m in history or []])
         for token in ["Revenue ", "<b>was</b> ", "<img src=x id=pwn-draft>"]:
             on_token(token)
         self.release.wait(20)
-        cite = Citation(1, self.chunk_id, "<b>q3</b>", "finance/q3.md", None, "EUR 48.2 million", "doc", "ver")
-        return Answer(HOSTILE_ANSWER, False, "answered", None, [cite], "0" * 32, question, None, "en", "answer", True)
+        cite = Citation(n=1, chunk_id=self.chunk_id, document="<b>q3</b>", path="finance/q3.md", page=None,
+                        quote="EUR 48.2 million", doc_id="doc", version_id="ver")
+        return Answer(answer=HOSTILE_ANSWER, abstained=False, decision="answered", reason=None, citations=[cite],
+                      lineage_id="0" * 32, question=question, rewritten_question=None, language="en", mode="answer",
+                      grounded=True)
 
 
 def test_streamed_draft_and_hostile_text(site, pages, served):
     hit = served.ws.search("Q3 2026 revenue", served.ws.principal("alice"), 1)[0]
     fake = _SlowAnswerer(hit.chunk_id)
-    served.ws.answerer_for = lambda assistant: (fake, None)  # the real SSE route, a scripted answerer
+    from bastion.generation.answer import Assistant
+
+    served.ws.answerer_for = lambda assistant: Assistant(answerer=fake, sources=None)  # the real SSE route, a scripted answerer
 
     page = pages.new()
     login(page, site, "alice", ALICE_PW)

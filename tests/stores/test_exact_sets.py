@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bastion.stores.exact import ExactSets
+from bastion.stores.exact import ExactSets, KeyRows, RowBatch
 from bastion.stores.lance import LanceStore
 from bastion.testing.contract import make_chunk
 from bastion.testing.fakes import HashEmbedder
@@ -39,9 +39,10 @@ class Table:
     def read_key(self, key):
         self.full_reads += 1
         ids = list(self.rows[key])
-        return (np.array([self._rid(c) for c in ids], dtype=np.int64), ids,
-                np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
-                [self.texts.get(c, "") for c in ids], self._shown(ids))
+        return KeyRows(np.array([self._rid(c) for c in ids], dtype=np.int64), ids,
+                       np.array([self.rows[key][c] for c in ids], np.float32).reshape(len(ids), -1) if ids
+                       else np.zeros((0, 0), np.float32),
+                       [self.texts.get(c, "") for c in ids], self._shown(ids))
 
     def _shown(self, ids):
         return pa.table({"text": pa.array([self.texts.get(c, "") for c in ids], pa.string())})
@@ -52,9 +53,10 @@ class Table:
         ids = [live[r] for r in found]
         self.partial_reads.append(sorted(ids))
         carries = np.array([[c in self.rows[k] for k in keys] for c in ids], dtype=bool).reshape(len(ids), len(keys))
-        return (np.array(found, dtype=np.int64), ids,
-                np.array([self._vector(c) for c in ids], np.float32).reshape(len(ids), -1) if ids else np.zeros((0, 0), np.float32),
-                carries, [self.texts.get(c, "") for c in ids], self._shown(ids))
+        return RowBatch(np.array(found, dtype=np.int64), ids,
+                        np.array([self._vector(c) for c in ids], np.float32).reshape(len(ids), -1) if ids
+                        else np.zeros((0, 0), np.float32),
+                        carries, [self.texts.get(c, "") for c in ids], self._shown(ids))
 
 
 def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -64,8 +66,7 @@ def _brute(rows: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[tuple[str
 
 
 def _rank(sets, table, q, keys, version, k, limit=None):
-    return sets.rank(q, keys, version, k, list_rows=table.list_rows, read_key=table.read_key,
-                     read_rows=table.read_rows, limit=limit)
+    return sets.rank(q, keys, version, k, source=table, limit=limit)
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def test_a_clustered_small_group_gets_its_true_neighbours_with_an_ann_index(tmp_
     store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64, ann_min_rows=256, nprobes=1)
     store.replace_documents([c.doc_id for c in big + small], big + small)
     store.optimize()
-    assert "vector" in store._indexed_columns
+    assert store.vector_index_built
     probes = []
     real = store._ann
     store._ann = lambda *a: probes.append(a[1]) or real(*a)
@@ -270,10 +271,10 @@ def test_another_writers_changes_show_on_the_next_exact_search(tmp_path, embedde
     first = reader.rank_dense(v, labels, 3)
     assert first[0][0] == "small3-0"
     reads, listings = [], []
-    read_rows, read_key, list_rows = reader._read_rows, reader._read_key, reader._list_rows
-    reader._read_rows = lambda rows, keys: reads.append(len(rows)) or read_rows(rows, keys)
-    reader._read_key = lambda key: reads.append(key) or read_key(key)
-    reader._list_rows = lambda keys: listings.append(keys) or list_rows(keys)
+    read_rows, read_key, list_rows = reader.rows.read_rows, reader.rows.read_key, reader.rows.list_rows
+    reader.rows.read_rows = lambda rows, keys: reads.append(len(rows)) or read_rows(rows, keys)
+    reader.rows.read_key = lambda key: reads.append(key) or read_key(key)
+    reader.rows.list_rows = lambda keys: listings.append(keys) or list_rows(keys)
     counts, count = [], reader._count
     reader._count = lambda where, version: counts.append(where) or count(where, version)
     moved = make_chunk(embedder, "small3", "payroll bonus schedule 3", ("group:hr",))  # same text, ACL changed
@@ -312,18 +313,18 @@ def test_reading_listed_rows_skips_those_deleted_or_compacted_away_since(tmp_pat
     store.replace_documents([c.doc_id for c in small], small)
     store.replace_documents([c.doc_id for c in big], big)  # a second data file
     keys = (("group:small", None),)
-    rows = np.sort(store._list_rows(keys))
+    rows = np.sort(store.rows.list_rows(keys))
     assert len(rows) == 20
     store.replace_documents(["small3"], [])  # deleted after the listing
-    got_rows, ids, vectors, carries, terms, shown = store._read_rows(rows, keys)
+    got_rows, ids, vectors, carries, terms, shown = store.rows.read_rows(rows, keys)
     assert sorted(ids) == sorted(c.chunk_id for c in small if c.doc_id != "small3") and len(got_rows) == 19
     by_id = {c.chunk_id: c for c in small}
     assert all(np.allclose(vectors[i], by_id[cid].vector) for i, cid in enumerate(ids)) and carries.all()
     assert terms == [by_id[cid].terms for cid in ids]
     assert shown.column("text").to_pylist() == [by_id[cid].text for cid in ids]  # what a hit shows, aligned
-    store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
-    assert len(store._read_rows(rows, keys)[0]) == 0
-    assert len(store._read_rows(np.sort(store._list_rows(keys)), keys)[0]) == 19  # read again where they are now
+    store.rows.dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)  # every row moves
+    assert len(store.rows.read_rows(rows, keys).rows) == 0
+    assert len(store.rows.read_rows(np.sort(store.rows.list_rows(keys)), keys).rows) == 19  # read again where they are now
 
 
 def test_rows_are_shown_from_memory_only_while_alive_under_the_principals_keys(rng):
@@ -334,7 +335,7 @@ def test_rows_are_shown_from_memory_only_while_alive_under_the_principals_keys(r
     table = Table({"group:a": {c: rng.normal(size=4) for c in texts if c[0] == "a"},
                    "group:b": {"b0": rng.normal(size=4)}}, texts=texts)
     sets, q = ExactSets(1 << 20), rng.normal(size=4)
-    kw = dict(list_rows=table.list_rows, read_key=table.read_key, read_rows=table.read_rows)
+    kw = dict(source=table)
     rows_a, rows_b = {}, {}
     sets.rank(q, ["group:a"], 1, 5, rows_out=rows_a, **kw)
     sets.rank(q, ["group:b"], 1, 5, rows_out=rows_b, **kw)
@@ -373,9 +374,9 @@ def test_a_small_groups_hits_are_shown_from_memory_and_never_stale(tmp_path, emb
     assert hits[0].row["chunk_id"] == "small3-0" and takes == []  # no row read from the table
     assert all(h.row["text"] == by_id[h.row["chunk_id"]].text and h.row["path"] == by_id[h.row["chunk_id"]].path
                and h.row["char_end"] == by_id[h.row["chunk_id"]].char_end for h in hits)
-    reader._exact_sets.shown = lambda *a: None  # the same rows read by Lance's take
+    reader.show_from_memory = False  # the same rows read by Lance's take
     assert [h.row for h in reader.search_dense(v, labels, 5)] == [h.row for h in hits] and takes
-    del reader._exact_sets.shown
+    reader.show_from_memory = True
 
     ranked = reader.rank_dense(v, labels, 20)  # every chunk of the group, ranked before the commit
     moved = make_chunk(embedder, "small3", "payroll bonus schedule 3", ("group:hr",))

@@ -54,10 +54,10 @@ def embedder():
 
 def test_optimize_builds_a_chunk_id_btree_for_fetch(tmp_path, embedder):
     store = _store(tmp_path, embedder, _corpus(embedder, n_big=20, n_small=2))
-    kinds = {i.columns[0]: i.index_type for i in store._table.list_indices()}
+    kinds = {column: index.kind for column, index in store.stats().indexes.items()}
     assert kinds["chunk_id"] == "BTree" and kinds["doc_id"] == "BTree"
     reopened = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension)
-    assert "chunk_id" in reopened._indexed_columns
+    assert "chunk_id" in reopened.stats().indexes
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(ann_min_rows=256, exact_threshold=100_000),
@@ -71,14 +71,15 @@ def test_rankings_match_the_full_row_searches(tmp_path, embedder, kw):
             for k in (3, 10, 50):
                 full = store.search_dense(embedder.embed_query(q), labels, k)
                 assert store.rank_dense(embedder.embed_query(q), labels, k) == [(h.row["chunk_id"], h.score) for h in full]
-                full = store.search_terms(analyze(q), labels, k)
-                assert store.rank_terms(analyze(q), labels, k) == [(h.row["chunk_id"], h.score) for h in full]
+                ranked = store.rank_terms(analyze(q), labels, k)
+                full = store.fetch(ranked, labels)  # every ranked chunk is readable: fetch keeps them all, in order
+                assert ranked == [(h.row["chunk_id"], h.score) for h in full] and all(h.row["text"] for h in full)
 
 
 def test_exact_path_ranks_ids_exactly(tmp_path, embedder):
     chunks = _corpus(embedder)
     store = _store(tmp_path, embedder, chunks, ann_min_rows=256, exact_threshold=100)
-    assert "vector" in store._indexed_columns and store._exact(acl_filter(frozenset({"group:small"})))
+    assert store.vector_index_built and store.exact_path(frozenset({"group:small"}))
     for q in QUERIES:
         _assert_exact(store.rank_dense(embedder.embed_query(q), frozenset({"group:small"}), 5), chunks, embedder, q,
                       "group:small", 5)
@@ -92,11 +93,11 @@ def test_ann_fallback_fills_short_id_rankings(tmp_path, embedder):
     labels, where = frozenset({"group:small"}), acl_filter(frozenset({"group:small"}))
     small = {c.chunk_id for c in chunks if "group:small" in c.acl}
     by_id = {c.chunk_id: c for c in chunks}
-    assert not store._exact(where)  # 12 authorised rows > exact_threshold: the ANN path
+    assert not store.exact_path(labels)  # 12 authorised rows > exact_threshold: the ANN path
     short_probes = 0
     for q in QUERIES:
         v = embedder.embed_query(q)
-        raw = (store._table.search(v, vector_column_name="vector").distance_type("cosine")
+        raw = (store.lancedb().table.search(v, vector_column_name="vector").distance_type("cosine")
                .where(where, prefilter=True).limit(10).nprobes(1).select(["chunk_id", "_distance"]).to_list())
         short_probes += len(raw) < 10
         got = store.rank_dense(v, labels, 10)
@@ -128,12 +129,13 @@ def test_an_index_written_before_the_packed_cite_column_still_reads_and_writes(t
     import numpy as np
 
     from bastion.core.types import Principal
-    from bastion.stores.lance import TABLE, LanceStore, _schema
+    from bastion.stores.lance import LanceStore
+    from bastion.stores.lance_schema import TABLE, schema
     from bastion.stores.protocol import StoredChunk
 
-    lancedb.connect(str(tmp_path)).create_table(TABLE, schema=_schema(4, cite=False))
+    lancedb.connect(str(tmp_path)).create_table(TABLE, schema=schema(4, cite=False))
     old = LanceStore(tmp_path, embedder_id="e", dimension=4)
-    assert "cite" not in old._table.schema.names
+    assert "cite" not in old.lancedb().table.schema.names
 
     def chunk(cid, doc, text):
         return StoredChunk(chunk_id=cid, doc_id=doc, version_id="v1", source="docs", document="Doc", path=f"{doc}.md",
@@ -164,12 +166,12 @@ def test_optimize_keeps_the_vector_index_in_one_segment(tmp_path, embedder):
 
     for b in range(2):  # positive control: LanceDB alone leaves a segment per optimize
         add(b)
-        store._table.optimize()
-    assert store._table.index_stats("vector_idx").num_indices == 3
+        store.lancedb().table.optimize()
+    assert store.stats().indexes["vector"].segments == 3
     for b in range(2, 5):
         add(b)
         store.optimize()
-        stats = store._table.index_stats("vector_idx")
+        stats = store.lancedb().table.index_stats("vector_idx")
         assert (stats.num_indices, stats.num_unindexed_rows, stats.num_indexed_rows) == (1, 0, 3000 + 200 * (b + 1))
     v = embedder.embed_query("batch4 spindle")
     assert any(cid.startswith("new4-") for cid, _ in store.rank_dense(v, frozenset({"group:big"}), 10))
@@ -180,12 +182,11 @@ def test_vector_index_kind_follows_configuration_and_its_refine_follows_the_inde
     a reader opened before the rebuild picks the new kind's refine up when it loads the new index."""
     chunks = _corpus(embedder, n_big=800, n_small=0)
     store = _store(tmp_path, embedder, chunks, ann_min_rows=256, exact_threshold=5)
-    kinds = {i.columns[0]: i.index_type for i in store._table.list_indices()}
-    assert (kinds["vector"], store.vector_index_built, store.refine) == ("IvfSq", "IVF_SQ", 2)
+    assert (store.stats().indexes["vector"].kind, store.vector_index_built, store.refine) == ("IvfSq", "IVF_SQ", 2)
     big = frozenset({"group:big"})
 
     def check(s: LanceStore) -> None:  # the ANN path finds the true nearest chunk, with true cosines
-        assert not s._exact(acl_filter(big))
+        assert not s.exact_path(big)
         for query in QUERIES:
             ranked = s.rank_dense(embedder.embed_query(query), big, 5)
             assert len(ranked) == 5
@@ -202,13 +203,13 @@ def test_vector_index_kind_follows_configuration_and_its_refine_follows_the_inde
     assert (pq.vector_index_built, pq.refine) == ("IVF_SQ", 2)  # what is built decides until the rebuild
     pq.optimize()
     assert (pq.vector_index_built, pq.refine) == ("IVF_PQ", 10)
-    assert {i.columns[0]: i.index_type for i in pq._table.list_indices()}["vector"] == "IvfPq"
+    assert pq.stats().indexes["vector"].kind == "IvfPq"
     check(pq)
     assert reader.refine == 2 and reader.warm()  # the reader loads the new index and learns its kind
     assert reader.refine == 10
     check(reader)
     def vector_segments(s: LanceStore):
-        return [str(seg.uuid) for i in s._dataset().describe_indices() if i.name == "vector_idx" for seg in i.segments]
+        return [str(seg.uuid) for i in s.lancedb().dataset().describe_indices() if i.name == "vector_idx" for seg in i.segments]
 
     before = vector_segments(pq)
     pq.optimize()  # the configured kind is built now: nothing rebuilt
@@ -233,7 +234,7 @@ def test_optimize_leaves_fragments_of_the_target_size_alone(tmp_path, embedder):
     store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=embedder.dimension,
                        ann_min_rows=1000, fragment_rows=2000)
     store.fold_indexed_fragments = 3
-    store._table.add(store._to_arrow(base))  # one 3,000-row fragment, as a bulk load writes it
+    store.lancedb().table.add(store.arrow(base))  # one 3,000-row fragment, as a bulk load writes it
     store.optimize()
     [(base_id, rows)] = _fragments(store)
     assert rows == 3000
@@ -249,8 +250,8 @@ def test_optimize_leaves_fragments_of_the_target_size_alone(tmp_path, embedder):
         assert frags[0] == (base_id, 3000)  # never rewritten
         assert sum(n for _, n in frags) == 3000 + 150 * (b + 1)
         counts.append(len(frags) - 1)
-        stats = store._table.index_stats("vector_idx")
-        assert (stats.num_indices, stats.num_unindexed_rows) == (1, 0)
+        stats = store.stats().indexes["vector"]
+        assert (stats.segments, stats.unindexed_rows) == (1, 0)
     # each optimize merged its three commits into one fragment; the fourth folded the three indexed ones
     # into one (Lance merges indexed and not-yet-indexed fragments separately)
     assert counts == [1, 2, 3, 2]
@@ -259,19 +260,18 @@ def test_optimize_leaves_fragments_of_the_target_size_alone(tmp_path, embedder):
     assert store.rank_terms(analyze("batch2"), frozenset({"group:big"}), 5)
     assert store.count() == 3600
     # positive control: LanceDB's optimize() folds the base fragment into the rewrite
-    store._table.optimize()
+    store.lancedb().table.optimize()
     assert [n for _, n in _fragments(store)] == [3600] and _fragments(store)[0][0] != base_id
 
 
 def test_optimize_indexes_new_terms_as_segments_and_merges_them(tmp_path, embedder):
     """Each optimize indexes the new rows' terms as a new full-text segment (folding them into the index
-    rewrote all of it: 2.3-2.8 s at 1M chunks for every 2,048 new ones). BM25 reads every segment: a
+    rewrote all of it at every optimize). BM25 reads every segment: a
     chunk in any segment is found, one deleted or re-ACLed after its segment was written is not (the new
     reader still finds it), and the segments are merged into one once there would be more than
     ``max_terms_segments``."""
     store = _store(tmp_path, embedder, _corpus(embedder, n_big=200, n_small=0))
     store.max_terms_segments = 3
-    name = store._index_names["terms"]
     big = frozenset({"group:big"})
 
     def found(word: str, labels=big) -> set[str]:
@@ -283,9 +283,9 @@ def test_optimize_indexes_new_terms_as_segments_and_merges_them(tmp_path, embedd
                for i in range(20)]
         store.replace_documents([c.doc_id for c in new], new)
         store.optimize()
-        stats = store._table.index_stats(name)
-        segments.append(stats.num_indices)
-        assert stats.num_unindexed_rows == 0  # indexed, not scanned flat
+        stats = store.stats().indexes["terms"]
+        segments.append(stats.segments)
+        assert stats.unindexed_rows == 0  # indexed, not scanned flat
         for j in range(b + 1):
             first = 2 if j == 0 and b >= 2 else 0  # b0-0 and b0-1 changed after the second optimize
             assert found(f"zeta{j}") == {f"b{j}-{i}-0" for i in range(first, 20)}, (b, j)
@@ -351,7 +351,7 @@ def test_a_replace_that_loses_a_commit_race_re_reads_and_lands_without_undoing_t
     def write_then_lose_the_race(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:  # the replace below has read its rows' addresses; another writer commits now
-            other._swap("doc_id IN ('big3')", other._to_arrow(
+            other._swap("doc_id IN ('big3')", other.arrow(
                 [make_chunk(embedder, "big3", "winner text", ("group:big",), ordinal=5)]))
         return real_write(*args, **kwargs)
 
@@ -398,7 +398,7 @@ def test_fetch_reads_ranked_chunks_by_row_id_only_for_the_filter_that_ranked_the
     # compaction moves the rows to a new data file: the remembered row ids point nowhere
     ranked = store.rank_terms(analyze("budget forecast"), finance, 10)
     ranked_files = {row >> 32 for (key, _), row in store._hints.items() if key[0] == finance}
-    store._dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)
-    assert not ranked_files & {f.fragment_id for f in store._dataset().get_fragments()}
+    store.lancedb().dataset().optimize.compact_files(target_rows_per_fragment=1_000_000)
+    assert not ranked_files & {f.fragment_id for f in store.lancedb().dataset().get_fragments()}
     lookups.clear()
     assert [h.row["chunk_id"] for h in store.fetch(ranked, finance)] == [c for c, _ in ranked] and len(lookups) == 1

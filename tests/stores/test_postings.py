@@ -15,7 +15,6 @@ from bastion.stores.lance import LanceStore, acl_filter
 from bastion.stores.postings import Postings
 from bastion.testing.contract import make_chunk
 from bastion.testing.fakes import HashEmbedder
-
 from tests.stores.test_exact_sets import Table
 
 WORDS = "pump valve seal motor shaft bearing gear spindle coolant sensor lathe drill press belt".split()
@@ -89,8 +88,7 @@ def test_a_chunk_under_two_keys_counts_once_and_refreshes_follow_commits(rng):
     sets, keys = ExactSets(1 << 22), ["group:a", "group:b", "user:u"]
 
     def rank(query, version):
-        return sets.rank_terms(query, keys, version, 10, list_rows=table.list_rows, read_key=table.read_key,
-                               read_rows=table.read_rows)
+        return sets.rank_terms(query, keys, version, 10, source=table)
 
     everything = a | b | shared
     got = rank(["pump", "valve"], 1)
@@ -116,7 +114,7 @@ def _store(tmp_path, embedder, chunks, **kw):
     store = LanceStore(tmp_path / "idx", embedder_id=embedder.id, dimension=64, ann_min_rows=256, **kw)
     store.replace_documents([c.doc_id for c in chunks], chunks)
     store.optimize()
-    assert "vector" in store._indexed_columns  # the exact path exists only beside an ANN index
+    assert store.vector_index_built  # the exact path exists only beside an ANN index
     return store
 
 
@@ -128,11 +126,13 @@ def test_in_memory_bm25_scores_as_the_full_text_index_when_the_set_is_the_whole_
                for i, text in enumerate(["报销流程需要部门经理审批", "差旅报销标准按城市分级", "年度预算由财务部编制"])]
     store = _store(tmp_path, embedder, chunks)
     labels = frozenset({"group:all"})
-    assert store._exact(acl_filter(labels))
+    assert store.exact_path(labels)
     for q in ("spindle bearing", "coolant pump lathe", "belt", "gear shaft seal drill", "报销审批"):
         terms = analyze(q)
         memory = store.rank_terms(terms, labels, 10)
-        index = store._terms(terms, acl_filter(labels), 10, ["chunk_id"])
+        lance = store.lancedb()  # the full-text index's own BM25 scores
+        index = lance.run(lance.async_table.query().nearest_to_text(" ".join(terms), columns="terms")
+                          .where(acl_filter(labels)).limit(10).select(["chunk_id", "_score"]).to_arrow())
         scores = index.column("_score").to_pylist()
         assert [r.score for r in memory] == pytest.approx(scores, rel=1e-5), q
         # the same chunks, up to the order of equal scores (the index breaks ties its own way)
@@ -176,20 +176,24 @@ def test_a_hybrid_searchs_two_legs_refresh_the_entries_once(rng):
     texts = _texts(rng, 50, "c")
     table = Table({"group:g": {c: rng.normal(size=4) for c in texts}, "user:u": {}}, texts=texts)
     sets, keys = ExactSets(1 << 22), ["group:g", "user:u"]
-    kw = dict(list_rows=table.list_rows, read_key=table.read_key)
     q = rng.normal(size=4)
-    sets.rank(q, keys, 1, 5, read_rows=table.read_rows, **kw)
+    sets.rank(q, keys, 1, 5, source=table)
     table.texts["new"] = "spindle spindle spindle"
     table.rows["group:g"]["new"] = q * 3
 
-    def slow_read(rows, keys_):
-        time.sleep(0.2)  # long enough for the other leg to arrive meanwhile
-        return table.read_rows(rows, keys_)
+    class Slow:  # the same table, slow to read rows
+        list_rows, read_key = table.list_rows, table.read_key
+
+        def read_rows(self, rows, keys_):
+            time.sleep(0.2)  # long enough for the other leg to arrive meanwhile
+            return table.read_rows(rows, keys_)
+
+    slow = Slow()
 
     out = {}
-    legs = [threading.Thread(target=lambda: out.__setitem__("dense", sets.rank(q, keys, 2, 1, read_rows=slow_read, **kw))),
+    legs = [threading.Thread(target=lambda: out.__setitem__("dense", sets.rank(q, keys, 2, 1, source=slow))),
             threading.Thread(target=lambda: out.__setitem__("bm25", sets.rank_terms(["spindle"], keys, 2, 1,
-                                                                                    read_rows=slow_read, **kw)))]
+                                                                                    source=slow)))]
     for leg in legs:
         leg.start()
     for leg in legs:

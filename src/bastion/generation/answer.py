@@ -9,6 +9,11 @@ Every path ends in one of three decisions, and every one writes a lineage record
   not pass the checks (the reason says which);
 - ``abstained``: the fixed, localised "not found in the sources you can access", when the
   evidence is weak or the model said the sources do not answer.
+
+The :class:`Answerer` holds no workspace: it is given a search function (which applies the
+asker's access rights), the embedder, an :class:`~bastion.generation.records.AnswerRecords`
+(cache, version hashes, lineage) and a function that returns the data-health warnings of the
+cited documents.
 """
 from __future__ import annotations
 
@@ -16,17 +21,15 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
-
-from bastion.catalog.models import AnswerCacheRow, DocumentVersionRow, LineageRow
 from bastion.core.config import AnswerConfig, LLMConfig
 from bastion.core.errors import BastionError, ConfigError, GenerationError
 from bastion.core.types import Hit, Principal
-from bastion.generation.citations import check_answer, says_not_found
-from bastion.generation.extract import candidate_sentences, rank_sentences, render_quotes, select_quotes
+from bastion.generation.citations import CheckedAnswer, check_answer, says_not_found
+from bastion.generation.extract import Sentence, candidate_sentences, rank_sentences, render_quotes, select_quotes
 from bastion.generation.prompting import (
     ABSTAIN_MESSAGES,
     NOT_FOUND,
@@ -36,50 +39,28 @@ from bastion.generation.prompting import (
     trim_passage,
 )
 from bastion.generation.protocol import LLM, ChatMessage, DecodingParams, OnToken
+from bastion.generation.records import AnswerRecords
+from bastion.generation.results import Answer, Citation
 from bastion.retrieval.analyzer import analyze
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bastion.embedding.cache import CachedEmbedder
+    from bastion.embedding.protocol import Embedder
 
 MAX_QUESTION_CHARS = 4000
 
 
-@dataclass
-class Citation:
-    n: int
-    chunk_id: str
-    document: str
-    path: str
-    page: int | None
-    quote: str
-    doc_id: str
-    version_id: str
+class SearchFn(Protocol):
+    """Retrieval as ``principal``: only passages whose ACL admits them (``Workspace.search``)."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __call__(self, query: str, principal: Principal, k: int | None = None, *,
+                 source: str | list[str] | None = None) -> list[Hit]: ...
 
 
-@dataclass
-class Answer:
-    answer: str
-    abstained: bool
-    decision: str  # answered | extracted | abstained
-    reason: str | None
-    citations: list[Citation]
-    lineage_id: str
-    question: str
-    rewritten_question: str | None
-    language: str
-    mode: str
-    grounded: bool
-    invalid_citations: int = 0
-    cached: bool = False
-    model: str | None = None
-    timings_ms: dict = field(default_factory=dict)
-    # open freshness / quality / parse / drift alerts of the cited sources (bastion.monitoring)
-    warnings: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["citations"] = [c.to_dict() for c in self.citations]
-        return d
+# doc ids of the cited passages -> open alerts of their sources (``Monitor.warnings_for``)
+WarningsFn = Callable[[list[str]], list[dict[str, Any]]]
 
 
 def citation_grammar(n_passages: int, max_sentences: int = 5) -> str:
@@ -92,17 +73,58 @@ def citation_grammar(n_passages: int, max_sentences: int = 5) -> str:
     ])
 
 
-class Answerer:
-    """Answers questions for one workspace. ``llm`` is built lazily and only when needed."""
+@dataclass
+class _Question:
+    """One ``ask`` call as it moves through the steps: what was asked, what was found, the
+    lineage record being built and the time each step took."""
 
-    def __init__(self, workspace, template: PromptTemplate, answer_cfg: AnswerConfig, llm_cfg: LLMConfig,
-                 llm_provider: Callable[[], LLM] | None):
-        self.ws = workspace
+    text: str
+    principal: Principal
+    mode: str
+    source: str | list[str] | None
+    lang: str
+    started: float
+    query: str = ""  # the standalone question that was searched
+    rewrite: str = "none"  # how it was made: none | llm | concatenated
+    hits: list[Hit] = field(default_factory=list)
+    ranked: list[Sentence] = field(default_factory=list)
+    evidence: float | None = None
+    threshold: float = 0.0
+    timings: dict[str, float | None] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rewritten_question(self) -> str | None:
+        return self.query if self.rewrite != "none" else None
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    messages: list[ChatMessage]
+    passages: list[Passage]
+    params: DecodingParams
+    cache_key: str
+
+
+class Answerer:
+    """Answers questions with one template, answer settings and model.
+
+    The LLM (``llm_provider``) and the embedder (``embedder``) are providers, called only when
+    needed, so a question that fails validation or is answered by extraction loads no model.
+    """
+
+    def __init__(self, template: PromptTemplate, answer_cfg: AnswerConfig, llm_cfg: LLMConfig,
+                 llm_provider: Callable[[], LLM] | None, *, search: SearchFn, embedder: Callable[[], Embedder],
+                 records: AnswerRecords, warnings_for: WarningsFn):
         self.template = template
         self.cfg = answer_cfg
         self.llm_cfg = llm_cfg
         self._llm_provider = llm_provider
-        self._embed_cache = None
+        self._search = search
+        self._embedder = embedder
+        self.records = records
+        self._warnings_for = warnings_for
+        self._embed_cache: CachedEmbedder | None = None
 
     # -- pieces ----------------------------------------------------------------------------
     def min_evidence(self, lang: str) -> float:
@@ -115,11 +137,9 @@ class Answerer:
             raise GenerationError("no LLM is configured")
         return self._llm_provider()
 
-    def _embed_passages(self, texts: list[str]):
+    def _embed_passages(self, texts: list[str]) -> np.ndarray:
         if self._embed_cache is None:
-            from bastion.embedding.cache import CachedEmbedder
-
-            self._embed_cache = CachedEmbedder(self.ws.embedder, self.ws.catalog, self.ws.config.embedder.batch_size)
+            self._embed_cache = self.records.embedding_cache(self._embedder())
         return self._embed_cache.embed(texts)
 
     def rewrite(self, question: str, history: list[ChatMessage], lang: str) -> tuple[str, str]:
@@ -146,7 +166,7 @@ class Answerer:
                               grammar=grammar)
 
     def build_prompt(self, question: str, hits: list[Hit], lang: str, llm: LLM,
-                     max_tokens: int) -> tuple[list[ChatMessage], list[Passage], dict]:
+                     max_tokens: int) -> tuple[list[ChatMessage], list[Passage], dict[str, int]]:
         """Fit the top passages, trimmed, into the model's context window."""
         count = llm.count_tokens
         empty = self.template.messages(question, [], lang)
@@ -174,8 +194,23 @@ class Answerer:
 
     # -- the pipeline ----------------------------------------------------------------------
     def ask(self, question: str, principal: Principal, *, mode: str | None = None,
-            history: list[ChatMessage] | None = None, source: str | None = None,
+            history: list[ChatMessage] | None = None, source: str | list[str] | None = None,
             on_token: OnToken | None = None) -> Answer:
+        """Answer ``question`` from the passages ``principal`` may read (``source``: one source
+        name or several); ``on_token`` receives the model's draft as it streams."""
+        q = self._start(question, principal, mode, source)
+        self._retrieve(q, history or [])
+        self._score_evidence(q)
+        weakness = self._weakness(q)
+        if weakness is not None:
+            return self._finish(q, self._abstention(q, weakness))
+        if q.mode == "extract":
+            return self._finish(q, self._extracted(q, None))
+        return self._generate(q, on_token)
+
+    def _start(self, question: str, principal: Principal, mode: str | None,
+               source: str | list[str] | None) -> _Question:
+        """Validate the request; the clock starts here."""
         if not isinstance(principal, Principal):
             raise TypeError("ask() needs a Principal; get one with workspace.principal(user_id)")
         if not isinstance(question, str) or not question.strip():
@@ -186,151 +221,153 @@ class Answerer:
         if mode not in ("answer", "extract"):
             raise ConfigError(f"unknown answer mode {mode!r}: use 'answer' or 'extract'")
         question = question.strip()
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
+        started = time.perf_counter()
         lang = detect_language(question)
-        record: dict = {"language": lang, "mode": mode}
+        q = _Question(text=question, principal=principal, mode=mode, source=source, lang=lang, started=started)
+        q.record.update(language=lang, mode=mode)
+        return q
 
-        # 1. standalone question
-        rewritten, how = self.rewrite(question, history or [], lang)
-        timings["rewrite"] = time.perf_counter() - t0
-        query = rewritten
-        record["rewrite"] = how
-
-        # 2. retrieval, as this principal
+    def _retrieve(self, q: _Question, history: list[ChatMessage]) -> None:
+        """A standalone question from a follow-up, then retrieval as the asker."""
+        q.query, q.rewrite = self.rewrite(q.text, history, q.lang)
+        q.timings["rewrite"] = time.perf_counter() - q.started
+        q.record["rewrite"] = q.rewrite
         t = time.perf_counter()
-        hits = self.ws.search(query, principal, k=self.cfg.max_passages, source=source)
-        timings["retrieve"] = time.perf_counter() - t
+        q.hits = self._search(q.query, q.principal, k=self.cfg.max_passages, source=q.source)
+        q.timings["retrieve"] = time.perf_counter() - t
 
-        # 3. evidence: the best sentence of the authorised passages
+    def _score_evidence(self, q: _Question) -> None:
+        """The evidence: the best sentence of the authorised passages, scored against the question."""
         t = time.perf_counter()
-        ranked = rank_sentences(query, candidate_sentences([h.text for h in hits], query),
-                                self.ws.embedder.embed_query, self._embed_passages)
-        evidence = ranked[0].score if ranked else None
-        threshold = self.min_evidence(lang)
-        timings["evidence"] = time.perf_counter() - t
-        record["retrieval"] = {"query": query, "k": self.cfg.max_passages, "source": source,
-                               "hits": self._hit_records(hits), "evidence": evidence,
-                               "min_evidence": threshold,
-                               "candidates": [[round(x.cosine, 4), round(x.coverage, 4)] for x in ranked]}
+        q.ranked = rank_sentences(q.query, candidate_sentences([h.text for h in q.hits], q.query),
+                                  self._embedder().embed_query, self._embed_passages)
+        q.evidence = q.ranked[0].score if q.ranked else None
+        q.threshold = self.min_evidence(q.lang)
+        q.timings["evidence"] = time.perf_counter() - t
+        q.record["retrieval"] = {"query": q.query, "k": self.cfg.max_passages, "source": q.source,
+                                 "hits": self.records.hit_records(q.hits), "evidence": q.evidence,
+                                 "min_evidence": q.threshold,
+                                 "candidates": [[round(x.cosine, 4), round(x.coverage, 4)] for x in q.ranked]}
 
-        def finish(answer: Answer, extra: dict | None = None) -> Answer:
-            timings["total"] = time.perf_counter() - t0
-            answer.timings_ms = {k: round(v * 1000, 1) for k, v in timings.items() if v is not None}
-            record.update(extra or {})
-            record["timings_ms"] = answer.timings_ms
-            record["answer"] = answer.answer
-            record["citations"] = [c.to_dict() for c in answer.citations]
-            record["grounded"] = answer.grounded
-            answer.warnings = self.ws.monitor.warnings_for([c.doc_id for c in answer.citations])
-            record["warnings"] = answer.warnings
-            self._write_lineage(answer, principal, record)
-            return answer
+    @staticmethod
+    def _weakness(q: _Question) -> str | None:
+        """Why the evidence cannot support an answer, or None when it can."""
+        if not q.hits:
+            return "no authorised passage matched the question"
+        if q.evidence is None or q.evidence < q.threshold:
+            shown = "none" if q.evidence is None else f"{q.evidence:.3f}"
+            return f"weak evidence: best sentence scores {shown} < answer.min_evidence {q.threshold}"
+        return None
 
-        def abstain(reason: str, **extra) -> Answer:
-            a = Answer(ABSTAIN_MESSAGES[lang], True, "abstained", reason, [], uuid.uuid4().hex, question,
-                       rewritten if how != "none" else None, lang, mode, grounded=False, **extra)
-            return finish(a)
-
-        if not hits:
-            return abstain("no authorised passage matched the question")
-        if evidence is None or evidence < threshold:
-            shown = "none" if evidence is None else f"{evidence:.3f}"
-            return abstain(f"weak evidence: best sentence scores {shown} < answer.min_evidence {threshold}")
-
-        def extracted(reason: str | None) -> Answer:
-            quotes = select_quotes(ranked, max_quotes=self.cfg.max_quotes)
-            cites = [self._citation(q.n, hits[q.n - 1], q.text) for q in quotes]
-            renumber = {c.n: i + 1 for i, c in enumerate(_unique_by_n(cites))}
-            quotes = [replace(q, n=renumber[q.n]) for q in quotes]
-            cites = [Citation(renumber[c.n], c.chunk_id, c.document, c.path, c.page, c.quote, c.doc_id, c.version_id)
-                     for c in _unique_by_n(cites)]
-            a = Answer(render_quotes(quotes, lang), False, "extracted", reason, cites, uuid.uuid4().hex, question,
-                       rewritten if how != "none" else None, lang, mode, grounded=True)
-            return a
-
-        if mode == "extract":
-            return finish(extracted(None))
-
-        # 4. the LLM
+    def _generate(self, q: _Question, on_token: OnToken | None) -> Answer:
+        """Prompt the LLM (or serve the cached answer), then check what it wrote; any failure
+        falls back to verbatim quotes."""
         try:
             llm = self._llm()
         except BastionError as exc:
-            return finish(extracted(f"no LLM available ({exc}); answered with verbatim quotes"))
+            return self._finish(q, self._extracted(q, f"no LLM available ({exc}); answered with verbatim quotes"))
         t = time.perf_counter()
         try:
-            params = self._decoding(min(len(hits), self.cfg.prompt_passages), llm)
-            messages, passages, prompt_info = self.build_prompt(query, hits, lang, llm, params.max_tokens)
-            params = self._decoding(len(passages), llm)
+            prompt = self._prompt(q, llm)
         except GenerationError as exc:
-            return finish(extracted(f"prompt could not be built ({exc})"))
-        timings["prompt"] = time.perf_counter() - t
-        model_rec = {"id": llm.id, "sha256": llm.sha256, "context_window": llm.context_window}
-        prompt_rec = {"template": self.template.template_id, "version": self.template.version,
-                      "digest": self.template.digest, **prompt_info}
-        record.update(model=model_rec, prompt=prompt_rec, decoding=params.to_record())
-        key = self._cache_key(question, query, hits[: len(passages)], llm, params)
-        record["cache_key"] = key
-        if self.cfg.cache and (cached := self._cache_get(key)) is not None:
-            cached.update(lineage_id=uuid.uuid4().hex, cached=True, question=question)
-            ans = _answer_from_dict(cached)
-            if on_token:
-                on_token(ans.answer)
-            return finish(ans, {"cache_hit": True})
-
+            return self._finish(q, self._extracted(q, f"prompt could not be built ({exc})"))
+        q.timings["prompt"] = time.perf_counter() - t
+        if self.cfg.cache and (cached := self.records.cached(prompt.cache_key)) is not None:
+            return self._from_cache(q, cached, on_token)
         try:
             # always stream, so the time to the first token is measured
-            gen = llm.generate(messages, params, on_token or (lambda _t: None))
+            gen = llm.generate(prompt.messages, prompt.params, on_token or _ignore_token)
         except GenerationError as exc:
-            timings["generate"] = time.perf_counter() - t
-            return finish(extracted(f"the LLM failed ({exc}); answered with verbatim quotes"), {"llm_error": str(exc)})
-        timings["first_token"] = gen.first_token_s
-        timings["generate"] = gen.total_s
-        record["tokens"] = {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}
-        record["raw_answer"] = gen.text
-        record["finish_reason"] = gen.finish_reason
-
-        # 5. checks
-        if says_not_found(gen.text, NOT_FOUND):
-            ans = Answer(ABSTAIN_MESSAGES[lang], True, "abstained", "the model found no answer in the sources", [],
-                         uuid.uuid4().hex, question, rewritten if how != "none" else None, lang, mode,
-                         grounded=False, model=llm.id)
-        else:
-            checked = check_answer(gen.text, {p.n: p.text for p in passages}, min_support=self.cfg.min_support)
-            record["checks"] = {"invalid_citations": checked.invalid_citations, "invalid_detail": checked.invalid_detail,
-                                "grounded": checked.grounded}
-            if checked.grounded:
-                cites = [self._citation(n, hits[n - 1], _best_quote(passages[n - 1].text, checked, n))
-                         for n in checked.cited]
-                ans = Answer(checked.text, False, "answered", None, cites, uuid.uuid4().hex, question,
-                             rewritten if how != "none" else None, lang, mode, grounded=True,
-                             invalid_citations=checked.invalid_citations, model=llm.id)
-            else:
-                why = ("the model cited no source" if not any(c.cited for c in checked.claims) and not checked.invalid_citations
-                       else f"{checked.invalid_citations} citation(s) failed the check and "
-                            f"{sum(1 for c in checked.claims if not c.supported)} sentence(s) were unsupported")
-                ans = extracted(f"the model's answer was not grounded ({why}); answered with verbatim quotes")
-                ans.invalid_citations = checked.invalid_citations
-                ans.model = llm.id
+            q.timings["generate"] = time.perf_counter() - t
+            return self._finish(q, self._extracted(q, f"the LLM failed ({exc}); answered with verbatim quotes"),
+                                {"llm_error": str(exc)})
+        q.timings["first_token"] = gen.first_token_s
+        q.timings["generate"] = gen.total_s
+        q.record["tokens"] = {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}
+        q.record["raw_answer"] = gen.text
+        q.record["finish_reason"] = gen.finish_reason
+        ans = self._check(q, gen.text, prompt.passages, llm.id)
         if self.cfg.cache:
-            self._cache_put(key, ans)
-        return finish(ans)
+            self.records.cache(prompt.cache_key, ans)
+        return self._finish(q, ans)
+
+    def _prompt(self, q: _Question, llm: LLM) -> _Prompt:
+        """The messages, decoding parameters and cache key for this question and model."""
+        params = self._decoding(min(len(q.hits), self.cfg.prompt_passages), llm)
+        messages, passages, prompt_info = self.build_prompt(q.query, q.hits, q.lang, llm, params.max_tokens)
+        params = self._decoding(len(passages), llm)
+        q.record.update(
+            model={"id": llm.id, "sha256": llm.sha256, "context_window": llm.context_window},
+            prompt={"template": self.template.template_id, "version": self.template.version,
+                    "digest": self.template.digest, **prompt_info},
+            decoding=params.to_record())
+        key = self._cache_key(q.text, q.query, q.hits[: len(passages)], llm, params)
+        q.record["cache_key"] = key
+        return _Prompt(messages=messages, passages=passages, params=params, cache_key=key)
+
+    def _from_cache(self, q: _Question, cached: dict[str, Any], on_token: OnToken | None) -> Answer:
+        """The cached answer to the same question on the same evidence, with its own lineage id."""
+        cached.update(lineage_id=uuid.uuid4().hex, cached=True, question=q.text)
+        ans = Answer.from_dict(cached)
+        if on_token:
+            on_token(ans.answer)
+        return self._finish(q, ans, {"cache_hit": True})
+
+    def _check(self, q: _Question, text: str, passages: list[Passage], model: str) -> Answer:
+        """Keep the model's answer only if its citations hold; else quote the sources verbatim."""
+        if says_not_found(text, NOT_FOUND):
+            return self._abstention(q, "the model found no answer in the sources", model=model)
+        checked = check_answer(text, {p.n: p.text for p in passages}, min_support=self.cfg.min_support)
+        q.record["checks"] = {"invalid_citations": checked.invalid_citations, "invalid_detail": checked.invalid_detail,
+                              "grounded": checked.grounded}
+        if checked.grounded:
+            cites = [_citation(n, q.hits[n - 1], _best_quote(passages[n - 1].text, checked, n)) for n in checked.cited]
+            return self._answer(q, text=checked.text, decision="answered", reason=None, citations=cites,
+                                invalid_citations=checked.invalid_citations, model=model)
+        ans = self._extracted(q, f"the model's answer was not grounded ({_ungrounded(checked)}); "
+                                 "answered with verbatim quotes")
+        ans.invalid_citations = checked.invalid_citations
+        ans.model = model
+        return ans
+
+    def _finish(self, q: _Question, answer: Answer, extra: dict[str, Any] | None = None) -> Answer:
+        """Stop the clock, attach the cited sources' warnings and write the lineage entry."""
+        q.timings["total"] = time.perf_counter() - q.started
+        answer.timings_ms = {k: round(v * 1000, 1) for k, v in q.timings.items() if v is not None}
+        q.record.update(extra or {})
+        q.record["timings_ms"] = answer.timings_ms
+        q.record["answer"] = answer.answer
+        q.record["citations"] = [c.to_dict() for c in answer.citations]
+        q.record["grounded"] = answer.grounded
+        answer.warnings = self._warnings_for([c.doc_id for c in answer.citations])
+        q.record["warnings"] = answer.warnings
+        self.records.trace(answer, q.principal, q.record)
+        return answer
+
+    # -- the three kinds of answer ---------------------------------------------------------
+    def _answer(self, q: _Question, *, text: str, decision: str, reason: str | None, citations: list[Citation],
+                invalid_citations: int = 0, model: str | None = None) -> Answer:
+        abstained = decision == "abstained"
+        return Answer(answer=text, abstained=abstained, decision=decision, reason=reason, citations=citations,
+                      lineage_id=uuid.uuid4().hex, question=q.text, rewritten_question=q.rewritten_question,
+                      language=q.lang, mode=q.mode, grounded=not abstained, invalid_citations=invalid_citations,
+                      model=model)
+
+    def _abstention(self, q: _Question, reason: str, *, model: str | None = None) -> Answer:
+        return self._answer(q, text=ABSTAIN_MESSAGES[q.lang], decision="abstained", reason=reason, citations=[],
+                            model=model)
+
+    def _extracted(self, q: _Question, reason: str | None) -> Answer:
+        """Verbatim quotes of the best sentences, each cited, numbered in order of first citation."""
+        quotes = select_quotes(q.ranked, max_quotes=self.cfg.max_quotes)
+        cites = _unique_by_n([_citation(s.n, q.hits[s.n - 1], s.text) for s in quotes])
+        renumber = {c.n: i + 1 for i, c in enumerate(cites)}
+        quotes = [replace(s, n=renumber[s.n]) for s in quotes]
+        cites = [replace(c, n=renumber[c.n]) for c in cites]
+        return self._answer(q, text=render_quotes(quotes, q.lang), decision="extracted", reason=reason,
+                            citations=cites)
 
     # -- records ---------------------------------------------------------------------------
-    def _citation(self, n: int, hit: Hit, quote: str) -> Citation:
-        return Citation(n, hit.chunk_id, hit.document, hit.path, hit.page, quote, hit.doc_id, hit.version_id)
-
-    def _hit_records(self, hits: list[Hit]) -> list[dict]:
-        hashes = {}
-        if hits:
-            with self.ws.catalog.session() as s:
-                rows = s.execute(select(DocumentVersionRow.id, DocumentVersionRow.content_hash)
-                                 .where(DocumentVersionRow.id.in_({h.version_id for h in hits})))
-                hashes = dict(rows.all())
-        return [{"n": i + 1, "chunk_id": h.chunk_id, "doc_id": h.doc_id, "version_id": h.version_id,
-                 "content_hash": hashes.get(h.version_id), "score": round(h.score, 6), "path": h.path,
-                 "page": h.page} for i, h in enumerate(hits)]
-
     def _cache_key(self, question: str, query: str, hits: list[Hit], llm: LLM, params: DecodingParams) -> str:
         material = {
             "question": " ".join(question.split()),
@@ -343,41 +380,46 @@ class Answerer:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
-    def _cache_get(self, key: str) -> dict | None:
-        with self.ws.catalog.session() as s:
-            row = s.get(AnswerCacheRow, key)
-            return dict(row.answer) if row else None
 
-    def _cache_put(self, key: str, ans: Answer) -> None:
-        d = ans.to_dict()
-        d.pop("timings_ms", None)
-        with self.ws.catalog.session(write=True) as s:
-            s.merge(AnswerCacheRow(key=key, answer=d))
+@dataclass(frozen=True)
+class Assistant:
+    """A named assistant of the workspace: its answerer and the sources it answers from
+    (``None``: every source the asker may read)."""
 
-    def _write_lineage(self, ans: Answer, principal: Principal, record: dict) -> None:
-        with self.ws.catalog.session(write=True) as s:
-            s.add(LineageRow(id=ans.lineage_id, user_id=principal.user_id, principal=sorted(principal.labels()),
-                             question=ans.question, rewritten_question=ans.rewritten_question, mode=ans.mode,
-                             decision=ans.decision, reason=ans.reason,
-                             record=record | {"invalid_citations": ans.invalid_citations, "cached": ans.cached}))
+    answerer: Answerer
+    sources: list[str] | None
+
+
+def _ignore_token(_token: str) -> None:
+    pass
+
+
+def _citation(n: int, hit: Hit, quote: str) -> Citation:
+    return Citation(n=n, chunk_id=hit.chunk_id, document=hit.document, path=hit.path, page=hit.page, quote=quote,
+                    doc_id=hit.doc_id, version_id=hit.version_id)
 
 
 def _unique_by_n(cites: list[Citation]) -> list[Citation]:
+    """One citation per passage number, quotes of the same passage joined with " … "."""
     seen: dict[int, Citation] = {}
     for c in cites:
-        if c.n in seen:
-            seen[c.n] = Citation(c.n, c.chunk_id, c.document, c.path, c.page, seen[c.n].quote + " … " + c.quote,
-                                 c.doc_id, c.version_id)
-        else:
-            seen[c.n] = c
+        seen[c.n] = replace(c, quote=seen[c.n].quote + " … " + c.quote) if c.n in seen else c
     return [seen[n] for n in sorted(seen)]
 
 
-def _best_quote(passage_text: str, checked, n: int) -> str:
+def _ungrounded(checked: CheckedAnswer) -> str:
+    if not any(c.cited for c in checked.claims) and not checked.invalid_citations:
+        return "the model cited no source"
+    unsupported = sum(1 for c in checked.claims if not c.supported)
+    return (f"{checked.invalid_citations} citation(s) failed the check and "
+            f"{unsupported} sentence(s) were unsupported")
+
+
+def _best_quote(passage_text: str, checked: CheckedAnswer, n: int) -> str:
     """The passage sentence that shares most terms with the claims citing passage ``n``."""
     from bastion.chunking.chunker import split_sentences
 
-    claim_terms = set()
+    claim_terms: set[str] = set()
     for c in checked.claims:
         if n in c.cited:
             claim_terms |= set(analyze(c.text))
@@ -390,11 +432,4 @@ def _best_quote(passage_text: str, checked, n: int) -> str:
     return best
 
 
-def _answer_from_dict(d: dict) -> Answer:
-    d = dict(d)
-    d["citations"] = [Citation(**c) for c in d.get("citations", [])]
-    d.setdefault("timings_ms", {})
-    return Answer(**d)
-
-
-__all__ = ["Answer", "Answerer", "Citation", "citation_grammar"]
+__all__ = ["Answerer", "Assistant", "MAX_QUESTION_CHARS", "SearchFn", "WarningsFn", "citation_grammar"]

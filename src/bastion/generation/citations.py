@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from bastion.chunking.chunker import split_sentences
 from bastion.retrieval.analyzer import analyze
@@ -32,7 +33,7 @@ class CheckedAnswer:
     text: str  # the answer with invalid citations removed
     claims: list[Claim]
     invalid_citations: int
-    invalid_detail: list[dict]
+    invalid_detail: list[dict[str, Any]]
     grounded: bool
 
     @property
@@ -71,7 +72,7 @@ def _split_claims(answer: str) -> list[tuple[str, list[int]]]:
 def check_answer(answer: str, passages: dict[int, str], *, min_support: float = 0.5) -> CheckedAnswer:
     """Validate every citation of ``answer`` against ``passages`` (number -> text shown to the model)."""
     claims: list[Claim] = []
-    detail: list[dict] = []
+    detail: list[dict[str, Any]] = []
     for text, nums in _split_claims(answer):
         claim = Claim(text=text, cited=[])
         for n in dict.fromkeys(nums):  # keep order, drop repeats
@@ -119,6 +120,3 @@ def says_not_found(answer: str, marker: str) -> bool:
     norm = re.sub(r"[\s_*`'\".。]+", "", answer).upper()
     return bool(norm) and (marker.replace("_", "").upper() in norm.replace("_", "")) and len(norm) < 3 * len(marker)
 
-
-def strip_citations(text: str) -> str:
-    return _CITE.sub("", text).strip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +55,8 @@ def candidate_sentences(passages: list[str], question: str, limit: int = 12) -> 
 LEXICAL_WEIGHT = 0.3
 
 
-def rank_sentences(question: str, sentences: list[Sentence], embed_query, embed_passages) -> list[Sentence]:
+def rank_sentences(question: str, sentences: list[Sentence], embed_query: Callable[[str], np.ndarray],
+                   embed_passages: Callable[[list[str]], np.ndarray]) -> list[Sentence]:
     """Re-rank by cosine similarity with the question in the embedder's space, plus a small
     bonus for the share of the question's terms the sentence contains (names, numbers and
     codes that a small embedder blurs)."""

@@ -1,6 +1,7 @@
 """Build an LLM from a registered model, through the ``bastion.llms`` entry-point group."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from bastion.core.config import LLMConfig
@@ -11,10 +12,11 @@ from bastion.generation.protocol import LLM
 _KIND_BACKEND = {"gguf": "llamacpp", "http": "openai"}
 
 
-def _backend(name: str):
+def _backend(name: str) -> Callable[..., LLM]:
     for ep in entry_points(group="bastion.llms"):
         if ep.name == name:
-            return ep.load()
+            backend: Callable[..., LLM] = ep.load()
+            return backend
     raise ConfigError(f"no LLM backend {name!r} is installed (entry-point group 'bastion.llms')")
 
 

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -85,7 +86,7 @@ class LlamaCppLLM:
 
     def generate(self, messages: list[ChatMessage], params: DecodingParams,
                  on_token: OnToken | None = None) -> Generation:
-        req: dict = {
+        req: dict[str, Any] = {
             "messages": [m.to_dict() for m in messages],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -114,9 +115,9 @@ class LlamaCppLLM:
                                   completion_tokens=usage.get("completion_tokens"),
                                   finish_reason=choice.get("finish_reason"), total_s=total)
             parts: list[str] = []
-            state: dict = {"first": None, "usage": {}, "finish": None, "error": None}
+            state: dict[str, Any] = {"first": None, "usage": {}, "finish": None, "error": None}
 
-            def callback(chunk: dict) -> None:
+            def callback(chunk: dict[str, Any]) -> None:
                 if "error" in chunk:
                     state["error"] = chunk
                     return
@@ -145,7 +146,7 @@ class LlamaCppLLM:
                           first_token_s=state["first"], total_s=time.perf_counter() - t0)
 
     @staticmethod
-    def _raise_if_error(out: dict) -> None:
+    def _raise_if_error(out: dict[str, Any]) -> None:
         if isinstance(out, dict) and "error" in out:
             err = out["error"]
             msg = err.get("message") if isinstance(err, dict) else err

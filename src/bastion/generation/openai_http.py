@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 
@@ -56,9 +57,10 @@ class OpenAIChatLLM:
                     if isinstance(tokens, list):
                         self._tokenize_ok = True
                         return len(tokens)
-                    if isinstance(data.get("count"), int):
+                    count = data.get("count")
+                    if isinstance(count, int):
                         self._tokenize_ok = True
-                        return data["count"]
+                        return count
                 self._tokenize_ok = False
             except (httpx.HTTPError, ValueError):
                 self._tokenize_ok = False
@@ -67,7 +69,7 @@ class OpenAIChatLLM:
     # -- generation ------------------------------------------------------------------------
     def generate(self, messages: list[ChatMessage], params: DecodingParams,
                  on_token: OnToken | None = None) -> Generation:
-        body: dict = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [m.to_dict() for m in messages],
             "max_tokens": params.max_tokens,
@@ -83,7 +85,7 @@ class OpenAIChatLLM:
             body["repeat_penalty"] = params.repeat_penalty  # llama.cpp, vLLM; others ignore unknown fields
         if params.grammar and self._send_grammar:
             body["grammar"] = params.grammar
-        last: Exception | None = None
+        last: BaseException | None = None
         for attempt in range(self._retries + 1):
             if attempt:
                 time.sleep(min(8.0, self._backoff * 2 ** (attempt - 1)))
@@ -93,11 +95,11 @@ class OpenAIChatLLM:
                 last = exc.__cause__ or exc
         raise LLMUnavailable(f"LLM server {self.url} failed after {self._retries + 1} tries: {last}")
 
-    def _stream(self, body: dict, on_token: OnToken | None) -> Generation:
+    def _stream(self, body: dict[str, Any], on_token: OnToken | None) -> Generation:
         t0 = time.perf_counter()
         parts: list[str] = []
         first = None
-        usage: dict = {}
+        usage: dict[str, Any] = {}
         finish = None
         try:
             with self._client.stream("POST", "/chat/completions", json=body) as resp:

@@ -11,8 +11,10 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
@@ -92,7 +94,7 @@ class PromptTemplate:
     def ref(self) -> str:
         return f"{self.template_id}@{self.version}"
 
-    def _render(self, name: str, **kw) -> str:
+    def _render(self, name: str, **kw: Any) -> str:
         try:
             return self._t[name].render(**kw).strip()
         except TemplateError as exc:
@@ -142,7 +144,7 @@ def _load_few_shots(path: Path) -> list[FewShot]:
                           f"{{'question', 'sources': [...], 'answer'}} objects ({exc})") from None
 
 
-def trim_passage(text: str, question_terms: set[str], budget_tokens: int, count_tokens) -> str:
+def trim_passage(text: str, question_terms: set[str], budget_tokens: int, count_tokens: Callable[[str], int]) -> str:
     """Keep the sentences that best match the question, in document order, within the budget.
 
     The least data that answers: a passage longer than its share is cut down to its most

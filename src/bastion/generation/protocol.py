@@ -1,8 +1,9 @@
 """The LLM plugin boundary: chat messages in, streamed text out, token counts, model id."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 OnToken = Callable[[str], None]
@@ -13,7 +14,7 @@ class ChatMessage:
     role: Role
     content: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
 
 
@@ -31,7 +32,7 @@ class DecodingParams:
     grammar: str | None = None
     stop: tuple[str, ...] = ()
 
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
                 "max_tokens": self.max_tokens,
                 "repeat_penalty": self.repeat_penalty, "grammar": bool(self.grammar), "stop": list(self.stop)}
@@ -48,7 +49,7 @@ class Generation:
     finish_reason: str | None = None
     first_token_s: float | None = None
     total_s: float | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

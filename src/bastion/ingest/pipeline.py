@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
 from sqlalchemy import select, update
 
 from bastion.catalog.db import Catalog
@@ -39,8 +38,8 @@ from bastion.connectors.protocol import Connector, SourceItem
 from bastion.core.errors import ParseError
 from bastion.core.types import Chunk
 from bastion.embedding.cache import CachedEmbedder
+from bastion.events import log
 from bastion.ingest.report import SyncReport
-from bastion.logging import log
 from bastion.monitoring.quality import DeltaQuality, version_stats
 from bastion.parsing import parse
 from bastion.retrieval.analyzer import analyze
@@ -326,6 +325,7 @@ class SyncPipeline:
         with self.catalog.session(write=True) as s:  # 4. done
             for p in batch:
                 row = s.get(DocumentRow, p.doc_id)
+                assert row is not None  # written in step 1 of this batch
                 if row.current_version_id and row.current_version_id != p.version_id:
                     s.execute(update(DocumentVersionRow).where(DocumentVersionRow.id == row.current_version_id)
                               .values(status="superseded"))
@@ -337,7 +337,9 @@ class SyncPipeline:
             setattr(report, f"documents_{p.kind}", getattr(report, f"documents_{p.kind}") + 1)
             report.pages += p.pages if p.kind != "acl_changed" else 0
         report.chunks_written += len(rows)
-        return np.asarray(vectors, dtype=np.float64).sum(axis=0) if len(rows) else 0.0
+        if not rows:
+            return np.zeros(self.embedder.embedder.dimension, dtype=np.float64)
+        return np.asarray(vectors, dtype=np.float64).sum(axis=0)
 
     def _delete_missing(self, source: SourceRow, known: dict[str, DocumentRow], seen: set[str], report: SyncReport) -> None:
         gone = [doc_id for doc_id in known if doc_id not in seen]

@@ -37,7 +37,7 @@ class SyncReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def merge(self, other: "SyncReport") -> None:
+    def merge(self, other: SyncReport) -> None:
         for name, value in other.counts().items():
             if isinstance(value, (int, float)) and name != "run_id":
                 setattr(self, name, getattr(self, name) + value)

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from bastion.catalog.db import Catalog
 from bastion.catalog.models import AlertDeliveryRow, utc_iso, utcnow
 from bastion.core.config import WebhookConfig
-from bastion.logging import log
+from bastion.events import log
 
 MAX_ATTEMPTS = 50  # over all runs; then the delivery is given up (it stays in the outbox, visible)
 
@@ -31,7 +32,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def enqueue(self, events: list[tuple[str, dict]]) -> None:
+    def enqueue(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Record the events for every webhook that wants them, then deliver in the background."""
         rows = [AlertDeliveryRow(alert_id=alert["id"], event=event, url=hook.url, attempts=0,
                                  payload={"event": event, "workspace": self.workspace, "alert": alert})
@@ -55,7 +56,7 @@ class Notifier:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[dict[str, Any]]:
         with self.catalog.session() as s:
             return [{"id": r.id, "alert_id": r.alert_id, "event": r.event, "url": r.url, "attempts": r.attempts,
                      "last_error": r.last_error}
@@ -81,7 +82,7 @@ class Notifier:
         finally:
             self._lock.release()
 
-    def _deliver(self, row_id: int, hook: WebhookConfig, payload: dict) -> bool:
+    def _deliver(self, row_id: int, hook: WebhookConfig, payload: dict[str, Any]) -> bool:
         body = json.dumps(payload | {"sent_at": utc_iso(utcnow())}, ensure_ascii=False).encode()
         headers = {"content-type": "application/json", "user-agent": "bastion-alerts"}
         secret = os.environ.get(hook.secret_env) if hook.secret_env else None
@@ -103,10 +104,11 @@ class Notifier:
                 error = f"{type(exc).__name__}: {exc}"
         with self.catalog.session(write=True) as s:
             row = s.get(AlertDeliveryRow, row_id)
-            row.attempts += attempts
-            row.last_error = error
-            if error is None:
-                row.delivered_at = utcnow()
+            if row is not None:  # (removed meanwhile: nothing left to record)
+                row.attempts += attempts
+                row.last_error = error
+                if error is None:
+                    row.delivered_at = utcnow()
         if error:
             log("webhook.failed", url=hook.url, error=error, attempts=attempts)
         return error is None

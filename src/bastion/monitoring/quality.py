@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from ftfy.badness import badness
 
@@ -46,7 +48,7 @@ def text_key(text: str) -> str:
     return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()
 
 
-def version_stats(texts: list[str], columns: dict[str, list[str]] | None = None) -> dict:
+def version_stats(texts: list[str], columns: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """What the catalog keeps about one document version's text (``document_versions.stats``)."""
     langs = Counter(language(t) for t in texts)
     stats = {"chunks": len(texts), "chars": sum(len(t) for t in texts),
@@ -56,7 +58,7 @@ def version_stats(texts: list[str], columns: dict[str, list[str]] | None = None)
     return stats
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -81,7 +83,7 @@ class DeltaQuality:
         self.examined += 1
         self.parse_failures += 1
 
-    def parsed(self, texts: list[str], stats: dict) -> None:
+    def parsed(self, texts: list[str], stats: dict[str, Any]) -> None:
         self.examined += 1
         if not texts or not stats["chars"]:
             self.empty += 1
@@ -92,7 +94,7 @@ class DeltaQuality:
             self.lengths.append(len(t))
             self.keys[text_key(t)] += 1
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         dupes = sum(n - 1 for n in self.keys.values() if n > 1)
         mean = sum(self.lengths) / len(self.lengths) if self.lengths else None
         return {

@@ -3,10 +3,14 @@ external files) with each source's time series, open alerts and schema changes."
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment
 
 from bastion.catalog.models import utc_iso, utcnow
+
+if TYPE_CHECKING:
+    from bastion.monitoring.monitor import Monitor
 
 SERIES = (  # (title, unit, how to read one run's metrics)
     ("Live documents", "", lambda m: (m.get("state") or {}).get("documents")),
@@ -23,11 +27,11 @@ SERIES = (  # (title, unit, how to read one run's metrics)
 )
 
 
-def _hours(s):
+def _hours(s: float | None) -> float | None:
     return None if s is None else round(s / 3600, 2)
 
 
-def _pct(x):
+def _pct(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 2)
 
 
@@ -46,7 +50,8 @@ def sparkline(points: list[tuple[str, float | None]], unit: str = "", width: int
         x = pad + (width - 2 * pad) * (i / (n - 1) if n > 1 else 0.5)
         return round(x, 1), round(height - pad - (height - 2 * pad) * (v - lo) / span, 1)
 
-    segs, cur = [], []
+    segs: list[list[tuple[float, float]]] = []
+    cur: list[tuple[float, float]] = []
     for i, (_, v) in enumerate(points):
         if v is None:
             if cur:
@@ -96,7 +101,7 @@ code{background:#f4f4f5;padding:0 3px}
 """
 
 
-def build_report(monitor, source_names: list[str], workspace: str, runs: int = 60) -> str:
+def build_report(monitor: Monitor, source_names: list[str], workspace: str, runs: int = 60) -> str:
     alerts = monitor.alerts()
     sources = []
     for name in source_names:
@@ -104,7 +109,7 @@ def build_report(monitor, source_names: list[str], workspace: str, runs: int = 6
         charts = [(title, sparkline([(f"run {h['run_id']} {h['started_at']}", get(h["metrics"])) for h in history], unit))
                   for title, unit, get in SERIES]
         last = history[-1] if history else None
-        state = next(((h["metrics"].get("state")) for h in reversed(history) if h["metrics"].get("state")), {}) or {}
+        state: dict[str, Any] = next(((h["metrics"].get("state")) for h in reversed(history) if h["metrics"].get("state")), {}) or {}
         schema = [a for a in monitor.alerts(source=name, include_resolved=True) if a["kind"] == "schema"]
         sources.append({"name": name, "charts": charts, "last_status": last and last["status"],
                         "last_at": last and last["finished_at"], "documents": state.get("documents", 0),

@@ -1,10 +1,12 @@
 """Helpers for building sections with correct character offsets."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bastion.core.types import ParsedDocument, Section
 
 
-def build(parts: list[tuple[str, int | None, str | None]], parser: str, title: str | None = None) -> ParsedDocument:
+def build(parts: Sequence[tuple[str, int | None, str | None]], parser: str, title: str | None = None) -> ParsedDocument:
     """Make sections from (text, page, heading) triples; offsets match ``ParsedDocument.text``."""
     sections: list[Section] = []
     offset = 0

@@ -1,6 +1,7 @@
 """HTML main text without navigation (selectolax/Lexbor: fast, MIT)."""
 from __future__ import annotations
 
+from bastion.core.errors import ParseError
 from bastion.core.types import ParsedDocument
 from bastion.parsing._sections import build
 from bastion.parsing.text import decode
@@ -19,6 +20,8 @@ def parse(content: bytes) -> ParsedDocument:
     for node in tree.css(_BOILERPLATE):
         node.decompose()
     root = tree.css_first("main") or tree.css_first("article") or tree.body or tree.root
+    if root is None:
+        raise ParseError("HTML document has no content")
     parts: list[tuple[str, int | None, str | None]] = []
     heading: str | None = None
     buf: list[str] = []

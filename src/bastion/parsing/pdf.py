@@ -31,5 +31,5 @@ def parse(content: bytes) -> ParsedDocument:
         raise
     if not any(t.strip() for t, _, _ in pages):
         raise ParseError("PDF has no text layer (scanned image?); OCR is not enabled")
-    title = (reader.metadata or {}).get("/Title") if reader.metadata else None
+    title = reader.metadata.get("/Title") if reader.metadata else None
     return build(pages, "pypdf", title=str(title) if title else None)

@@ -13,7 +13,7 @@ from bastion.parsing.text import decode
 
 def _records(header: list[str], rows: list[list[str]], sheet: str | None) -> list[tuple[str, int | None, str | None]]:
     header = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
-    parts = []
+    parts: list[tuple[str, int | None, str | None]] = []
     for n, row in enumerate(rows, start=1):
         fields = [f"{h}: {str(v).strip()}" for h, v in zip(header, row) if v is not None and str(v).strip()]
         if fields:

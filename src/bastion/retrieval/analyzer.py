@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 _CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 # a CJK run, or a run of other letters/digits that stops at CJK ("2026年" is "2026" + "年")
@@ -22,7 +23,7 @@ _STOP = frozenset(
 
 
 @lru_cache(maxsize=1)
-def _stemmer():
+def _stemmer() -> Any:  # PyStemmer ships no type hints
     import Stemmer
 
     return Stemmer.Stemmer("english")

@@ -1,9 +1,9 @@
 """Hybrid retrieval: BM25 and dense candidates, both ACL-filtered inside the store, fused by RRF.
 
 Both legs rank chunk ids only; full rows (text, citation fields) are read for the final k hits,
-by an ACL-filtered ``fetch``. Reading rows costs more than ranking at scale (at 1M chunks: dense
-k=50 ids 11.6 ms vs full rows 30.2 ms, BM25 5.4 vs 19.3 ms), so the candidates that fusion drops
-are never read. Dense search alone ranks just k, so it reads them in the ranking query itself.
+by an ACL-filtered ``fetch``. Reading rows costs several times more than ranking at scale, so the
+candidates that fusion drops are never read (figures: docs/benchmarks.md, 'Search latency'). Dense
+search alone ranks just k, so it reads them in the ranking query itself.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import numpy as np
 
 from bastion.core.types import Hit, Principal
 from bastion.retrieval.analyzer import analyze
-from bastion.stores.protocol import ChunkStore, Ranked, StoreHit
-
+from bastion.stores.protocol import ChunkStore, Ranked, SourceFilter, StoreHit
 
 # Threads for the BM25 leg of hybrid searches, shared by every retriever of the process.
 _LEGS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="bastion-bm25")
@@ -50,7 +49,7 @@ class HybridRetriever:
         self.store, self.embed_query = store, embed_query
         self.candidates, self.rrf_k, self.bm25_weight = candidates, rrf_k, bm25_weight
 
-    def rank(self, query: str, labels: frozenset[str], k: int, *, source: str | None = None,
+    def rank(self, query: str, labels: frozenset[str], k: int, *, source: SourceFilter = None,
              mode: str = "hybrid") -> list[Ranked]:
         """Every candidate id, best first: one leg's ranking, or both legs fused by weighted RRF
         (ties broken by chunk id). Each leg ranks ``max(k, candidates)`` ids, except dense alone,
@@ -63,7 +62,7 @@ class HybridRetriever:
             return self.store.rank_terms(analyze(query), labels, depth, source)
         # The BM25 leg runs on another thread while this one embeds the query and ranks by vector:
         # both wait on LanceDB's native threads or numpy most of the time, so a hybrid search costs
-        # about its slower leg instead of the sum (docs/benchmarks.md).
+        # about its slower leg instead of the sum (figures: docs/benchmarks.md, 'Search latency').
         pending = _LEGS.submit(self.store.rank_terms, analyze(query), labels, depth, source)
         try:
             dense = self.store.rank_dense(self.embed_query(query), labels, depth, source)
@@ -74,12 +73,12 @@ class HybridRetriever:
         fused = rrf([[cid for cid, _ in dense], [cid for cid, _ in terms]], self.rrf_k, weights=[1.0, self.bm25_weight])
         return [Ranked(cid, score) for cid, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
 
-    def search(self, query: str, principal: Principal, k: int = 10, *, source: str | None = None,
+    def search(self, query: str, principal: Principal, k: int = 10, *, source: SourceFilter = None,
                mode: str = "hybrid") -> list[Hit]:
         labels = principal.labels()
         if mode == "dense":
             # Dense alone ranks only k, so the k rows are read by the ranking query itself: through the
-            # IVF index one query instead of two (3-5 ms less at 1M chunks; docs/benchmarks.md).
+            # IVF index one query instead of two (figures: docs/benchmarks.md, 'Search latency').
             hits = self.store.search_dense(self.embed_query(query), labels, k, source)
             if len(hits) < k < self.candidates:
                 # fewer than k: a sync replaced some ranked chunks before their rows were read (the exact
@@ -91,7 +90,7 @@ class HybridRetriever:
         ranked = self.rank(query, labels, k, source=source, mode=mode)
         return [_hit(h) for h in self._fetch(ranked, k, labels, source)]
 
-    def _fetch(self, ranked: list[Ranked], k: int, labels: frozenset[str], source: str | None) -> list[StoreHit]:
+    def _fetch(self, ranked: list[Ranked], k: int, labels: frozenset[str], source: SourceFilter) -> list[StoreHit]:
         """Rows of the first k ranked ids, in rank order. An id the fetch does not return (a concurrent
         sync replaced its chunk, or its ACL no longer admits ``labels``) is dropped and the next
         candidates are fetched in its place, until k hits or no candidates are left."""

@@ -7,18 +7,22 @@ audit entry.
 from __future__ import annotations
 
 import ipaddress
-import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import Request
 
 from bastion.accounts import KEY_PREFIX, ROLES, role_rank
 from bastion.core.config import JwtConfig
-from bastion.core.errors import AccessError, ConfigError
+from bastion.core.errors import AccessError
 from bastion.core.types import Principal
 from bastion.server.problems import Problem
+from bastion.server.tokens import JwtValidator
+
+if TYPE_CHECKING:
+    from bastion.server.app import BastionServer
 
 SESSION_COOKIE = "bastion_session"
 CSRF_HEADER = "x-csrf-token"
@@ -39,55 +43,6 @@ class Identity:
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
-
-
-class JwtValidator:
-    """Validates bearer JWTs: signature against the JWKS, issuer, audience, expiry, allowed algorithms."""
-
-    def __init__(self, cfg: JwtConfig, home: Path):
-        import jwt
-
-        self.cfg, self._jwt = cfg, jwt
-        if cfg.jwks_file:
-            path = (home / cfg.jwks_file).resolve()
-            try:
-                self._jwks = jwt.PyJWKSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, jwt.PyJWTError) as exc:
-                raise ConfigError(f"auth.jwt.jwks_file {str(path)!r}: cannot read a JWKS from it ({exc})") from exc
-            self._client = None
-        elif cfg.jwks_url:
-            self._jwks, self._client = None, jwt.PyJWKClient(cfg.jwks_url, cache_keys=True, lifespan=300, timeout=10)
-        else:
-            raise ConfigError("auth.jwt needs jwks_file or jwks_url")
-
-    def _key(self, token: str):
-        jwt = self._jwt
-        header = jwt.get_unverified_header(token)
-        if header.get("alg") not in self.cfg.algorithms:
-            raise jwt.InvalidAlgorithmError(f"algorithm {header.get('alg')!r} is not allowed")
-        if self._client is not None:
-            return self._client.get_signing_key_from_jwt(token).key
-        kid = header.get("kid")
-        keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
-        if not keys:
-            raise jwt.InvalidTokenError(f"no key with kid {kid!r} in the JWKS")
-        return keys[0].key
-
-    def validate(self, token: str) -> dict:
-        """The token's claims; raises AccessError naming what is wrong."""
-        jwt = self._jwt
-        try:
-            return jwt.decode(token, self._key(token), algorithms=self.cfg.algorithms, audience=self.cfg.audience,
-                              issuer=self.cfg.issuer, leeway=self.cfg.leeway_s,
-                              options={"require": ["exp", "iss", "aud", self.cfg.user_claim]})
-        except jwt.ExpiredSignatureError:
-            raise AccessError("token expired") from None
-        except jwt.InvalidIssuerError:
-            raise AccessError("token issuer is not the configured one") from None
-        except jwt.InvalidAudienceError:
-            raise AccessError("token audience is not the configured one") from None
-        except jwt.PyJWTError as exc:
-            raise AccessError(f"invalid token: {exc}") from None
 
 
 def _trusted(address: str | None, trusted: list[str]) -> bool:
@@ -134,7 +89,7 @@ def request_scheme(request: Request, trusted: list[str]) -> str:
 
 
 class Authenticator:
-    def __init__(self, server):
+    def __init__(self, server: BastionServer) -> None:
         self.server = server
         ws = server.ws
         self.jwt = JwtValidator(ws.config.auth.jwt, ws.home) if ws.config.auth.jwt else None
@@ -169,12 +124,13 @@ class Authenticator:
                 claims = self.jwt.validate(token)
             except AccessError as exc:
                 raise self._refuse(request, str(exc), "auth.jwt") from None
-            return self._jwt_identity(request, claims)
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            found = srv.accounts.session(token)
+            return self._jwt_identity(request, claims, self.jwt.cfg)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            found = srv.accounts.session(cookie)
             if found is None:
-                raise Problem(401, "unauthenticated", "session expired; log in again", headers={"WWW-Authenticate": "Bearer"})
+                raise Problem(401, "unauthenticated", "session expired; log in again",
+                              headers={"WWW-Authenticate": "Bearer"})
             user_id, csrf = found
             try:
                 principal = self._principal(user_id)
@@ -182,12 +138,11 @@ class Authenticator:
                 raise Problem(401, "unauthenticated", "the session's user no longer exists") from None
             if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
                 raise Problem(403, "csrf", f"send the session's CSRF token in the {CSRF_HEADER} header")
-            return Identity(user_id, principal, srv.accounts.role(user_id), "session", csrf=csrf, session_token=token)
+            return Identity(user_id, principal, srv.accounts.role(user_id), "session", csrf=csrf, session_token=cookie)
         raise Problem(401, "unauthenticated", "send 'Authorization: Bearer <API key or token>' or log in",
                       headers={"WWW-Authenticate": "Bearer"})
 
-    def _jwt_identity(self, request: Request, claims: dict) -> Identity:
-        cfg = self.jwt.cfg
+    def _jwt_identity(self, request: Request, claims: dict, cfg: JwtConfig) -> Identity:
         user_id = claims.get(cfg.user_claim)
         if not isinstance(user_id, str) or not user_id or len(user_id) > 200 or "," in user_id:
             raise self._refuse(request, f"token claim {cfg.user_claim!r} is not a usable user id", "auth.jwt")
@@ -224,7 +179,7 @@ class Ctx:
     identity: Identity
     request: Request
     action: str
-    server: object
+    server: BastionServer
     audited: bool = False
     target: str | None = None
     detail: dict = field(default_factory=dict)
@@ -263,7 +218,7 @@ class Ctx:
         await anyio.to_thread.run_sync(lambda: self.audit(outcome, **kw))
 
 
-def require(role: str, action: str):
+def require(role: str, action: str) -> Callable[[Request], Awaitable[Ctx]]:
     """A FastAPI dependency: authenticate, check the role, hand the route its :class:`Ctx`."""
     if role not in ROLES:
         raise ValueError(role)

@@ -1,24 +1,30 @@
 """Background sync jobs: one at a time, in a worker thread, with progress kept in the catalog."""
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from bastion.catalog.models import SyncJobRow, utcnow
+from bastion.catalog.models import SyncJobRow, utc_iso, utcnow
+
+if TYPE_CHECKING:
+    from bastion.workspace import Workspace
 
 log = logging.getLogger("bastion.server.jobs")
+ProgressFn = Callable[[str, int, int | None], None]  # stage, advance, total
 
 
 def job_dict(r: SyncJobRow) -> dict:
-    iso = lambda t: t.isoformat() + "Z" if t else None  # noqa: E731
     return {"id": r.id, "source": r.source, "status": r.status, "started_by": r.started_by,
-            "created_at": iso(r.created_at), "finished_at": iso(r.finished_at), "progress": r.progress or {},
+            "created_at": utc_iso(r.created_at), "finished_at": utc_iso(r.finished_at), "progress": r.progress or {},
             "report": r.report, "error": r.error, "upload_path": r.upload_path}
 
 
@@ -53,17 +59,18 @@ def _upload_outcome(job: dict, path: str) -> dict:
 class SyncJobs:
     """Queue syncs started over the API and run them one after another."""
 
-    def __init__(self, ws, flush_every_s: float = 0.5, nice: int = 0, in_process: bool = False):
+    def __init__(self, ws: Workspace, flush_every_s: float = 0.5, nice: int = 0, in_process: bool = False) -> None:
         """``in_process=False`` (the server's default) runs each sync as a ``bastion sync`` child process:
         its parsing and chunking do not hold this process's GIL while requests are served, it runs at
         ``nice`` as a whole, and a crash in a parser cannot take the server down. ``in_process=True``
         runs it in a thread of this process (a workspace opened with an embedder object, e.g. in tests)."""
         self.ws, self.flush_every_s, self.nice, self.in_process = ws, flush_every_s, nice, in_process
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
         with ws.catalog.session() as s:  # a previous server process died with these unfinished
             s.execute(update(SyncJobRow).where(SyncJobRow.status.in_(["queued", "running"]))
-                      .values(status="interrupted", finished_at=utcnow(), error="the server stopped before it finished"))
+                      .values(status="interrupted", finished_at=utcnow(),
+                              error="the server stopped before it finished"))
 
     def start(self, source: str | None, user_id: str, upload_path: str | None = None) -> dict:
         """Queue a sync; ``upload_path`` names the file an upload put in ``source``."""
@@ -78,7 +85,9 @@ class SyncJobs:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="bastion-sync", daemon=True)
             self._thread.start()
-        return self.get(job_id)
+        job = self.get(job_id)
+        assert job is not None  # written above
+        return job
 
     def get(self, job_id: str) -> dict | None:
         with self.ws.catalog.session() as s:
@@ -87,7 +96,8 @@ class SyncJobs:
 
     def list(self, limit: int = 50) -> list[dict]:
         with self.ws.catalog.session() as s:
-            return [job_dict(r) for r in s.scalars(select(SyncJobRow).order_by(SyncJobRow.created_at.desc()).limit(limit))]
+            newest = select(SyncJobRow).order_by(SyncJobRow.created_at.desc()).limit(limit)
+            return [job_dict(r) for r in s.scalars(newest)]
 
     def wait(self, job_id: str, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
@@ -123,6 +133,7 @@ class SyncJobs:
 
     def _run(self, job_id: str) -> None:
         job = self.get(job_id)
+        assert job is not None  # queued by start()
         progress: dict = {"documents_total": None, "documents_done": 0, "chunks_embedded": 0, "stage": "scan"}
         last = [0.0]
 
@@ -165,7 +176,8 @@ class SyncJobs:
         cfg = self.ws.config
         return cfg.server.sync_threads or cfg.embedder.threads or max(1, (os.cpu_count() or 2) - 1)
 
-    def _run_child(self, source: str | None, on_progress) -> list[dict]:
+    # builtins.list: in this class, ``list`` names the method above
+    def _run_child(self, source: str | None, on_progress: ProgressFn) -> builtins.list[dict]:
         """``bastion sync [SOURCE] --json --progress-jsonl`` in a child process; its report dicts."""
         import json
         import subprocess
@@ -177,6 +189,7 @@ class SyncJobs:
             cmd.insert(cmd.index("sync") + 1, source)
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                                  env=os.environ | {"BASTION_EMBEDDER__THREADS": str(self.sync_threads())})
+        assert child.stdout is not None and child.stderr is not None  # both piped
         other: list[str] = []
         for line in child.stderr:  # progress events; anything else is the error message if it fails
             try:

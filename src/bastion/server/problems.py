@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,13 +48,15 @@ TITLES = {
 class Problem(Exception):
     """Raise from a route to answer with a problem document."""
 
-    def __init__(self, status: int, kind: str, detail: str, *, headers: dict | None = None, extra: dict | None = None):
+    def __init__(self, status: int, kind: str, detail: str, *, headers: dict | None = None,
+                 extra: dict | None = None) -> None:
         super().__init__(detail)
         self.status, self.kind, self.detail = status, kind, detail
         self.headers, self.extra = headers or {}, extra or {}
 
 
-def problem_body(status: int, kind: str, detail: str, request: Request | None = None, extra: dict | None = None) -> dict:
+def problem_body(status: int, kind: str, detail: str, request: Request | None = None,
+                 extra: dict | None = None) -> dict:
     body = {"type": f"urn:bastion:problem:{kind}", "title": TITLES.get(kind, kind), "status": status, "detail": detail}
     if request is not None:
         body["instance"] = request.url.path
@@ -72,7 +74,8 @@ def problem_response(request: Request | None, status: int, kind: str, detail: st
                         media_type=PROBLEM_JSON, headers=headers)
 
 
-def _from_bastion_error(exc: BastionError) -> Problem:
+def from_bastion_error(exc: BastionError) -> Problem:
+    """The problem a :class:`BastionError` answers with (an unexpected kind: a bare 500, logged)."""
     if isinstance(exc, AuthError):
         return Problem(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, LLMUnavailable):
@@ -87,20 +90,20 @@ def _from_bastion_error(exc: BastionError) -> Problem:
     return Problem(500, "internal", INTERNAL_DETAIL)
 
 
-def install(app) -> None:
+def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem):
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
         await audit_failure(request, exc.status)
         return problem_response(request, exc.status, exc.kind, exc.detail, exc.headers, exc.extra)
 
     @app.exception_handler(BastionError)
-    async def _bastion(request: Request, exc: BastionError):
-        p = _from_bastion_error(exc)
+    async def _bastion(request: Request, exc: BastionError) -> JSONResponse:
+        p = from_bastion_error(exc)
         await audit_failure(request, p.status)
         return problem_response(request, p.status, p.kind, p.detail, p.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
                   for e in exc.errors()]
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
@@ -108,7 +111,7 @@ def install(app) -> None:
         return problem_response(request, 422, "validation", where or "invalid request", extra={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 401: "unauthenticated",
                 403: "forbidden"}.get(exc.status_code, "bad-request")
         await audit_failure(request, exc.status_code)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.workspace import Workspace
 
 log = logging.getLogger("bastion.server")
 
@@ -16,7 +21,8 @@ log = logging.getLogger("bastion.server")
 class IndexWarmer:
     """A daemon thread calling ``store.warm()`` at start and whenever the table version moved."""
 
-    def __init__(self, ws, every_s: float, on_warm=None):
+    def __init__(self, ws: Workspace, every_s: float,
+                 on_warm: Callable[[list[str], float], None] | None = None) -> None:
         self.ws, self.every_s = ws, every_s
         self.on_warm = on_warm  # called with (index names, seconds) after each load
         self._stop = threading.Event()

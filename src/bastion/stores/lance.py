@@ -1,14 +1,15 @@
-"""Embedded chunk index on LanceDB.
+"""Embedded chunk index on LanceDB: writes and reads.
 
-One table ``chunks``: vector, text, analysed BM25 terms (FTS index, whitespace tokenizer),
-ACL labels (LABEL_LIST index), ``doc_id`` and ``chunk_id`` (BTREE indexes) and citation
+One table ``chunks`` (:mod:`.lance_schema`): vector, text, analysed BM25 terms (FTS index, whitespace
+tokenizer), ACL labels (LABEL_LIST index), ``doc_id`` and ``chunk_id`` (BTREE indexes) and citation
 fields. ``replace_documents`` swaps the old chunks of a set of documents for the new ones in one
 Lance commit (:meth:`LanceStore._swap`): readers see either the old version or the new, never
 both. Readers use a zero read-consistency interval and see each commit at once. Searches rank ids
 first (``rank_dense`` / ``rank_terms`` read no text) and ``fetch`` reads full rows only for the
 hits kept. A principal who may read few chunks is ranked from its vectors and terms held in memory
-(:mod:`.exact`, :mod:`.postings`); everyone else through the vector and full-text indexes, with the
-ACL filter applied inside the query.
+(:mod:`.exact`, :mod:`.postings`, read through :mod:`.lance_rows`); everyone else through the vector
+and full-text indexes, with the ACL filter applied inside the query. Index maintenance lives in
+:mod:`.lance_maintenance`.
 """
 from __future__ import annotations
 
@@ -20,24 +21,45 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from bastion.core.errors import EmbedderMismatch, MissingExtraError, StoreError
-from bastion.logging import log
+from bastion.events import log
 from bastion.stores.exact import ExactSets
-from bastion.stores.protocol import Ranked, StoreHit, StoredChunk
+from bastion.stores.lance_maintenance import IndexMaintainer
+from bastion.stores.lance_rows import LanceRows, RowKey
+from bastion.stores.lance_schema import (
+    CITE,
+    COLUMNS,
+    META_FILE,
+    TABLE,
+    WRITE_LOCK,
+    IndexStats,
+    LanceHandles,
+    StoreStats,
+    acl_filter,
+    expand,
+    pack_cite,
+    quote,
+    rank_score,
+    schema,
+)
+from bastion.stores.protocol import Ranked, SourceFilter, StoredChunk, StoreHit
+
+__all__ = ["IndexStats", "LanceHandles", "LanceStore", "StoreStats", "acl_filter", "pack_cite"]
 
 # Lance scores a filtered full-text query one of two ways: every document the filter admits (when it
 # admits at most this percent of the index), or WAND over the posting lists skipping the others. Its
-# default, 10 %, put a 10 % ACL group on the first way: 49 / 58 ms (p50 / p95) at 1M chunks, against
-# 10 / 18 ms by WAND, while a 1 % group is faster the first way (17 / 22 ms, WAND 21 / 48 ms);
-# docs/benchmarks.md. Read once per process, at the first full-text query; the environment overrides.
+# default, 10 %, put a mid-sized ACL group on the first, slower way, while a group of about 1 % is
+# faster that way than by WAND (figures: docs/benchmarks.md, 'Search latency'). Read once per
+# process, at the first full-text query; the environment overrides.
 os.environ.setdefault("LANCE_FLAT_SEARCH_PERCENT_THRESHOLD", "2")
 # LanceDB and Lance log warnings to stderr that say nothing a user can act on ("KMeans: more than 10 % of
 # clusters are empty" on every small index build, "partition N is empty, skipping" on every optimize);
@@ -45,97 +67,46 @@ os.environ.setdefault("LANCE_FLAT_SEARCH_PERCENT_THRESHOLD", "2")
 os.environ.setdefault("LANCEDB_LOG", "error")
 os.environ.setdefault("LANCE_LOG", "error")
 
-TABLE = "chunks"
-META_FILE = "bastion-index.json"
-WRITE_LOCK = "bastion-write.lock"  # held by replace_documents() while it reads, writes and commits
-_COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
-            "ordinal", "text", "char_start", "char_end"]
-# A row's citation fields are also kept packed in one JSON column, ``cite``: reading a row costs
-# ~2-6 ms per column at 1M chunks (docs/benchmarks.md), so a hit is read as chunk_id + text + cite.
-# The separate columns stay for filters (source, doc_id) and for indexes written before ``cite``.
-_CITE = [c for c in _COLUMNS if c not in ("chunk_id", "text")]
-
-
-def _schema(dim: int, cite: bool = True) -> pa.Schema:
-    return pa.schema([
-        pa.field("chunk_id", pa.string(), nullable=False),
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("version_id", pa.string(), nullable=False),
-        pa.field("source", pa.string()),
-        pa.field("document", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("page", pa.int32()),
-        pa.field("section", pa.string()),
-        pa.field("ordinal", pa.int32()),
-        pa.field("text", pa.string()),
-        pa.field("terms", pa.string()),
-        pa.field("char_start", pa.int32()),
-        pa.field("char_end", pa.int32()),
-        pa.field("acl", pa.list_(pa.string())),
-        pa.field("vector", pa.list_(pa.float32(), dim)),
-    ] + ([pa.field("cite", pa.string())] if cite else []))
-
-
-def pack_cite(row: dict) -> str:
-    """The ``cite`` column's value for a row holding the citation fields."""
-    return json.dumps([row[name] for name in _CITE], ensure_ascii=False, separators=(",", ":"))
-
-
-def _expand(row: dict) -> dict:
-    """A row as read (chunk_id, text, cite, ...) with its citation fields unpacked."""
-    packed = row.pop("cite", None)
-    if packed is not None:
-        row.update(zip(_CITE, json.loads(packed)))
-    return row
-
-
-def _rank_score(rank: int) -> float:
-    """The score of the ``rank``-th (from 0) hit of a full-text-index query: its reciprocal rank.
-
-    The full-text index scores BM25 with term statistics of the whole table, the chunks the
-    filter refuses included, so its raw scores would tell a principal how often the query's
-    words occur in text it may not read. Only the order leaves the store; what the order itself
-    still carries is measured in docs/benchmarks.md and described in docs/security.md. The exact
-    path scores BM25 over the principal's own chunks (:mod:`.postings`) and keeps real scores.
-    """
-    return 1.0 / (rank + 1)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def acl_filter(labels: frozenset[str], source: "str | Sequence[str] | None" = None) -> str:
-    """The SQL predicate that admits only chunks whose ACL shares a label with the principal."""
-    if not labels:
-        raise StoreError("a query needs at least one principal label")
-    where = f"array_has_any(acl, [{', '.join(_quote(l) for l in sorted(labels))}])"
-    if isinstance(source, str):
-        where += f" AND source = {_quote(source)}"
-    elif source is not None:  # several sources (an assistant's); an empty list admits none
-        where += f" AND source IN ({', '.join(_quote(s) for s in sorted(set(source))) or 'NULL'})"
-    return where
+FilterKey = tuple[frozenset[str], str | tuple[str, ...] | None]  # (labels, source) as hints and entries key them
 
 
 class LanceStore:
-    """LanceDB-backed :class:`ChunkStore`.
+    """LanceDB-backed :class:`~bastion.stores.protocol.ChunkStore`.
+
+    Args:
+        path: the index directory (created if missing).
+        embedder_id: the embedder the vectors come from; an index refuses another (:class:`EmbedderMismatch`).
+        dimension: the vectors' dimension.
+        exact_threshold: a principal who may read at most this many chunks is ranked from memory (:mod:`.exact`).
+        nprobes: IVF partitions a dense search probes.
+        refine_factor: full vectors re-read per hit to re-rank what the vector index found
+            (None: :attr:`default_refine` of the index's kind).
+        ann_min_rows: rows from which :meth:`optimize` builds the vector index.
+        exact_cache_mb: memory for the exact path's entries.
+        fragment_rows: the data-file size compaction aims at (:mod:`.lance_maintenance`).
+        vector_index: "IVF_SQ" or "IVF_PQ".
 
     >>> store = LanceStore("/tmp/idx", embedder_id="hash-64", dimension=64)   # doctest: +SKIP
+    >>> store.stats().rows, store.exact_path(frozenset({"group:hr"}))   # doctest: +SKIP
+    (0, False)
     """
 
-    fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (:meth:`_compact`)
-    max_terms_segments = 8  # full-text index segments before optimize() merges them (:meth:`_update_terms_index`)
+    fold_indexed_fragments = 16  # small indexed fragments that make compaction fold them too (IndexMaintainer.compact)
+    max_terms_segments = 8  # full-text index segments before optimize() merges them (IndexMaintainer.update_terms_index)
     commit_attempts = 20  # replace_documents() retries a commit that lost a race with another writer
     # full vectors re-read per hit to re-rank what the index found, by the index's kind, when not configured:
-    # IVF_SQ's 8-bit codes rank closely enough that 2 pass recall 1.000 at 1M, IVF_PQ's need ~10 (docs/benchmarks.md)
+    # IVF_SQ's 8-bit codes rank closely enough with 2, IVF_PQ's need ~10 (figures: docs/benchmarks.md, 'Search latency')
     default_refine = {"IVF_SQ": 2, "IVF_PQ": 10}
     min_refine_rows = 20  # full vectors a search re-ranks at the least, whatever its k
     max_row_hints = 16_384  # ranked chunks whose row ids fetch() remembers (:meth:`_hint`)
+    # fetch() shows a principal's hits from its in-memory entries when they hold them (False: always read
+    # the table; for benchmarks and tests comparing the two)
+    show_from_memory = True
 
     def __init__(self, path: str | Path, *, embedder_id: str, dimension: int,
                  exact_threshold: int = 50_000, nprobes: int = 20, refine_factor: int | None = None,
                  ann_min_rows: int = 100_000, exact_cache_mb: int = 512, fragment_rows: int = 262_144,
-                 vector_index: str = "IVF_SQ"):
+                 vector_index: str = "IVF_SQ") -> None:
         try:
             import lancedb
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -157,28 +128,34 @@ class LanceStore:
         if TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(TABLE)
         else:
-            self._table = self._db.create_table(TABLE, schema=_schema(dimension), exist_ok=True)
+            self._table = self._db.create_table(TABLE, schema=schema(dimension), exist_ok=True)
+        self._index_names: dict[str, str] = {}
+        self._indexed_columns: set[str] = set()
+        self.vector_index_built: str | None = None
         self._note_indexes(self._table.list_indices())
         self._seen_version = self._table.version
-        self._warmed: dict[str, tuple] = {}  # index name -> its segments when warm() last loaded it
         # (labels, source, chunk id) -> the row id a ranking under that filter found it at (:meth:`fetch`)
-        self._hints: OrderedDict[tuple, int] = OrderedDict()
+        self._hints: OrderedDict[tuple[FilterKey, str], int] = OrderedDict()
         self._hints_lock = threading.Lock()
-        self._snap = None  # (Lance dataset at one version, its fragment ids) for fetch()
         # an index written before the packed ``cite`` column reads the separate columns (`bastion rebuild` adds it)
         self._cite = "cite" in self._table.schema.names
-        self._read = ["chunk_id", "text", "cite"] if self._cite else list(_COLUMNS)
+        # the columns a hit reads: chunk id, text and the packed citation
+        self.read_columns = ["chunk_id", "text", "cite"] if self._cite else list(COLUMNS)
         # Searches go through the async table behind the sync one (same connection, caches and
-        # consistency), run on LanceDB's own background loop. LanceDB 0.40's sync query builders
-        # fetch the table schema three times per query, each a round trip to that loop with a
-        # consistency check; measured at 100k chunks: FTS top-50 ids 6.1 -> 3.8 ms, dense 10.3 ->
-        # 8.8 ms, fetch of 10 rows 5.1 -> 3.9 ms. Writes and index builds keep the sync API.
+        # consistency), run on LanceDB's own background loop: LanceDB's sync query builders fetch the
+        # table schema several times per query, each a round trip to that loop with a consistency
+        # check (figures: docs/benchmarks.md, 'Search latency'). Writes and index builds keep the sync API.
         from lancedb.background_loop import LOOP
         from lancedb.table import AsyncTable
 
-        self._reader, self._run = self._table._table, LOOP.run
+        # LanceTable keeps its AsyncTable private; the type is checked just below
+        self._reader: Any = self._table._table  # type: ignore[attr-defined]
+        self._run: Callable[[Awaitable[Any]], Any] = LOOP.run
         if not isinstance(self._reader, AsyncTable):  # pragma: no cover - guards a LanceDB upgrade
             raise StoreError(f"unsupported LanceDB table type {type(self._reader).__name__} behind LanceTable")
+        # the Lance snapshot fetch() reads, and the in-memory entries' row reads (:mod:`.lance_rows`)
+        self.rows = LanceRows(self._reader, self._run, dimension, self.read_columns)
+        self.maintenance = IndexMaintainer(self)
 
     def _check_meta(self) -> None:
         meta_path = self.path / META_FILE
@@ -197,22 +174,24 @@ class LanceStore:
         os.replace(tmp, meta_path)
 
     # -- writes ---------------------------------------------------------------------------
-    def _to_arrow(self, chunks: list[StoredChunk]) -> pa.Table:
-        schema = _schema(self.dimension, self._cite)
-        cols: dict[str, list] = {f.name: [] for f in schema}
+    def arrow(self, chunks: list[StoredChunk]) -> pa.Table:
+        """``chunks`` as the rows :meth:`replace_documents` writes (also for bulk loads through :meth:`lancedb`)."""
+        table_schema = schema(self.dimension, self._cite)
+        cols: dict[str, list[Any]] = {f.name: [] for f in table_schema}
         for c in chunks:
-            for name in _COLUMNS + ["terms"]:
+            for name in COLUMNS + ["terms"]:
                 cols[name].append(getattr(c, name))
             cols["acl"].append(list(c.acl))
             cols["vector"].append(np.asarray(c.vector, dtype=np.float32))
             if self._cite:
-                cols["cite"].append(pack_cite({name: getattr(c, name) for name in _CITE}))
+                cols["cite"].append(pack_cite({name: getattr(c, name) for name in CITE}))
         vectors = np.stack(cols.pop("vector")) if chunks else np.zeros((0, self.dimension), np.float32)
-        arrays = {k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}
+        arrays = {k: pa.array(v, type=table_schema.field(k).type) for k, v in cols.items()}
         arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dimension)
-        return pa.table(arrays, schema=schema)
+        return pa.table(arrays, schema=table_schema)
 
     def replace_documents(self, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        """Atomically make ``chunks`` the only chunks of ``doc_ids`` (none: delete them), in one commit."""
         if not doc_ids:
             return
         for c in chunks:
@@ -221,14 +200,15 @@ class LanceStore:
         stray = sorted({c.doc_id for c in chunks} - set(doc_ids))
         if stray:
             raise StoreError(f"chunks of documents not being replaced: {', '.join(stray[:5])}")
-        scope = f"doc_id IN ({', '.join(_quote(d) for d in sorted(set(doc_ids)))})"
-        data = self._to_arrow(chunks)
+        scope = f"doc_id IN ({', '.join(quote(d) for d in sorted(set(doc_ids)))})"
+        data = self.arrow(chunks)
         from lance.commit import CommitConflictError
 
         for attempt in range(self.commit_attempts):
             try:
                 with self._writing():
-                    return self._swap(scope, data)
+                    self._swap(scope, data)
+                    return
             except CommitConflictError:  # a writer that does not take the lock (compaction) changed the same fragments
                 if attempt == self.commit_attempts - 1:
                     raise
@@ -241,7 +221,7 @@ class LanceStore:
         Two replaces that touch the same fragment cannot both commit against the version they read;
         Lance rejects the second, which must re-read and try again. Retrying alone let a writer lose
         every round to one that never paused (20 conflicts in a row in a CI run of two threads
-        rewriting one fragment), so writers queue on an advisory lock held for one ~20 ms swap;
+        rewriting one fragment), so writers queue on an advisory lock held for one short swap;
         the kernel drops it when its process dies, so a killed sync never blocks the next.
         """
         with open(self.path / WRITE_LOCK, "a") as fh:
@@ -260,13 +240,13 @@ class LanceStore:
         written as a new fragment, and both committed as one Lance ``Update`` against the version read:
         readers see the old chunks or the new ones, never both or neither. A crash before the commit leaves
         only files no version references (Lance's clean-up in ``optimize()`` removes them once they are
-        7 days old). Measured per 256-chunk batch (bench/write_cost.py): ~21 ms at 10k, 100k and 1M
-        chunks, against merge_insert's 45, 150 and 797 ms.
+        7 days old). A batch's cost stays flat as the index grows, where merge_insert's grew with it
+        (figures: docs/benchmarks.md, 'Write cost'; bench/write_cost.py).
         """
         import lance
         from lance.fragment import write_fragments
 
-        dataset = self._dataset()
+        dataset = self.rows.dataset()
         addresses = dataset.to_table(columns=[], filter=scope, with_row_address=True).column("_rowaddr").to_numpy()
         fragments, offsets = addresses >> 32, addresses & 0xFFFFFFFF
         updated, removed = [], []
@@ -282,158 +262,69 @@ class LanceStore:
         lance.LanceDataset.commit(dataset.uri, lance.LanceOperation.Update(
             removed_fragment_ids=removed, updated_fragments=updated, new_fragments=new), read_version=dataset.version)
 
+    # -- index maintenance (:mod:`.lance_maintenance`) --------------------------------------
     def optimize(self) -> None:
         """Build missing indexes, fold new rows into existing ones, compact small files."""
-        from lancedb.index import FTS, BTree, LabelList
-
-        rows = self._table.count_rows()
-        if rows == 0:
-            return
-        self._list_indexes()  # another process may have built some since this one looked
-        made = False
-        wanted = {
-            "terms": FTS(base_tokenizer="whitespace", lower_case=False, stem=False, remove_stop_words=False,
-                         ascii_folding=False, with_position=False),
-            "acl": LabelList(),
-            "doc_id": BTree(),
-            "chunk_id": BTree(),  # fetch(): chunk_id IN (...) look-ups of the hits a search keeps
-        }
-        for column, config in wanted.items():
-            if column not in self._indexed_columns:
-                self._table.create_index(column, config=config, replace=True)
-                made = True
-        if rows >= self.ann_min_rows and self.vector_index_built != self.vector_index:
-            if self.vector_index_built is not None:  # the configured kind changed: rebuild (readers keep the old one meanwhile)
-                log("store.vector_index_rebuild", was=self.vector_index_built, now=self.vector_index, rows=rows)
-            self.build_vector_index()
-            made = True
-        if made:
-            self._list_indexes()
-        dataset = self._dataset()
-        self._compact(dataset)
-        # new rows into the existing indexes (no retraining); the full-text index on its own, below
-        others = [name for column, name in self._index_names.items() if column != "terms"]
-        if others:
-            dataset.optimize.optimize_indices(index_names=others)
-        self._update_terms_index(dataset)
-        self._merge_vector_segments(dataset)
-        dataset.cleanup_old_versions(older_than=timedelta(hours=1), error_if_tagged_old_versions=False)
-
-    def _compact(self, dataset) -> None:
-        """Merge small data files into fragments of about ``fragment_rows`` rows; larger ones stay.
-
-        LanceDB's ``optimize()`` compacts toward 1,048,576 rows per fragment, so every fragment below
-        that is rewritten with the new rows at each optimize: at 1M chunks the whole table (1M rows, ~20 s)
-        to fold in 2,048 new ones (bench/compaction.py). With a smaller target a fragment that reached it
-        is never touched again (only if a tenth of its rows are deleted), so one compaction rewrites at
-        most about ``fragment_rows`` rows. Rewriting a fragment some index covers also rewrites that
-        index's row addresses (3-4 s at 1M chunks), so the fragments written since the last optimize
-        are merged on their own, before they are indexed, and the small indexed ones only once
-        ``fold_indexed_fragments`` of them have gathered. Readers see the old files or the new.
-        """
-        covered: set[int] = set()
-        for index in dataset.describe_indices():
-            for segment in index.segments:
-                covered.update(segment.fragment_ids or ())
-        small = sum(1 for f in dataset.get_fragments()
-                    if f.fragment_id in covered and f.metadata.physical_rows < self.fragment_rows)
-        exclude = sorted(covered) if small < self.fold_indexed_fragments else None
-        if exclude is None:  # Lance merges only fragments the same index segments cover: one full-text segment first
-            self._update_terms_index(dataset, merge=True)
-        dataset.optimize.compact_files(target_rows_per_fragment=self.fragment_rows, excluded_fragment_ids=exclude)
-
-    def _update_terms_index(self, dataset, merge: bool = False) -> None:
-        """Index the new rows' terms as a new segment of the full-text index; merge the segments into one
-        once there would be more than ``max_terms_segments``.
-
-        Folding new rows into the full-text index rewrites the whole index: at 1M chunks 2.3-2.8 s of
-        an optimize that otherwise takes ~0.5 s, for every 2,048 new chunks (index.optimize_every_chunks).
-        A new segment holding only the new rows takes ~0.06 s, and a search reads every segment and
-        scores BM25 over them together: measured at 1M chunks with seven segments against the same rows
-        in one index, top-10 overlap 0.99 for the whole table and 0.89 for a 10 % group (many of its
-        synthetic chunks tie at the cut), scores within 1.7 %, no measurable latency cost (docs/benchmarks.md).
-        ``merge`` merges them now (compaction folds only fragments that the same segments cover).
-        """
-        name = self._index_names.get("terms")
-        stats = self._table.index_stats(name) if name else None
-        if stats is None or (stats.num_unindexed_rows == 0 and (not merge or stats.num_indices <= 1)):
-            return
-        segments = stats.num_indices
-        merge = merge or segments + 1 > self.max_terms_segments
-        dataset.optimize.optimize_indices(num_indices_to_merge=segments if merge else 0, index_names=[name])
-
-    def _merge_vector_segments(self, dataset) -> None:
-        """Fold the vector index's delta segments into one.
-
-        LanceDB's ``optimize()`` indexes new rows as a new segment of the vector index each time, and a
-        search probes every segment on its own: after six optimizes of 2,048 rows at 100k chunks the index
-        had six segments and dense p50 went 5.5 -> 10.9 ms. Lance merges segments with the same centroids
-        and codebook (no retraining, so recall is unchanged) in 0.2 s at 100k and 0.6 s at 1M chunks; LanceDB
-        does not expose it, so this calls the Lance engine it runs on (``pylance``, the same version).
-        """
-        name = self._index_names.get("vector")  # listed at the start of optimize(); one built since has one segment
-        stats = self._table.index_stats(name) if name else None
-        if stats is None or stats.num_indices <= 1:
-            return
-        try:
-            dataset.optimize.optimize_indices(num_indices_to_merge=stats.num_indices, index_names=[name])
-        except Exception as exc:  # noqa: BLE001 - the segments stay as they were: searches are right, only slower
-            log("store.merge_segments_failed", segments=stats.num_indices, error=str(exc))
+        self.maintenance.optimize()
 
     def build_vector_index(self, num_partitions: int | None = None, num_sub_vectors: int | None = None) -> None:
-        """Train and build the vector index (``vector_index``: IVF_SQ by default, or IVF_PQ), replacing any.
+        """Train and build the vector index of kind ``vector_index``, replacing any
+        (:meth:`IndexMaintainer.build_vector_index <bastion.stores.lance_maintenance.IndexMaintainer.build_vector_index>`)."""
+        self.maintenance.build_vector_index(num_partitions, num_sub_vectors)
 
-        IVF_SQ keeps each vector as 8-bit scalar codes inside the index (384 bytes a chunk at 384
-        dimensions: ~390 MB at 1M chunks, held in memory once loaded), IVF_PQ as 48 product-quantized
-        bytes (~54 MB). PQ codes rank so coarsely that a search must re-read ~10 full vectors per hit
-        from the data files; SQ codes need 2. Measured at 1M chunks, alternating per query in one
-        process (bench/vector_index.py): dense p95 10.3-10.7 ms with recall@10 1.000 (IVF_SQ, refine 2)
-        against 14.1-16.9 ms and 0.994-1.000 (IVF_PQ, refine 10); 20.6-25.8 against 32.2-41.7 ms when the
-        OS had dropped the data files' pages; built in 95-117 s against 270-285 s.
-        ``num_sub_vectors`` applies to IVF_PQ only.
-        """
-        rows = self._table.count_rows()
-        parts = num_partitions or max(1, min(4096, int(rows ** 0.5)))
-        subs = num_sub_vectors or (self.dimension // 8 if self.dimension % 8 == 0 else 1)
-        from lancedb.index import IvfPq, IvfSq
-
-        # Give LanceDB the partition *size*, not the count: an index built with num_partitions alone is
-        # re-partitioned by the next table.optimize() toward LanceDB's default size (measured: 1000
-        # partitions at 1M rows became ~100 of ~10k rows, 316 at 100k became 4), so nprobes=20 scanned a
-        # fifth of the table or all of it. With target_partition_size the partitioning survives optimize().
-        size = max(1, rows // parts)
-        config = (IvfSq(distance_type="cosine", target_partition_size=size) if self.vector_index == "IVF_SQ" else
-                  IvfPq(distance_type="cosine", target_partition_size=size, num_sub_vectors=subs))
-        self._table.create_index("vector", config=config, replace=True)
-        self._list_indexes()
-
-    # -- reads ----------------------------------------------------------------------------
     def warm(self) -> list[str]:
-        """Load into this process's index cache every index whose files changed since the last call (all
-        of them the first time); the names of those loaded.
+        """Load every index whose files changed since the last call into this process's cache; their names
+        (:meth:`IndexMaintainer.warm <bastion.stores.lance_maintenance.IndexMaintainer.warm>`)."""
+        return self.maintenance.warm()
 
-        A search loads the parts of an index it needs the first time, and after a sync's optimize()
-        wrote new index files (a new full-text segment, the merged vector index) those are loaded
-        again. One-off timing at 1M chunks, after another process synced 2,048 chunks: the first dense
-        search took 18-32 ms without this against 11-13 ms with it, the median of the next 19 9.5-17.1
-        against 7.7-12.8 ms (docs/benchmarks.md). Loading all of them costs ~1 s and ~600 MB of memory at
-        1M chunks with the IVF_SQ vector index (~0.7 s and ~300 MB with IVF_PQ), the changed ones after
-        a sync ~0.3 s; ``bastion serve`` does it at start and whenever the table version moved
-        (``search.warm_check_s``, :mod:`bastion.server.warm`). The chunk id index is also loaded for
-        :meth:`fetch`'s look-ups, which read through the Lance engine directly.
-        """
-        dataset = self._snapshot()[0]  # the latest version, without opening the dataset again
-        now = {i.name: tuple(sorted(str(seg.uuid) for seg in i.segments)) for i in dataset.describe_indices()}
-        changed = [name for name, segments in now.items() if self._warmed.get(name) != segments]
-        for name in changed:
-            self._run(self._reader.prewarm_index(name))
-            if name == self._index_names.get("chunk_id"):
-                dataset.prewarm_index(name)
-        if changed:  # another process may have rebuilt the vector index as another kind (its refine differs)
-            self._list_indexes()
-        self._warmed = now
-        return changed
+    def _list_indexes(self) -> None:
+        self._note_indexes(self._run(self._reader.list_indices()))
 
+    def _note_indexes(self, indexes: Iterable[Any]) -> None:
+        self._index_names = {tuple(i.columns)[0]: i.name for i in indexes}
+        self._indexed_columns = set(self._index_names)
+        # LanceDB names the kinds "IvfSq", "IvfPq": the vector index's as "IVF_SQ", "IVF_PQ"
+        kinds = {tuple(i.columns)[0]: re.sub(r"(?<=[a-z])(?=[A-Z])", "_", i.index_type).upper() for i in indexes}
+        self.vector_index_built = kinds.get("vector")
+
+    # -- probes -------------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        """Rows, the latest table version, the indexes (kind, segments, unindexed rows) and the exact
+        path's entries in memory. Lists the indexes and reads each one's statistics: for checks,
+        benchmarks and tests, not for the query path."""
+        listed = self._run(self._reader.list_indices())
+        self._note_indexes(listed)
+        indexes = {}
+        for index in listed:
+            s = self._table.index_stats(index.name)
+            indexes[tuple(index.columns)[0]] = IndexStats(
+                index.name, index.index_type, int(s.num_indices) if s is not None and s.num_indices is not None else 0,
+                int(s.num_unindexed_rows) if s is not None else 0)
+        return StoreStats(rows=self.count(), version=self.table_version(), indexes=indexes,
+                          vector_index=self.vector_index_built, exact_entries=self._exact_sets.entries,
+                          exact_bytes=self._exact_sets.nbytes)
+
+    def exact_path(self, labels: frozenset[str], source: SourceFilter = None,
+                   kind: Literal["dense", "terms"] = "dense") -> bool:
+        """Whether a ``kind`` search as ``labels`` (and ``source``) now ranks from memory (:mod:`.exact`)
+        rather than through the indexes; may count the rows the filter admits."""
+        return self._exact(acl_filter(labels, source), kind=kind)
+
+    def authorised(self, labels: frozenset[str], source: SourceFilter = None) -> int:
+        """Rows ``labels`` (and ``source``) may read at the latest version (counted once per version)."""
+        return self._count(acl_filter(labels, source), self.table_version())
+
+    def lancedb(self) -> LanceHandles:
+        """The LanceDB table, its async table and the Lance dataset under this store (:class:`LanceHandles`):
+        for benchmarks and tools that measure LanceDB itself. Bypasses the store's lock, filters and caches."""
+        return LanceHandles(self._table, self._reader, self._run, self.rows.dataset)
+
+    @property
+    def exact_sets(self) -> ExactSets:
+        """The exact path's in-memory entries (:mod:`.exact`)."""
+        return self._exact_sets
+
+    # -- reads --------------------------------------------------------------------------------
     @property
     def refine(self) -> int:
         """The refine factor searches use: the configured one, else the default of the vector index's kind."""
@@ -441,25 +332,10 @@ class LanceStore:
 
     def table_version(self) -> int:
         """The table's latest version (moves with every commit, another process's included). Read by the
-        Lance engine directly: ~0.1 ms, against 0.5-1.1 ms p50 (up to 5 ms p95) through LanceDB's
-        background loop at 1M chunks, and every search asks first."""
-        return self._snapshot()[0].version
-
-    def _dataset(self):
-        """The table's latest version as a Lance dataset, for what LanceDB does not expose."""
-        import lance
-
-        return lance.dataset(self._run(self._reader.uri()))
-
-    def _list_indexes(self) -> None:
-        self._note_indexes(self._run(self._reader.list_indices()))
-
-    def _note_indexes(self, indexes) -> None:
-        self._index_names = {tuple(i.columns)[0]: i.name for i in indexes}
-        self._indexed_columns = set(self._index_names)
-        # LanceDB names the kinds "IvfSq", "IvfPq": the vector index's as "IVF_SQ", "IVF_PQ"
-        kinds = {tuple(i.columns)[0]: re.sub(r"(?<=[a-z])(?=[A-Z])", "_", i.index_type).upper() for i in indexes}
-        self.vector_index_built = kinds.get("vector")
+        Lance engine directly, which is much cheaper than through LanceDB's background loop, and every
+        search asks first."""
+        version: int = self.rows.snapshot()[0].version
+        return version
 
     def _version(self) -> int:
         """The table's latest version. Until a vector index is known, a moved version lists the indexes
@@ -477,25 +353,27 @@ class LanceStore:
             return self._counts.get(where)
 
     def _count(self, where: str, version: int) -> int:
-        """Rows ``where`` admits (``count_rows`` on the LABEL_LIST index, 2-3 ms at 1M chunks), kept per
-        filter until the table's version moves."""
+        """Rows ``where`` admits (``count_rows`` on the LABEL_LIST index), kept per filter until the
+        table's version moves."""
         known = self._counted(where)
         if known is None or known[0] != version:
-            known = (version, self._run(self._reader.count_rows(where)))
+            known = (version, int(self._run(self._reader.count_rows(where))))
             with self._counts_lock:
                 self._counts[where] = known
                 if len(self._counts) > 4096:
                     self._counts.pop(next(iter(self._counts)))
         return known[1]
 
-    def _exact(self, where: str, version: int | None = None, keys: tuple | None = None, kind: str = "dense") -> bool:
+    def _exact(self, where: str, version: int | None = None, keys: tuple[RowKey, ...] | None = None,
+               kind: str = "dense") -> bool:
         """Whether a search under ``where`` ranks from what is held in memory (:mod:`.exact`): when the
         filter admits at most ``exact_threshold`` chunks, and, for dense search, there is an ANN index
         (without one, LanceDB's scan is exact already). BM25 takes this path at any table size: the
         full-text index scores with statistics of the whole table, chunks the filter refuses included,
-        while memory scores over the principal's own chunks (docs/security.md). When the in-memory entries of every one of the filter's
-        ``keys`` are held, and the filter was not over the threshold when last counted, the entries'
-        refresh lists the rows and checks the threshold itself, so no count is run first."""
+        while memory scores over the principal's own chunks (docs/security.md). When the in-memory
+        entries of every one of the filter's ``keys`` are held, and the filter was not over the
+        threshold when last counted, the entries' refresh lists the rows and checks the threshold
+        itself, so no count is run first."""
         version = self._version() if version is None else version
         if kind == "dense" and "vector" not in self._indexed_columns:
             return False
@@ -506,7 +384,8 @@ class LanceStore:
             return True
         return self._count(where, version) <= self.exact_threshold
 
-    def _exact_rank(self, query, labels: frozenset[str], source, k: int, version: int, kind: str = "dense") -> list[Ranked] | None:
+    def _exact_rank(self, query: np.ndarray | list[str], labels: frozenset[str], source: SourceFilter,
+                    k: int, version: int, kind: str = "dense") -> list[Ranked] | None:
         """Exact top-k from the in-memory vectors (``query`` a vector) or terms (``kind="terms"``, ``query``
         the analysed terms), or None when the principal may read too many chunks for that (search the
         indexes). ``version`` was read before any row, so what the cache reads is never older than its tag."""
@@ -515,62 +394,23 @@ class LanceStore:
         if not self._exact(where, version, keys, kind):
             return None
         rows: dict[str, int] = {}
-        rank = self._exact_sets.rank if kind == "dense" else self._exact_sets.rank_terms
-        ranked = rank(query, keys, version, k, limit=self.exact_threshold, rows_out=rows,
-                      list_rows=self._list_rows, read_key=self._read_key, read_rows=self._read_rows)
+        if kind == "dense":
+            ranked = self._exact_sets.rank(np.asarray(query), keys, version, k, limit=self.exact_threshold,
+                                           rows_out=rows, source=self.rows)
+        else:
+            ranked = self._exact_sets.rank_terms(list(query), keys, version, k, limit=self.exact_threshold,
+                                                 rows_out=rows, source=self.rows)
         if ranked is None:  # the set grew past the threshold since its entries were read
             self._count(where, version)  # remembered, so the next queries go to the ANN index directly
             return None
         self._hint(labels, source, list(rows), list(rows.values()))
         return [Ranked(c, s) for c, s in ranked]
 
-    # The in-memory vectors' reads (:mod:`.exact`) go through the Lance engine at the latest version
-    # directly: at 1M chunks listing a 10k-chunk group's row ids 3.3 ms and taking 5 rows 3.2 ms, against
-    # 7.3 and 8.0 ms through LanceDB's query layer, and a refresh after each commit runs on the query path.
-    def _list_rows(self, keys: tuple) -> np.ndarray:
-        """Row ids the union of (label, source) keys admits: the LABEL_LIST index answers without reading a column."""
-        where = acl_filter(frozenset(label for label, _ in keys), keys[0][1])
-        return self._snapshot()[0].to_table(columns=[], filter=where, with_row_id=True).column("_rowid").to_numpy()
-
-    def _vectors(self, t: pa.Table) -> np.ndarray:
-        return t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dimension)
-
     @staticmethod
-    def _exact_keys(labels: frozenset[str], source) -> tuple:
+    def _exact_keys(labels: frozenset[str], source: SourceFilter) -> tuple[RowKey, ...]:
         """The (label, source) keys of the in-memory entries (:mod:`.exact`) a principal's filter unites."""
         src = LanceStore._filter_key(labels, source)[1]
         return tuple((label, src) for label in sorted(labels))
-
-    def _shown(self, t: pa.Table) -> pa.Table:
-        """The columns a hit shows besides its chunk id (:meth:`fetch`), compact, to hold beside the vectors."""
-        return pa.table({c: t.column(c).combine_chunks() for c in self._read if c != "chunk_id"})
-
-    def _read_key(self, key: tuple) -> tuple[np.ndarray, list[str], np.ndarray, pa.Array, pa.Table]:
-        """(row ids, chunk ids, vectors, full-text terms, shown columns) of every row of one (label, source) key."""
-        label, src = key
-        t = self._snapshot()[0].to_table(columns=list(dict.fromkeys(["chunk_id", "vector", "terms", *self._read])),
-                                         filter=acl_filter(frozenset({label}), src), with_row_id=True)
-        return (t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t), t.column("terms"),
-                self._shown(t))
-
-    def _read_rows(self, rows: np.ndarray, keys: tuple) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list, pa.Table | None]:
-        """(row ids, chunk ids, vectors, which keys each row is under, full-text terms, shown columns) of the
-        given rows; rows deleted or compacted away since they were listed are not returned."""
-        columns = list(dict.fromkeys(["chunk_id", "vector", "acl", "source", "terms", *self._read]))
-        ds, fragments = self._snapshot()
-        alive = [int(r) for r in rows if int(r) >> 32 in fragments]
-        try:  # asking for the row ids makes a take of a deleted row fail instead of skipping it
-            t = ds._take_rows(alive, columns=columns + ["_rowid"]) if alive else None
-        except OSError:  # one was deleted since the listing: LanceDB's take skips it and still gives row ids
-            t = self._run(self._reader.take_row_ids(alive).with_row_id().select(columns).to_arrow())
-        if t is None:
-            return (np.zeros(0, np.int64), [], np.zeros((0, self.dimension), np.float32), np.zeros((0, len(keys)), bool),
-                    [], None)
-        acls, sources = t.column("acl").to_pylist(), t.column("source").to_pylist()
-        carries = np.array([[label in acl and (src is None or (source == src if isinstance(src, str) else source in src))
-                             for label, src in keys] for acl, source in zip(acls, sources)], dtype=bool)
-        return (t.column("_rowid").to_numpy(), t.column("chunk_id").to_pylist(), self._vectors(t),
-                carries.reshape(len(acls), len(keys)), t.column("terms").to_pylist(), self._shown(t))
 
     def _ann(self, vector: np.ndarray, where: str, k: int, columns: list[str]) -> pa.Table:
         """Dense search in LanceDB: the vector index when there is one, else a scan of the filtered rows."""
@@ -578,12 +418,13 @@ class LanceStore:
                  .distance_type("cosine").where(where).limit(k)  # async queries prefilter by default
                  .with_row_id().select(columns + ["_distance"]))
         if "vector" not in self._indexed_columns:
-            return self._run(query.bypass_vector_index().to_arrow())
+            scanned: pa.Table = self._run(query.bypass_vector_index().to_arrow())
+            return scanned
         # Refinement re-reads k * refine_factor full vectors: at least ~min_refine_rows (a search for the
         # top 1 re-ranks more than 2 candidates), at most ~200 for deep k.
         factor = max(self.refine, -(-self.min_refine_rows // k))
         query = query.nprobes(self.nprobes).refine_factor(min(factor, max(2, 200 // k)))
-        rows = self._run(query.to_arrow())
+        rows: pa.Table = self._run(query.to_arrow())
         if rows.num_rows < k:  # the probed partitions hold too few authorised rows: probe wider
             rows = self._run(query.nprobes(self.nprobes * 10).to_arrow())
             if rows.num_rows < k:  # still short: scan them all
@@ -592,13 +433,16 @@ class LanceStore:
         return rows.sort_by([("_distance", "ascending"), ("chunk_id", "ascending")])
 
     def _terms(self, terms: list[str], where: str, k: int, columns: list[str]) -> pa.Table:
-        return self._run(self._reader.query().nearest_to_text(" ".join(terms), columns="terms")
-                         .where(where).limit(k).with_row_id().select(columns + ["_score"]).to_arrow())
+        found: pa.Table = self._run(self._reader.query().nearest_to_text(" ".join(terms), columns="terms")
+                                    .where(where).limit(k).with_row_id().select(columns + ["_score"]).to_arrow())
+        return found
 
-    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
-        """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`)."""
+    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None, *,
+                   exact: bool = True) -> list[Ranked]:
+        """Ids and cosine similarities only: no text or citation column is read (see :meth:`fetch`).
+        ``exact=False`` searches the indexes even for a principal on the exact path (to compare the two)."""
         where, version = acl_filter(labels, source), self._version()
-        ranked = self._exact_rank(vector, labels, source, k, version)
+        ranked = self._exact_rank(vector, labels, source, k, version) if exact else None
         if ranked is not None:
             return ranked
         t = self._ann(vector, where, k, ["chunk_id"])
@@ -606,24 +450,26 @@ class LanceStore:
         self._hint(labels, source, ids, t.column("_rowid").to_pylist())
         return [Ranked(c, 1.0 - float(d)) for c, d in zip(ids, t.column("_distance").to_pylist())]
 
-    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: SourceFilter = None, *,
+                   exact: bool = True) -> list[Ranked]:
         """Ids and BM25 scores only: no text or citation column is read (see :meth:`fetch`). For a principal
-        on the exact path, from the terms held in memory with its vectors (:mod:`.postings`)."""
+        on the exact path, from the terms held in memory with its vectors (:mod:`.postings`);
+        ``exact=False`` asks the full-text index even then (to compare the two)."""
         if not terms:
             return []
-        ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms")
+        ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms") if exact else None
         if ranked is not None:
             return ranked
         t = self._terms(terms, acl_filter(labels, source), k, ["chunk_id"])
         ids = t.column("chunk_id").to_pylist()
         self._hint(labels, source, ids, t.column("_rowid").to_pylist())
-        return [Ranked(c, _rank_score(i)) for i, c in enumerate(ids)]
+        return [Ranked(c, rank_score(i)) for i, c in enumerate(ids)]
 
     @staticmethod
-    def _filter_key(labels: frozenset[str], source) -> tuple:
+    def _filter_key(labels: frozenset[str], source: SourceFilter) -> FilterKey:
         return labels, source if source is None or isinstance(source, str) else tuple(sorted(set(source)))
 
-    def _hint(self, labels: frozenset[str], source, ids: list[str], rows: list[int]) -> None:
+    def _hint(self, labels: frozenset[str], source: SourceFilter, ids: list[str], rows: list[int]) -> None:
         """Remember the row id at which a ranking under (labels, source) found each chunk, for :meth:`fetch`."""
         key = self._filter_key(labels, source)
         with self._hints_lock:
@@ -633,98 +479,96 @@ class LanceStore:
             while len(self._hints) > self.max_row_hints:
                 self._hints.popitem(last=False)
 
-    def _snapshot(self):
-        """(the table's latest version as a Lance dataset, the ids of its data files)."""
-        snap = self._snap
-        if snap is None:
-            ds = self._dataset()
-        else:
-            ds = snap[0]
-            latest = ds.latest_version
-            if latest == ds.version:
-                return snap
-            ds = ds.checkout_version(latest)
-        snap = (ds, frozenset(f.fragment_id for f in ds.get_fragments()))
-        self._snap = snap
-        return snap
-
-    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: str | None = None) -> list[StoreHit]:
+    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: SourceFilter = None) -> list[StoreHit]:
         """Full rows of ``ranked`` ids, in order, read at the table's latest version, and only those
         ``labels`` (and ``source``) admit.
 
-        A chunk that a ranking under the same labels and source found is read by its row id (Lance
-        ``take``: 2.5 ms for 10 rows at 1M chunks against ~10 ms for the look-up below). That is
-        access-controlled without reading the ACL: a row id addresses immutable data (an ACL change
-        deletes the row and writes a new one), the ranking query admitted that row under this very
-        filter, and ``take`` returns a row only while it is not deleted. The rest (ids from elsewhere,
-        rows a sync replaced or compaction moved since) are read by one query ``chunk_id IN (...) AND
-        <ACL filter>`` on the same version (BTREE look-ups), so a chunk whose ACL changed since it was
-        ranked is left out like one a sync removed, and all hits come from one version of the table.
-
         A principal on the exact path reads nothing: its entries in memory (:mod:`.exact`) hold the
-        shown columns beside the vectors, and give the rows they hold alive at this version (at 1M
-        chunks a take of 10 rows woke Lance's I/O threads ~100 times, so a search beside a busy core
-        waited for the scheduler at each wake-up: docs/benchmarks.md).
+        shown columns beside the vectors, and give the rows they hold alive at this version (a take,
+        however small, wakes Lance's I/O threads many times, and a search beside a busy core waited
+        for the scheduler at each wake-up). A chunk that a ranking under the same labels and source
+        found is otherwise read by its row id (Lance ``take``, much cheaper than the look-up below).
+        That is access-controlled without reading the ACL: a row id addresses immutable data (an ACL
+        change deletes the row and writes a new one), the ranking query admitted that row under this
+        very filter, and ``take`` returns a row only while it is not deleted. The rest (ids from
+        elsewhere, rows a sync replaced or compaction moved since) are read by one query
+        ``chunk_id IN (...) AND <ACL filter>`` on the same version (BTREE look-ups), so a chunk whose
+        ACL changed since it was ranked is left out like one a sync removed, and all hits come from
+        one version of the table. (figures: docs/benchmarks.md, 'Search latency')
         """
         if not ranked:
             return []
         ids = sorted({cid for cid, _ in ranked})
+        ds, fragments = self.rows.snapshot()
+        rows: dict[str, dict[str, Any]] = {}
+        by_row = self._hinted_rows(ids, labels, source, fragments)
+        if by_row and self.show_from_memory:  # rows the principal's in-memory entries hold alive at this version
+            rows = self._rows_from_memory(by_row, labels, source, ds.version)
+            by_row = {row: cid for row, cid in by_row.items() if cid not in rows}
+        if by_row:
+            taken = self._take(ds, by_row)
+            if taken is not None:
+                rows = taken
+        missing = [cid for cid in ids if cid not in rows]
+        if missing:
+            rows.update(self._look_up(ds, missing, labels, source))
+        return [StoreHit(row=expand(dict(rows[cid])), score=score) for cid, score in ranked if cid in rows]
+
+    def _look_up(self, ds: Any, ids: list[str], labels: frozenset[str], source: SourceFilter) -> dict[str, dict[str, Any]]:
+        """The rows of ``ids`` that ``labels`` (and ``source``) admit in ``ds``, by chunk id (BTREE look-ups)."""
+        where = f"chunk_id IN ({', '.join(quote(c) for c in ids)}) AND {acl_filter(labels, source)}"
+        return {r["chunk_id"]: r for r in ds.to_table(columns=self.read_columns, filter=where).to_pylist()}
+
+    def _hinted_rows(self, ids: list[str], labels: frozenset[str], source: SourceFilter,
+                     fragments: frozenset[int]) -> dict[int, str]:
+        """Row id -> chunk id of the ``ids`` a ranking under this filter found in a data file that still exists."""
         key = self._filter_key(labels, source)
         with self._hints_lock:
             hinted = {cid: self._hints.get((key, cid)) for cid in ids}
-        ds, fragments = self._snapshot()
-        rows: dict[str, dict] = {}
-        by_row = {row: cid for cid, row in hinted.items() if row is not None and row >> 32 in fragments}
-        if by_row:  # rows the principal's in-memory entries hold alive at this version: no read at all
-            held = self._exact_sets.shown(self._exact_keys(labels, source), ds.version, list(by_row))
-            if held is not None:
-                rows = {r["chunk_id"]: r for row, r in held.items() if by_row[row] == r["chunk_id"]}
-                by_row = {row: cid for row, cid in by_row.items() if cid not in rows}
-        if by_row:
-            try:
-                taken = ds._take_rows(sorted(by_row), columns=self._read)
-            except Exception as exc:  # noqa: BLE001 - read them by id below instead
-                log("store.fetch_take_failed", rows=len(by_row), error=str(exc))
-            else:
-                wanted = set(by_row.values())
-                rows = {r["chunk_id"]: r for r in taken.to_pylist() if r["chunk_id"] in wanted}
-        missing = [cid for cid in ids if cid not in rows]
-        if missing:
-            where = f"chunk_id IN ({', '.join(_quote(c) for c in missing)}) AND {acl_filter(labels, source)}"
-            rows.update((r["chunk_id"], r) for r in ds.to_table(columns=self._read, filter=where).to_pylist())
-        return [StoreHit(row=_expand(dict(rows[cid])), score=score) for cid, score in ranked if cid in rows]
+        return {row: cid for cid, row in hinted.items() if row is not None and row >> 32 in fragments}
 
-    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+    def _rows_from_memory(self, by_row: dict[int, str], labels: frozenset[str], source: SourceFilter,
+                          version: int) -> dict[str, dict[str, Any]]:
+        """The rows of ``by_row`` the principal's in-memory entries hold alive at ``version``, by chunk id."""
+        held = self._exact_sets.shown(self._exact_keys(labels, source), version, list(by_row))
+        if held is None:
+            return {}
+        return {r["chunk_id"]: r for row, r in held.items() if by_row[row] == r["chunk_id"]}
+
+    def _take(self, ds: Any, by_row: dict[int, str]) -> dict[str, dict[str, Any]] | None:
+        """The rows of ``by_row`` read by row id, by chunk id; None when the take fails (fetch reads them by id)."""
+        try:
+            taken = ds._take_rows(sorted(by_row), columns=self.read_columns)
+        except Exception as exc:  # noqa: BLE001 - read them by id instead
+            log("store.fetch_take_failed", rows=len(by_row), error=str(exc))
+            return None
+        wanted = set(by_row.values())
+        return {r["chunk_id"]: r for r in taken.to_pylist() if r["chunk_id"] in wanted}
+
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[StoreHit]:
         """Top-k full rows by cosine similarity (the retriever uses rank_dense + fetch)."""
         where, version = acl_filter(labels, source), self._version()
         ranked = self._exact_rank(vector, labels, source, k, version)
         if ranked is not None:
             return self.fetch(ranked, labels, source)
-        rows = self._ann(vector, where, k, self._read).drop_columns(["_rowid"]).to_pylist()
-        return [StoreHit(row=_expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
-
-    def search_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
-        """Top-k full rows by BM25 in one query, or from memory on the exact path (the retriever uses
-        rank_terms + fetch)."""
-        if not terms:
-            return []
-        ranked = self._exact_rank(terms, labels, source, k, self._version(), kind="terms")
-        if ranked is not None:  # ranked from memory as rank_terms ranks
-            return self.fetch(ranked, labels, source)
-        rows = self._terms(terms, acl_filter(labels, source), k, self._read).drop_columns(["_rowid", "_score"]).to_pylist()
-        return [StoreHit(row=_expand(r), score=_rank_score(i)) for i, r in enumerate(rows)]
+        rows = self._ann(vector, where, k, self.read_columns).drop_columns(["_rowid"]).to_pylist()
+        return [StoreHit(row=expand(r), score=1.0 - float(r.pop("_distance"))) for r in rows]
 
     def chunk_keys(self) -> list[tuple[str, str, str]]:
+        """(chunk_id, doc_id, version_id) of every stored chunk (for checks and rebuilds)."""
         t = self._table.to_arrow().select(["chunk_id", "doc_id", "version_id"]) if self.count() else None
         if t is None:
             return []
         return list(zip(*(t.column(c).to_pylist() for c in ("chunk_id", "doc_id", "version_id"))))
 
-    def rows_for(self, doc_ids: list[str]) -> list[dict]:
+    def rows_for(self, doc_ids: list[str]) -> list[dict[str, Any]]:
+        """Every row of ``doc_ids`` (citation fields and ACL, no vector)."""
         if not doc_ids:
             return []
-        scope = f"doc_id IN ({', '.join(_quote(d) for d in doc_ids)})"
-        return self._table.search().where(scope).limit(None).select(_COLUMNS + ["acl"]).to_list()
+        scope = f"doc_id IN ({', '.join(quote(d) for d in doc_ids)})"
+        found: list[dict[str, Any]] = self._table.search().where(scope).limit(None).select(COLUMNS + ["acl"]).to_list()
+        return found
 
     def count(self) -> int:
-        return self._table.count_rows()
+        """Rows in the table."""
+        return int(self._table.count_rows())

@@ -1,8 +1,8 @@
 """BM25 over a small set of chunks held in memory: the full-text side of :mod:`bastion.stores.exact`.
 
 LanceDB's full-text index scores a query among the posting lists of the whole table and drops the
-rows the ACL filter does not admit: for a group that may read 1 % of 1M chunks that took ~9 ms p50
-against ~5 ms for the same query unfiltered (listing the group's 10k rows alone ~2 ms). When a
+rows the ACL filter does not admit, so a small group's filtered query costs more than an unfiltered
+one (figures: docs/benchmarks.md, 'Search latency'). When a
 principal's chunks are few enough that their vectors are held in memory anyway, their terms are
 held too, as one small inverted index per part, and BM25 is computed over the principal's chunks
 only: a few binary searches and array operations.
@@ -37,7 +37,7 @@ class Postings:
     lengths: np.ndarray  # float32 terms per chunk
 
     @classmethod
-    def of(cls, texts: "Sequence[str | None] | pa.Array | pa.ChunkedArray") -> "Postings":
+    def of(cls, texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> Postings:
         """From the chunks' ``terms`` (analysed terms joined by spaces, as the full-text index reads them)."""
         arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
         if isinstance(arr, pa.ChunkedArray):
@@ -102,8 +102,10 @@ def bm25(terms: Sequence[str], parts: Sequence[tuple[np.ndarray, np.ndarray, np.
             docs = p.docs[span[0]:span[1]]
             keep = alive[docs]
             docs = docs[keep]
-            t_rows.append(r[docs]), t_ids.append(ids[docs])
-            t_tf.append(p.tf[span[0]:span[1]][keep]), t_len.append(p.lengths[docs])
+            t_rows.append(r[docs])
+            t_ids.append(ids[docs])
+            t_tf.append(p.tf[span[0]:span[1]][keep])
+            t_len.append(p.lengths[docs])
         if not t_rows:
             continue
         r, ids, tf, dl = (np.concatenate(x) for x in (t_rows, t_ids, t_tf, t_len))
@@ -114,7 +116,8 @@ def bm25(terms: Sequence[str], parts: Sequence[tuple[np.ndarray, np.ndarray, np.
         if df == 0:
             continue
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        found_rows.append(r), found_ids.append(ids)
+        found_rows.append(r)
+        found_ids.append(ids)
         found_scores.append(idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl)))
     if not found_rows:
         return []

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+
+SourceFilter = str | Sequence[str] | None
+"""Which sources a read covers: one source's name, several, or ``None`` for every source."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class StoredChunk:
 
 @dataclass(frozen=True)
 class StoreHit:
-    row: dict
+    row: dict[str, Any]
     score: float
 
 
@@ -56,11 +59,11 @@ class ChunkStore(Protocol):
         """Atomically make ``chunks`` the only chunks of ``doc_ids`` (none: delete them)."""
         ...
 
-    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[Ranked]:
         """Ids and cosine similarities of the top-k chunks whose ACL meets ``labels``, best first."""
         ...
 
-    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: str | None = None) -> list[Ranked]:
+    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: SourceFilter = None) -> list[Ranked]:
         """Ids and scores of the top-k chunks whose ACL meets ``labels`` by BM25, best first.
 
         A score may be computed only from chunks ``labels`` admit (BM25 statistics over the
@@ -69,7 +72,7 @@ class ChunkStore(Protocol):
         """
         ...
 
-    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: str | None = None) -> list[StoreHit]:
+    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: SourceFilter = None) -> list[StoreHit]:
         """Full rows of the ranked ids, in the given order, each hit carrying its given score.
 
         Ids that no longer exist (a sync replaced them) or whose chunk ``labels`` may not read
@@ -77,7 +80,7 @@ class ChunkStore(Protocol):
         """
         ...
 
-    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: str | None = None) -> list[StoreHit]:
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[StoreHit]:
         """Full rows of the top-k chunks ``rank_dense`` would return, read by the same query where the
         store can (dense-only search reads exactly k rows, so ranking and reading need not be two steps)."""
         ...

@@ -1,7 +1,7 @@
 """A scripted LLM for fast tests of the answering path. Never selected by configuration."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bastion.core.errors import GenerationError
 from bastion.generation.protocol import ChatMessage, DecodingParams, Generation, OnToken

@@ -12,16 +12,21 @@ import base64
 import json
 import secrets
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.server.api_native import run_ask
 from bastion.server.auth import Ctx, require
 from bastion.server.problems import Problem
+from bastion.server.routes.ask import run_ask
+from bastion.server.routes.common import AuditEntry, JsonObject, blocking_audited
+
+if TYPE_CHECKING:
+    from bastion.generation.results import Answer
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MAX_EMBED_INPUTS = 256
@@ -41,7 +46,7 @@ class ChatCompletionBody(BaseModel):
     stream: bool = False
 
 
-def _text(content) -> str:
+def _text(content: str | list[dict[str, Any]] | None) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -50,22 +55,24 @@ def _text(content) -> str:
     return "\n".join(p for p in parts if isinstance(p, str))
 
 
-def _extension(ans) -> dict:
+def _extension(ans: Answer) -> JsonObject:
     return {"lineage_id": ans.lineage_id, "abstained": ans.abstained, "decision": ans.decision,
             "reason": ans.reason, "grounded": ans.grounded, "citations": [c.to_dict() for c in ans.citations],
             "warnings": ans.warnings}
 
 
-@router.get("/models", summary="Assistants, as OpenAI models")
-async def models(ctx: Ctx = Depends(require("member", "models.list"))):
+@router.get("/models", response_model=None, summary="Assistants, as OpenAI models")
+async def models(ctx: Ctx = Depends(require("member", "models.list"))) -> JsonObject:
     await ctx.audit_async()
     created = int(ctx.server.started)
     return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "bastion"}
                                        for name in ctx.server.ws.assistants()]}
 
 
-@router.post("/chat/completions", summary="Answer the last user message from the caller's sources, with citations")
-async def chat_completions(body: ChatCompletionBody, ctx: Ctx = Depends(require("member", "ask"))):
+@router.post("/chat/completions", response_model=None,
+             summary="Answer the last user message from the caller's sources, with citations")
+async def chat_completions(body: ChatCompletionBody,
+                           ctx: Ctx = Depends(require("member", "ask"))) -> JsonObject | StreamingResponse:
     server = ctx.server
     if body.model not in server.ws.assistants():
         raise Problem(404, "not-found", f"unknown model {body.model!r}; GET /v1/models lists the assistants")
@@ -84,9 +91,10 @@ async def chat_completions(body: ChatCompletionBody, ctx: Ctx = Depends(require(
                              "finish_reason": "stop"}],
                 "usage": usage, "bastion": _extension(ans)}
 
-    def events():
+    def events() -> Iterator[str]:
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
-        yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                        "finish_reason": None}]})
         text = ans.answer
         for i in range(0, len(text), 24):
             yield _sse(base | {"choices": [{"index": 0, "delta": {"content": text[i:i + 24]}, "finish_reason": None}]})
@@ -96,7 +104,7 @@ async def chat_completions(body: ChatCompletionBody, ctx: Ctx = Depends(require(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
 
-def _sse(data: dict) -> str:
+def _sse(data: JsonObject) -> str:
     return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
 
 
@@ -109,29 +117,35 @@ class EmbeddingBody(BaseModel):
     input_type: Literal["passage", "query"] = "passage"
 
 
-@router.post("/embeddings", summary="Embed text with the workspace's embedder (model: its id, or 'default'); "
+@router.post("/embeddings", response_model=None,
+             summary="Embed text with the workspace's embedder (model: its id, or 'default'); "
              "input_type 'query' embeds search queries")
-async def embeddings(body: EmbeddingBody, ctx: Ctx = Depends(require("member", "embeddings"))):
-    server = ctx.server
+async def embeddings(body: EmbeddingBody, ctx: Ctx = Depends(require("member", "embeddings"))) -> JsonObject:
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     if not texts or len(texts) > MAX_EMBED_INPUTS:
         raise Problem(400, "bad-request", f"input must hold 1 to {MAX_EMBED_INPUTS} strings")
-
-    def run():
-        emb = server.ws.embedder
-        if body.model not in (emb.id, "default"):
-            raise Problem(404, "not-found", f"unknown embedding model {body.model!r}; use {emb.id!r} or 'default'")
-        if body.input_type == "query":
-            vectors = np.stack([np.asarray(emb.embed_query(t), dtype=np.float32) for t in texts])
-        else:
-            vectors = np.asarray(emb.embed_passages(texts), dtype=np.float32)
-        tokens = sum(emb.count_tokens(t) for t in texts)
-        ctx.audit(detail={"inputs": len(texts)})
-        return emb.id, vectors, tokens
-
-    model_id, vectors, tokens = await server.blocking(run)
+    embedded = await blocking_audited(ctx, lambda: _embed(ctx, body, texts),
+                                      entry=AuditEntry(detail={"inputs": len(texts)}))
     data = []
-    for i, v in enumerate(vectors):
+    for i, v in enumerate(embedded.vectors):
         value = base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64" else v.tolist()
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return {"object": "list", "data": data, "model": model_id, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {"object": "list", "data": data, "model": embedded.model,
+            "usage": {"prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens}}
+
+
+class _Embedded(NamedTuple):
+    model: str
+    vectors: np.ndarray
+    tokens: int
+
+
+def _embed(ctx: Ctx, body: EmbeddingBody, texts: list[str]) -> _Embedded:
+    emb = ctx.server.ws.embedder
+    if body.model not in (emb.id, "default"):
+        raise Problem(404, "not-found", f"unknown embedding model {body.model!r}; use {emb.id!r} or 'default'")
+    if body.input_type == "query":
+        vectors = np.stack([np.asarray(emb.embed_query(t), dtype=np.float32) for t in texts])
+    else:
+        vectors = np.asarray(emb.embed_passages(texts), dtype=np.float32)
+    return _Embedded(emb.id, vectors, sum(emb.count_tokens(t) for t in texts))

@@ -1,0 +1,69 @@
+"""``bastion source …``: the folders and SQL tables a workspace syncs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bastion.cli.common import JsonOpt, csv_list, open_ws
+from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
+from bastion.core.errors import ConfigError
+
+app = typer.Typer(name="source", help="Sources to sync (folders, SQL tables).", no_args_is_help=True)
+
+
+@app.command("add")
+def source_add(
+    name: str,
+    path: Annotated[Optional[Path], typer.Option("--path", help="Folder to sync.")] = None,
+    sql: Annotated[Optional[str], typer.Option("--sql", help="SQLAlchemy URL of a database.")] = None,
+    acl: Annotated[str, typer.Option(help="Default ACL, e.g. 'group:finance,user:alice' or 'everyone'. Empty: nobody.")] = "",
+    include: Annotated[str, typer.Option(help="Comma-separated globs to include (folders).")] = "",
+    exclude: Annotated[str, typer.Option(help="Comma-separated globs to exclude (folders).")] = "",
+    table: Annotated[Optional[str], typer.Option(help="SQL table.")] = None,
+    query: Annotated[Optional[str], typer.Option(help="SQL query instead of a table.")] = None,
+    id_column: Annotated[str, typer.Option(help="SQL id column.")] = "id",
+    text_template: Annotated[Optional[str], typer.Option(help="Text over columns, e.g. '{title}\\n{body}'.")] = None,
+    updated_at_column: Annotated[Optional[str], typer.Option(help="SQL column with the row's last change.")] = None,
+    acl_column: Annotated[Optional[str], typer.Option(help="SQL column of comma-separated principals.")] = None,
+    title_column: Annotated[Optional[str], typer.Option(help="SQL column used as the document title.")] = None,
+    uploaders: Annotated[str, typer.Option(help="Folders: principals whose editors may upload here over the API.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a folder (--path) or SQL (--sql) source."""
+    with friendly_errors():
+        if bool(path) == bool(sql):
+            raise ConfigError("give exactly one of --path DIR or --sql URL")
+        sources = open_ws().sources
+        if path:
+            row = sources.add_folder(name, path, acl=acl, include=csv_list(include), exclude=csv_list(exclude), uploaders=uploaders)
+        else:
+            assert sql is not None  # exactly one of path and sql was given
+            if not text_template:
+                raise ConfigError("a SQL source needs --text-template, e.g. '{title}\\n{body}'")
+            row = sources.add_sql(name, sql, id_column=id_column, template=text_template.replace("\\n", "\n"),
+                                  table=table, query=query, updated_at_column=updated_at_column,
+                                  acl_column=acl_column, title_column=title_column, acl=acl)
+    if as_json:
+        emit_json({"name": row.name, "kind": row.kind})
+    else:
+        console.print(styled(f"added {row.kind} source ", (row.name, "bold"), f" (default ACL: {acl or 'nobody'})"))
+
+
+@app.command("list")
+def source_list(as_json: JsonOpt = False) -> None:
+    """List sources."""
+    from bastion.sources import source_kind
+
+    with friendly_errors():
+        rows = open_ws().sources.list()
+    data = [{"name": r.name, "kind": source_kind(r.kind), "location": r.config.get("path") or r.config.get("table") or "query",
+             "acl": r.config.get("acl") or ""} for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("name", "kind", "location", "default ACL")
+    for d in data:
+        table.add_row(d["name"], d["kind"], d["location"], d["acl"] or "(nobody)")
+    console.print(table)
