@@ -49,9 +49,9 @@ class Catalog:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a writer that finds the database locked sleeps in
-        # SQLite's busy handler with backoff (1, 2, 5 ... 100 ms): measured with 16 threads writing
-        # audit entries, p95 55 ms and max 243 ms per write. Writers of this process queue on this
-        # lock instead, which hands over at once (p95 under 5 ms).
+        # SQLite's busy handler with a growing backoff, so concurrent writers wait far longer than
+        # the write takes. Writers of this process queue on this lock instead, which hands over at
+        # once (figures: docs/benchmarks.md, "API under concurrent load").
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod

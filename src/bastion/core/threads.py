@@ -5,9 +5,8 @@ from __future__ import annotations
 def limit_math_threads(threads: int) -> None:
     """Run numpy's matrix products (the exact path's scoring, :mod:`bastion.stores.exact`) on ``threads``
     threads, as each query's embedding runs (``server.query_threads``). With two BLAS threads a
-    search beside a sync's embedder waited for the core the sync held: a 1 % group's exact ranking
-    p95 1.6-1.8 -> 5.1-5.4 ms while the embedder ran, against 2.2-2.9 -> 2.3-2.7 on one thread
-    (bench/sync_contention.py, docs/benchmarks.md)."""
+    search beside a sync's embedder waits for the core the sync holds (figures: bench/sync_contention.py,
+    docs/benchmarks.md, "Search latency and recall at scale")."""
     import importlib
 
     from threadpoolctl import threadpool_limits

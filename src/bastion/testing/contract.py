@@ -32,7 +32,7 @@ def make_chunk(embedder: HashEmbedder, doc_id: str, text: str, acl: tuple[str, .
 
 
 class AccessControlContract:
-    """The access rules of ARCHITECTURE.md, checked against a real store."""
+    """The access rules every chunk store keeps (docs/security.md), checked against a real store."""
 
     def make_store(self, path, embedder):  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
