@@ -135,55 +135,14 @@ class SyncPipeline:
         metrics: dict = {"accepted": accept}
         spool = _Spool()
         try:
-            # 1. examine everything, publish nothing
-            delta = DeltaQuality()
-            items = list(connector.scan())
-            metrics["schema"] = dict(getattr(connector, "observed_schema", None) or {})
-            progress("scan", 0, len(items))
-            known = self._known(source.id)
-            seen: set[str] = set()
-            for item in items:
-                if item.skipped:
-                    report.skipped.append({"file": item.key, "reason": item.skipped})
-                    progress("scan", 1, None)
-                    continue
-                doc_id = doc_id_for(source.id, item.key)
-                seen.add(doc_id)
-                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta)
-                if entry is not None:
-                    spool.add(entry)
-                    for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
-                        metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
-                progress("scan", 1, None)
-            if report.skipped:
-                metrics["skipped"] = report.skipped
-            known_active = sum(1 for d in known.values() if d.current_version_id)
-            gone = [d for d in known if d not in seen and known[d].current_version_id]
-            metrics["scan"] = {"items": len(items), "bytes": sum(i.size or 0 for i in items),
-                               "newest_change": max((i.mtime for i in items if i.mtime is not None), default=None)}
-            metrics["delta"] = delta.to_dict() | {
-                "documents_before": known_active, "to_publish": spool.documents, "removed": len(gone),
-                "removed_ratio": round(len(gone) / known_active, 4) if known_active else None}
+            known, seen = self._examine_source(source, connector, report, metrics, spool, progress)  # 1.
             reasons = gate(source.name, metrics) if gate is not None and not accept else []
             if reasons:
                 report.status, report.quarantined = "quarantined", reasons
                 metrics["quarantine"] = reasons
                 self._finish_run(report, "quarantined", started, metrics=metrics)
                 return report
-            # 2. publish
-            centroid = np.zeros(self.embedder.embedder.dimension, dtype=np.float64)
-            optimized_at = 0
-            for batch in spool.batches(self.batch_chunks):
-                centroid += self._commit_batch(source, batch, report, progress)
-                # index small and often: queries during a long sync scan only a short unindexed tail
-                if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
-                    self.store.optimize()
-                    optimized_at = report.chunks_written
-            self._delete_missing(source, known, seen, report)
-            if report.chunks_written or report.documents_deleted:
-                self.store.optimize()
-            if report.chunks_written:
-                metrics["centroid"] = [round(float(x), 5) for x in centroid / report.chunks_written]
+            self._publish(source, spool, known, seen, report, metrics, progress)  # 2.
         except BaseException as exc:
             report.chunks_embedded = self.embedder.embedded - embedded_before
             report.status = "failed"
@@ -196,6 +155,58 @@ class SyncPipeline:
         report.chunks_embedded = self.embedder.embedded - embedded_before
         self._finish_run(report, "completed", started, metrics=metrics)
         return report
+
+    def _examine_source(self, source: SourceRow, connector: Connector, report: SyncReport, metrics: dict,
+                        spool: _Spool, progress: Progress) -> tuple[dict[str, DocumentRow], set[str]]:
+        """Step 1: scan, read, parse and chunk every changed document into ``spool``, publishing
+        nothing, and measure what publishing would change into ``metrics``. Returns the documents the
+        catalog knew and the ids the source still holds."""
+        delta = DeltaQuality()
+        items = list(connector.scan())
+        metrics["schema"] = dict(getattr(connector, "observed_schema", None) or {})
+        progress("scan", 0, len(items))
+        known = self._known(source.id)
+        seen: set[str] = set()
+        for item in items:
+            if item.skipped:
+                report.skipped.append({"file": item.key, "reason": item.skipped})
+            else:
+                doc_id = doc_id_for(source.id, item.key)
+                seen.add(doc_id)
+                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta)
+                if entry is not None:
+                    spool.add(entry)
+                    for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
+                        metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
+            progress("scan", 1, None)
+        if report.skipped:
+            metrics["skipped"] = report.skipped
+        known_active = sum(1 for d in known.values() if d.current_version_id)
+        gone = [d for d in known if d not in seen and known[d].current_version_id]
+        metrics["scan"] = {"items": len(items), "bytes": sum(i.size or 0 for i in items),
+                           "newest_change": max((i.mtime for i in items if i.mtime is not None), default=None)}
+        metrics["delta"] = delta.to_dict() | {
+            "documents_before": known_active, "to_publish": spool.documents, "removed": len(gone),
+            "removed_ratio": round(len(gone) / known_active, 4) if known_active else None}
+        return known, seen
+
+    def _publish(self, source: SourceRow, spool: _Spool, known: dict[str, DocumentRow], seen: set[str],
+                 report: SyncReport, metrics: dict, progress: Progress) -> None:
+        """Step 2: commit the spooled documents batch by batch, delete what the source no longer holds,
+        and fold the new rows into the indexes."""
+        centroid = np.zeros(self.embedder.embedder.dimension, dtype=np.float64)
+        optimized_at = 0
+        for batch in spool.batches(self.batch_chunks):
+            centroid += self._commit_batch(source, batch, report, progress)
+            # index small and often: queries during a long sync scan only a short unindexed tail
+            if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
+                self.store.optimize()
+                optimized_at = report.chunks_written
+        self._delete_missing(source, known, seen, report)
+        if report.chunks_written or report.documents_deleted:
+            self.store.optimize()
+        if report.chunks_written:
+            metrics["centroid"] = [round(float(x), 5) for x in centroid / report.chunks_written]
 
     # -- runs ----------------------------------------------------------------------------
     def _start_run(self, source: str) -> int:
@@ -225,17 +236,13 @@ class SyncPipeline:
 
     def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport,
                  delta: DeltaQuality) -> _Pending | None:
+        """One document: what to publish for it, or None (unchanged, failed before, or failed now)."""
         if item.error:
             self._record_failure(item, source_id, doc_id, doc, None, item.error, report, acl_problem=not item.acl)
             return None
         same_acl = doc is not None and frozenset(doc.acl) == item.acl
-        same_stat = (doc is not None and item.mtime is not None and doc.seen_mtime == item.mtime
-                     and (item.size is None or doc.seen_size == item.size))
-        if doc is not None and same_stat and same_acl and doc.status in ("active", "failed"):
-            if doc.status == "active":
-                report.documents_unchanged += 1
-            else:
-                report.error(item.key, doc.error or "failed before")
+        if doc is not None and same_acl and self._same_stat(item, doc):
+            self._known_outcome(item, doc, report)
             return None
         try:
             content = item.load()
@@ -243,13 +250,31 @@ class SyncPipeline:
             self._record_failure(item, source_id, doc_id, doc, None, f"cannot read: {exc}", report)
             return None
         content_hash = hashlib.sha256(content).hexdigest()
-        if doc is not None and doc.status == "active" and doc.seen_hash == content_hash and same_acl:
-            self._touch(doc_id, item)
+        if doc is not None and doc.seen_hash == content_hash and (doc.status == "failed" or
+                                                                  (doc.status == "active" and same_acl)):
+            if doc.status == "active":
+                self._touch(doc_id, item)
+            self._known_outcome(item, doc, report)
+            return None
+        return self._parse(item, source_id, doc_id, doc, content, content_hash, report, delta)
+
+    @staticmethod
+    def _same_stat(item: SourceItem, doc: DocumentRow) -> bool:
+        """The listing says the document is as last seen (and its last outcome stands)."""
+        return (item.mtime is not None and doc.seen_mtime == item.mtime
+                and (item.size is None or doc.seen_size == item.size) and doc.status in ("active", "failed"))
+
+    @staticmethod
+    def _known_outcome(item: SourceItem, doc: DocumentRow, report: SyncReport) -> None:
+        """Count a document whose content is as last seen: unchanged, or failed as before."""
+        if doc.status == "active":
             report.documents_unchanged += 1
-            return None
-        if doc is not None and doc.status == "failed" and doc.seen_hash == content_hash:
+        else:
             report.error(item.key, doc.error or "failed before")
-            return None
+
+    def _parse(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content: bytes,
+               content_hash: str, report: SyncReport, delta: DeltaQuality) -> _Pending | None:
+        """Parse and chunk new or changed content; a parse error is recorded for the document."""
         version_id = version_id_for(doc_id, content_hash)
         try:
             parsed = parse(content, item.media_type)
