@@ -29,6 +29,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from bastion.stores.lance import LanceStore
     from bastion.stores.protocol import StoredChunk
 
 # bastion (and pyarrow) are imported where used: scripts that only read the datasets, or drive
@@ -276,3 +277,24 @@ def lower_priority(nice: int) -> None:
         os.nice(nice)
     if nice >= 19 and hasattr(os, "SCHED_IDLE"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def group_stores(lang: str, texts: list[str], cells: list[tuple[str, np.ndarray]], vecs: np.ndarray,
+                 tmp: Path) -> tuple[LanceStore, LanceStore]:
+    """Every paragraph one chunk of a real store, readable by the groups whose mask holds it; returns the
+    store twice over one table: ranking from memory (any group's own statistics) and always through the
+    full-text index (the table's statistics)."""
+    from bastion.retrieval.analyzer import analyze
+    from bastion.stores.lance import LanceStore
+    from bastion.stores.protocol import StoredChunk
+
+    rows = [StoredChunk(chunk_id=f"p{i:05d}", doc_id=f"p{i:05d}", version_id="v1", source=lang, document=f"p{i}",
+                        path=f"p{i}", page=None, section=None, ordinal=0, text=t, terms=" ".join(analyze(t)),
+                        char_start=0, char_end=len(t),
+                        acl=tuple(f"group:{j}" for j, (_, m) in enumerate(cells) if m[i]) or ("group:none",), vector=v)
+            for i, (t, v) in enumerate(zip(texts, vecs))]
+    kw = dict(embedder_id="bench", dimension=vecs.shape[1], ann_min_rows=64)
+    memory = LanceStore(tmp / lang, exact_threshold=len(texts), **kw)
+    memory.replace_documents([r.doc_id for r in rows], rows)
+    memory.optimize()
+    return memory, LanceStore(tmp / lang, exact_threshold=0, **kw)

@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from _common import RANDOM_DIM as DIM
-from _common import add_data_argument, datasets, groups, load
+from _common import add_data_argument, datasets, group_stores, groups, load
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
-from bastion.stores.lance import LanceStore
-from bastion.stores.protocol import StoredChunk
 
 K = 10
 
@@ -37,16 +35,7 @@ def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int) -> dic
     texts, article_of, questions = load(path)
     cells = groups(article_of, draws, seed)
     vecs = np.random.default_rng(seed).standard_normal((len(texts), DIM)).astype(np.float32)
-    rows = [StoredChunk(chunk_id=f"p{i:05d}", doc_id=f"p{i:05d}", version_id="v1", source=lang, document=f"p{i}",
-                        path=f"p{i}", page=None, section=None, ordinal=0, text=t, terms=" ".join(analyze(t)),
-                        char_start=0, char_end=len(t),
-                        acl=tuple(f"group:{j}" for j, (_, m) in enumerate(cells) if m[i]) or ("group:none",), vector=v)
-            for i, (t, v) in enumerate(zip(texts, vecs))]
-    kw = dict(embedder_id="bench", dimension=DIM, ann_min_rows=64)
-    memory = LanceStore(tmp / lang, exact_threshold=len(texts), **kw)
-    memory.replace_documents([r.doc_id for r in rows], rows)
-    memory.optimize()
-    index = LanceStore(tmp / lang, exact_threshold=0, **kw)
+    memory, index = group_stores(lang, texts, cells, vecs, tmp)
     analysed = [analyze(q) for _, q, _ in questions]
     out = {"paragraphs": len(texts), "groups": []}
     print(f"\n## {lang}: {len(texts)} paragraphs")

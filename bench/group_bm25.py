@@ -29,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RANDOM_DIM, add_data_argument, datasets, groups, load, metrics
+from _common import RANDOM_DIM, add_data_argument, datasets, group_stores, groups, load, metrics
 from bastion.core.types import Principal
 from bastion.retrieval.analyzer import analyze
 from bastion.retrieval.hybrid import rrf
-from bastion.stores.lance import LanceStore
-from bastion.stores.protocol import StoredChunk
 
 K = 10
 DIM = RANDOM_DIM
@@ -58,16 +56,7 @@ def run_language(lang: str, path: Path, tmp: Path, draws: int, seed: int, hybrid
     texts, article_of, questions = load(path)
     cells = groups(article_of, draws, seed)
     vecs, qvecs = _vectors(lang, path, texts, questions, hybrid, seed)
-    rows = [StoredChunk(chunk_id=f"p{i:05d}", doc_id=f"p{i:05d}", version_id="v1", source=lang, document=f"p{i}",
-                        path=f"p{i}", page=None, section=None, ordinal=0, text=t, terms=" ".join(analyze(t)),
-                        char_start=0, char_end=len(t),
-                        acl=tuple(f"group:{j}" for j, (_, m) in enumerate(cells) if m[i]) or ("group:none",), vector=v)
-            for i, (t, v) in enumerate(zip(texts, vecs))]
-    kw = dict(embedder_id="bench", dimension=vecs.shape[1], ann_min_rows=64)
-    memory = LanceStore(tmp / lang, exact_threshold=len(texts), **kw)
-    memory.replace_documents([r.doc_id for r in rows], rows)
-    memory.optimize()
-    index = LanceStore(tmp / lang, exact_threshold=0, **kw)  # same table: always the full-text index
+    memory, index = group_stores(lang, texts, cells, vecs, tmp)
     analysed = [analyze(q) for _, q, _ in questions]
     paths = ["memory", "index"] + (["hybrid, memory", "hybrid, index"] if hybrid else [])
     out = {"paragraphs": len(texts), "groups": []}
