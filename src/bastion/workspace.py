@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the modules behind these types load on first use; importing
     from bastion.audit import AuditLog
     from bastion.core.config import AnswerConfig, AssistantConfig
     from bastion.documents import DocumentCatalog
+    from bastion.evaluation.service import Evaluation
     from bastion.generation.answer import Answerer, Assistant
     from bastion.generation.models import ModelRegistry
     from bastion.generation.protocol import LLM, ChatMessage, OnToken
@@ -133,6 +134,13 @@ class Workspace:
         return AuditLog(self.catalog)
 
     @cached_property
+    def evaluation(self) -> Evaluation:
+        """Question sets, configurations, evaluation runs, promotion and pinned regression sets."""
+        from bastion.evaluation.service import Evaluation
+
+        return Evaluation(self)
+
+    @cached_property
     def monitor(self) -> Monitor:
         """Data-observability checks and alerts (``[monitoring]``), with webhook delivery."""
         from bastion.monitoring.monitor import Monitor
@@ -226,7 +234,25 @@ class Workspace:
                 except Exception as exc:  # noqa: BLE001 - the sync itself is done and published; say the checks failed
                     report.errors.append({"file": None, "reason": f"data checks failed: {type(exc).__name__}: {exc}"})
                 reports.append(report)
+        self._evaluate_after_sync(reports)
         return reports
+
+    def _evaluate_after_sync(self, reports: list[SyncReport]) -> None:
+        """Run the pinned regression sets a sync changed enough; their alerts join the reports."""
+        from bastion.evaluation.regression import ALERT_CHECK, ALERT_PREFIX
+
+        try:
+            results = self.evaluation.regression.after_sync(reports)
+        except Exception as exc:  # noqa: BLE001 - the sync is done and published; say the evaluation failed
+            for r in reports:
+                r.errors.append({"file": None, "reason": f"pinned evaluation failed: {type(exc).__name__}: {exc}"})
+            return
+        for result in results:
+            alerts = [a for a in self.monitor.alerts(source=ALERT_PREFIX + result["set"]) if a["check"] == ALERT_CHECK]
+            source = result["trigger"].removeprefix("sync:")
+            for r in reports:
+                if r.source == source:
+                    r.alerts.extend(alerts)
 
     def _check_failed_sync(self, source: str) -> None:
         """Alert on a sync that failed as a whole (a connector error, a renamed column)."""
@@ -295,15 +321,24 @@ class Workspace:
 
         return {"bastion": AssistantConfig(description="The workspace's default model, prompt and sources.")} | dict(self.config.assistants)
 
-    def _build_answerer(self, answer_cfg: AnswerConfig, model: str) -> Answerer:
+    def build_answerer(self, answer_cfg: AnswerConfig, *, model: str | None = None,
+                       search_mode: str | None = None) -> Answerer:
+        """An Answerer with these answer settings, this model (default ``llm.model``) and this
+        retrieval mode (default ``search.mode``); evaluation builds one per configuration."""
         from bastion.generation.answer import Answerer
         from bastion.generation.prompting import load_template
         from bastion.generation.records import AnswerRecords
 
         a = answer_cfg
+        name = model or self.config.llm.model
         template = load_template(a.prompt, a.prompt_dir, a.few_shot_file, base=self.home)
-        return Answerer(template, a, self.config.llm, lambda: self.llm_named(model),
-                        search=self.search, embedder=lambda: self.embedder,
+
+        def search(query: str, principal: Principal, k: int | None = None, *,
+                   source: str | list[str] | None = None) -> list[Hit]:
+            return self.search(query, principal, k, source=source, mode=search_mode)
+
+        return Answerer(template, a, self.config.llm, lambda: self.llm_named(name),
+                        search=search, embedder=lambda: self.embedder,
                         records=AnswerRecords(self.catalog, embed_batch_size=self.config.embedder.batch_size),
                         warnings_for=self._source_warnings)
 
@@ -323,14 +358,14 @@ class Workspace:
             for name in spec.sources:
                 self.sources.get(name)
             self._answerers[assistant] = Assistant(
-                answerer=self._build_answerer(a, spec.model or self.config.llm.model),
+                answerer=self.build_answerer(a, model=spec.model),
                 sources=list(spec.sources) or None)
         return self._answerers[assistant]
 
     @cached_property
     def answerer(self) -> Answerer:
         """The Answerer with the workspace defaults (CLI and Python API)."""
-        return self._build_answerer(self.config.answer, self.config.llm.model)
+        return self.build_answerer(self.config.answer)
 
     def ask(self, question: str, principal: Principal, *, mode: str | None = None,
             history: list[ChatMessage] | None = None, source: str | list[str] | None = None,

@@ -305,3 +305,104 @@ class EmbedderCanaryRow(Base):
     vectors: Mapped[bytes] = mapped_column(LargeBinary)
     dimension: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalSetRow(Base):
+    """One version of a named question set; its ACL is a list of document ACLs, all of which a
+    reader must pass (the set quotes every one of those documents)."""
+
+    __tablename__ = "eval_sets"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(40))  # import | generate | feedback
+    acl: Mapped[list] = mapped_column(JSON, default=list)  # [[label, ...], ...]: every list must admit the reader
+    default_asker: Mapped[str | None] = mapped_column(String(200))
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalItemRow(Base):
+    __tablename__ = "eval_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    question: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(20))  # answerable | unanswerable | forbidden
+    answers: Mapped[list] = mapped_column(JSON, default=list)
+    document: Mapped[str | None] = mapped_column(Text)
+    sentence: Mapped[str | None] = mapped_column(Text)
+    asker: Mapped[str | None] = mapped_column(String(200))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class EvalConfigRow(Base):
+    """A named evaluation configuration: model, approach, retrieval and prompt settings."""
+
+    __tablename__ = "eval_configs"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EvalRunRow(Base):
+    """One evaluation run of a set version under one or more configurations."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    set_id: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(20))  # running | completed | failed
+    trigger: Mapped[str] = mapped_column(String(80))  # cli | api | schedule | change | sync:<source> | promote
+    started_by: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    configs: Mapped[list] = mapped_column(JSON, default=list)  # [{name, spec, fingerprint, metrics}]
+    comparison: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class EvalResultRow(Base):
+    """What one item gave under one configuration of a run."""
+
+    __tablename__ = "eval_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    config: Mapped[str] = mapped_column(String(200))
+    item_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[dict] = mapped_column(JSON)
+    scores: Mapped[dict] = mapped_column(JSON)
+
+
+class EvalPinRow(Base):
+    """A regression set: run after model, prompt, configuration and large source changes and on a
+    schedule; a drop beyond ``tolerance`` on a pinned metric opens an ``answer_quality`` alert."""
+
+    __tablename__ = "eval_pins"
+    set_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    config: Mapped[str] = mapped_column(String(200), default="current")
+    metrics: Mapped[list] = mapped_column(JSON)
+    tolerance: Mapped[float] = mapped_column(Float)
+    every: Mapped[str | None] = mapped_column(String(40))  # a duration, e.g. 1d; None: only after changes
+    sync_change: Mapped[float] = mapped_column(Float)  # share of a source a sync must change to trigger a run
+    baseline_run_id: Mapped[str | None] = mapped_column(String(32))
+    last_run_id: Mapped[str | None] = mapped_column(String(32))
+    last_run_at: Mapped[datetime | None] = mapped_column()
+    last_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    pinned_by: Mapped[str | None] = mapped_column(String(200))
+    pinned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalCandidateRow(Base):
+    """An admin's decision on a rated answer offered as a question-set item."""
+
+    __tablename__ = "eval_candidates"
+    feedback_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # accepted | rejected
+    set_name: Mapped[str | None] = mapped_column(String(200))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
