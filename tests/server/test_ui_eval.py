@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 
 from tests.server.conftest import ADMIN_PW, ALICE_PW
-from tests.server.test_ui import browser as _browser  # noqa: F401 - the UI tests' fixtures, by their own names
-from tests.server.test_ui import configured as _configured  # noqa: F401
-from tests.server.test_ui import expect, login, no_horizontal_overflow
-from tests.server.test_ui import pages as _pages  # noqa: F401
-from tests.server.test_ui import site as _site  # noqa: F401
+
+# the UI tests' fixtures (pytest finds them by these names); the tests' parameters then shadow them: F811
+from tests.server.test_ui import browser, configured, expect, login, no_horizontal_overflow, pages, site  # noqa: F401
 
 HOSTILE = "<img src=x onerror=alert(1)> What is the hotel cap?"
 
@@ -33,7 +31,7 @@ def _seed(ws, tmp_path) -> tuple[dict, str]:
     return run, leaky
 
 
-def test_admin_lists_runs_and_opens_a_report(site, pages, served, tmp_path):
+def test_admin_lists_runs_and_opens_a_report(site, pages, served, tmp_path):  # noqa: F811 - fixtures
     run, leaky = _seed(served.ws, tmp_path)
     [config] = run["configs"]
     admin = pages.new()
@@ -80,7 +78,7 @@ def test_admin_lists_runs_and_opens_a_report(site, pages, served, tmp_path):
     assert no_horizontal_overflow(admin)
 
 
-def test_member_does_not_see_or_read_evaluations(site, pages, served, tmp_path):
+def test_member_does_not_see_or_read_evaluations(site, pages, served, tmp_path):  # noqa: F811 - fixtures
     run, _ = _seed(served.ws, tmp_path)
     admin = pages.new()  # positive control: the same request as an admin succeeds
     login(admin, site, "root", ADMIN_PW)

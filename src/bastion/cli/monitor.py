@@ -55,15 +55,21 @@ def status(source: Annotated[Optional[str], typer.Option(help="Only this source.
 
 @app.command("run")
 def run(as_json: JsonOpt = False) -> None:
-    """Evaluate every source's checks now (e.g. from cron: freshness moves with the clock), send webhooks."""
+    """Evaluate every source's checks now (e.g. from cron: freshness moves with the clock), run the pinned
+    question sets that are due, send webhooks."""
+    from bastion.cli.evaluation import print_regression_results
+
     with friendly_errors():
         ws = open_ws()
-        alerts = ws.monitor.run()
+        ws.monitor.run()
+        evaluations = ws.evaluation.regression.run_due()
+        alerts = ws.monitor.alerts()
         if ws.monitor.notifier is not None:
             ws.monitor.notifier.wait(60)
     if as_json:
-        emit_json({"alerts": alerts})
+        emit_json({"alerts": alerts, "evaluations": evaluations})
         return
+    print_regression_results(evaluations)
     print_alerts(alerts)
 
 

@@ -104,16 +104,12 @@ def _plots(configs: list[dict[str, Any]]) -> dict[str, str]:
         return _num(m.get("f1")) if m.get("f1") is not None else _num(m.get("contains"))
 
     points = [(c["label"], _num(c["metrics"].get("latency_p95_ms")), quality(c["metrics"])) for c in configs]
-    kinds = [k for k in KINDS if any(k in (c["metrics"].get("by_kind") or {}) for c in configs)]
-    kinds += sorted({k for c in configs for k in c["metrics"].get("by_kind") or {}} - set(kinds))
-    values: dict[tuple[str, str], float | None] = {}
-    for kind in kinds:
-        for measure in ("contains", "abstained"):
-            for c in configs:
-                values[(f"{kind}: {measure}", c["label"])] = _num(((c["metrics"].get("by_kind") or {}).get(kind) or {})
-                                                                  .get(measure))
-    groups = [g for g in dict.fromkeys(g for g, _ in values) if any(values[(g, c["label"])] is not None
-                                                                    for c in configs)]
+    by_kind = {c["label"]: c["metrics"].get("by_kind") or {} for c in configs}
+    kinds = [k for k in KINDS if any(k in bk for bk in by_kind.values())]
+    kinds += sorted({k for bk in by_kind.values() for k in bk} - set(kinds))
+    values = {(f"{kind}: {measure}", label): _num((bk.get(kind) or {}).get(measure))
+              for kind in kinds for measure in ("contains", "abstained") for label, bk in by_kind.items()}
+    groups = [g for g in dict.fromkeys(g for g, _ in values) if any(values[(g, label)] is not None for label in by_kind)]
     decisions = [(c["label"], {str(k): int(v) for k, v in (c["metrics"].get("decisions") or {}).items()
                                if _num(v) is not None}) for c in configs]
     keys = list(DECISIONS) + sorted({k for _, d in decisions for k in d} - set(DECISIONS))
@@ -194,7 +190,7 @@ td.n{text-align:right;white-space:nowrap}.leak{background:#fee2e2;color:#b91c1c;
 .hard{color:#b91c1c;font-weight:600}.ok{color:#15803d;font-weight:600}.none{color:#777}
 .chart{max-width:760px;font-family:system-ui,sans-serif}.item{border:1px solid #e5e5e5;border-radius:6px;padding:8px;margin:8px 0}
 .item.flag{border-color:#dc2626}.item p{margin:3px 0}.q{font-weight:600}blockquote{margin:4px 0 4px 12px;padding-left:8px;border-left:3px solid #ddd;color:#444}
-code{background:#f4f4f5;padding:0 3px}.answer{white-space:pre-wrap}
+code{background:#f4f4f5;padding:0 3px}.answer{white-space:pre-wrap}.wide{overflow-x:auto}
 </style></head><body>
 <h1>{{ title }}</h1>
 <p>Set {% for s in sets %}<b>{{ s.name }}</b> v{{ s.version }}{% if s.get('items') is not none %} ({{ s.get('items') }} items){% endif %}{% if not loop.last %}, {% endif %}{% else %}–{% endfor %}
@@ -209,8 +205,8 @@ code{background:#f4f4f5;padding:0 3px}.answer{white-space:pre-wrap}
 <table><tr><th>configuration</th><th>spec</th></tr>{% for c in configs %}<tr><td>{{ c.label }}</td><td>{{ c.spec }}</td></tr>{% endfor %}</table>
 {% for heading, columns, key in (("Quality", quality, "quality_cells"), ("Cost", cost, "cost_cells")) %}
 <h2>{{ heading }}</h2>
-<table><tr><th>configuration</th>{% for col in columns %}<th>{{ col[0] }}</th>{% endfor %}</tr>
-{% for c in configs %}<tr><td>{{ c.label }}</td>{% for cell in c[key] %}<td class="n {{ cell.cls }}">{{ cell.text }}</td>{% endfor %}</tr>{% endfor %}</table>
+<div class="wide"><table><tr><th>configuration</th>{% for col in columns %}<th>{{ col[0] }}</th>{% endfor %}</tr>
+{% for c in configs %}<tr><td>{{ c.label }}</td>{% for cell in c[key] %}<td class="n {{ cell.cls }}">{{ cell.text }}</td>{% endfor %}</tr>{% endfor %}</table></div>
 {% endfor %}
 <h2>Quality against latency</h2>{{ plots.scatter|safe }}
 <h2>By kind of question</h2>{{ plots.kinds|safe }}

@@ -114,7 +114,7 @@ def grouped_bars(groups: list[str], series: list[str], values: dict[tuple[str, s
             v = values.get((group, name))
             if v is None:
                 continue
-            h = (bottom - top) * min(max(v, 0.0), 1.0)
+            h = max((bottom - top) * min(max(v, 0.0), 1.0), 1.5)  # a zero still shows as a sliver
             body.append(f'<rect x="{x0 + s * bar:.1f}" y="{bottom - h:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
                         f'fill="{color(s)}"><title>{escape(name)} · {escape(group)}: {v:.2f}</title></rect>')
         body.append(_text(left + (g + 0.5) * slot, bottom + 16, group, anchor="middle", size=10))

@@ -862,7 +862,7 @@
         const row = el("tr", { dataset: { run: r.run_id, config: c ? c.name : "" } });
         if (i === 0) {
           row.append(el("td", { class: "nowrap", rowspan: span, text: fmtTime(r.started_at) }),
-            el("td", { rowspan: span, text: `${set.name ?? "—"} v${set.version ?? "?"}` }),
+            el("td", { class: "nowrap", rowspan: span, text: `${set.name ?? "—"} v${set.version ?? "?"}` }),
             el("td", { rowspan: span }, statusBadge(r.status || "unknown")));
         }
         row.append(el("td", { class: "eval-config", text: c ? c.name : "—" }),
