@@ -61,7 +61,13 @@ class Evaluation:
     def import_set(self, name: str, path: str | Path, *, acl: str | None = None, asker: str | None = None,
                    description: str | None = None, created_by: str | None = None) -> Imported:
         """Read a JSONL or CSV file into the next version of set ``name`` (all of it or nothing)."""
-        items = read_items_file(path)
+        return self.import_items(name, read_items_file(path), acl=acl, asker=asker, description=description,
+                                 created_by=created_by)
+
+    def import_items(self, name: str, items: Sequence[EvalItem], *, acl: str | None = None, asker: str | None = None,
+                     description: str | None = None, created_by: str | None = None) -> Imported:
+        """Store checked items as the next version of set ``name``; its readers are ``acl`` (an ACL
+        text) or, by default, who may read every document the items name."""
         notes = self._check_forbidden(items, asker)
         docs_acl, missing = self.sets.documents_acl(i.document for i in items if i.document)
         if missing:
@@ -219,8 +225,13 @@ class Evaluation:
 
     def run(self, set_ref: str, configs: Sequence[str] = (), *, mode: str | None = None, asker: str | None = None,
             trigger: str = "cli", started_by: str | None = None, repeat: int = DEFAULT_REPEAT,
-            judge: Judge | None = None, limit: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
-        """Ask every item of a set under each configuration; returns the stored run (with items)."""
+            judge: Judge | None = None, limit: int | None = None, progress: Progress | None = None,
+            on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Ask every item of a set under each configuration; returns the stored run (with items).
+
+        Everything that can be checked up front (set, configurations, asker) is checked before the
+        run is recorded; ``on_start`` then receives the run's id (the HTTP API answers with it).
+        """
         eval_set = self.sets.get(set_ref)
         resolved = self.resolve_configs(configs, mode)
         items = self.sets.items(eval_set)[: limit or None]
@@ -228,6 +239,8 @@ class Evaluation:
         if default_asker:
             self.ws.principal(default_asker)  # an unknown user fails now, not once per item
         run_id = self.runs.start(eval_set.id, trigger=trigger, started_by=started_by)
+        if on_start is not None:
+            on_start(run_id)
         results = []
         try:
             for name, spec in resolved:

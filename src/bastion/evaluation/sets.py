@@ -93,7 +93,7 @@ def parse_items(text: str, name: str) -> list[EvalItem]:
             errors.append(f"line {line}: {row}")
             continue
         try:
-            items.append(_item(row))
+            items.append(item_from_row(row))
         except ConfigError as exc:
             errors.append(f"line {line}: {exc}")
     if errors:
@@ -139,7 +139,8 @@ def _csv_rows(text: str) -> Iterable[tuple[int, dict[str, Any] | str]]:
         yield line, clean
 
 
-def _item(row: dict[str, Any]) -> EvalItem:
+def item_from_row(row: dict[str, Any]) -> EvalItem:
+    """One item from a file's row or an API body; a :class:`ConfigError` names what is wrong."""
     unknown = sorted(set(row) - FIELDS)
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(repr(u) for u in unknown)}; allowed: {', '.join(sorted(FIELDS))}")
@@ -309,4 +310,4 @@ class EvalSets:
             return len(rows)
 
 
-__all__ = ["EvalSet", "EvalSets", "parse_items", "read_items_file"]
+__all__ = ["EvalSet", "EvalSets", "item_from_row", "parse_items", "read_items_file"]

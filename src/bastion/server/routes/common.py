@@ -45,7 +45,8 @@ class AuditEntry:
 
 
 async def blocking_audited(ctx: Ctx, work: Callable[[], T], *, target: str | None = None,
-                           entry: AuditEntry | Callable[[T], AuditEntry] | None = None) -> T:
+                           entry: AuditEntry | Callable[[T], AuditEntry] | None = None,
+                           timeout: float | None = None) -> T:
     """Do ``work`` in a worker thread, then write the request's audit entry there; return what it returned.
 
     Args:
@@ -54,6 +55,7 @@ async def blocking_audited(ctx: Ctx, work: Callable[[], T], *, target: str | Non
             handler records the failure.
         target: The request's target, named before the work starts so that a failure's entry names it too.
         entry: What the entry records, or a function from ``work``'s result to it.
+        timeout: Seconds the work may take (default: ``server.request_timeout_s``).
 
     Returns:
         ``work``'s result, once its audit entry is written (a request whose entry cannot be written fails).
@@ -67,5 +69,5 @@ async def blocking_audited(ctx: Ctx, work: Callable[[], T], *, target: str | Non
         ctx.audit(target=fields.target, detail=fields.detail, lineage_id=fields.lineage_id, action=fields.action)
         return result
 
-    result: T = await ctx.server.blocking(run)
+    result: T = await ctx.server.blocking(run, timeout=timeout)
     return result

@@ -70,7 +70,21 @@ def _change_alert(ctx: Ctx, alert_id: int, action: str) -> dict[str, Any]:
 @router.post("/monitor/run", response_model=None,
              summary="Evaluate every source's checks now (freshness moves with the clock)")
 async def monitor_run(ctx: Ctx = Depends(require("admin", "monitor.run"))) -> JsonObject:
-    return {"alerts": await blocking_audited(ctx, ctx.server.ws.monitor.run)}
+    """The checks run now; pinned question sets that are due start in the background (their
+    drops open ``answer_quality`` alerts when they finish)."""
+    return await blocking_audited(ctx, lambda: _run_checks(ctx))
+
+
+def _run_checks(ctx: Ctx) -> JsonObject:
+    import threading
+
+    ws = ctx.server.ws
+    alerts = ws.monitor.run()
+    reg = ws.evaluation.regression
+    due = [p["set"] for p in reg.pins() if reg.why_due(p) is not None]
+    if due:
+        threading.Thread(target=reg.run_due, kwargs={"only": due}, name="bastion-eval-pinned", daemon=True).start()
+    return {"alerts": alerts, "evaluations_started": due}
 
 
 @router.get("/monitor/report", summary="The data-health report: one self-contained HTML page",
