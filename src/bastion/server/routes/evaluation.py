@@ -157,8 +157,8 @@ async def put_config(name: Annotated[str, PathParam(min_length=1, max_length=200
 
         ws = ctx.server.ws
         spec = parse_spec(body.model_dump(exclude_none=True))
-        if spec.model:
-            ws.models.get(spec.model)
+        if spec.model and not ws.models.exists(spec.model):
+            raise ConfigError(f"no model named {spec.model!r} in this workspace (register it with `bastion model add` or `bastion model pull`)")
         ws.evaluation.configs.put(name, spec, created_by=ctx.identity.user_id)
         return {"name": name, "spec": spec.to_dict()}
     return await blocking_audited(ctx, work, target=name)
