@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the modules behind these types load on first use; importing
     from bastion.ingest.pipeline import Progress
     from bastion.monitoring.monitor import Monitor
     from bastion.stores.lance import LanceStore
+    from bastion.tuning.adapters import Adapter, AdapterRegistry
 
 
 def resolve_home(home: str | Path | None) -> Path:
@@ -59,6 +60,7 @@ class Workspace:
         self._embedder = embedder
         self.embedder_injected = embedder is not None  # an embedder object, not the configured one
         self._llm_override: LLM | None = None  # use_llm()
+        self._adapter_overrides: dict[str, LLM] = {}  # use_llm(adapters=...)
         self._llms: dict[str, LLM] = {}  # model name -> loaded LLM
         self._llm_lock = threading.Lock()
         self._store: LanceStore | None = None
@@ -234,8 +236,21 @@ class Workspace:
                 except Exception as exc:  # noqa: BLE001 - the sync itself is done and published; say the checks failed
                     report.errors.append({"file": None, "reason": f"data checks failed: {type(exc).__name__}: {exc}"})
                 reports.append(report)
+        self._withdraw_stale_adapters(reports)
         self._evaluate_after_sync(reports)
         return reports
+
+    def _withdraw_stale_adapters(self, reports: list[SyncReport]) -> None:
+        try:
+            withdrawn = self.check_adapters()
+        except Exception as exc:  # noqa: BLE001 - the sync is done and published; say the check failed
+            for r in reports:
+                r.errors.append({"file": None, "reason": f"adapter check failed: {type(exc).__name__}: {exc}"})
+            return
+        if withdrawn:
+            alerts = [a for a in self.monitor.alerts() if a["kind"] == "adapter" and a["status"] == "open"]
+            for r in reports:
+                r.alerts.extend(alerts)
 
     def _evaluate_after_sync(self, reports: list[SyncReport]) -> None:
         """Run the pinned regression sets a sync changed enough; their alerts join the reports."""
@@ -311,9 +326,69 @@ class Workspace:
                 self._llms[name] = build_llm(self.models.get(name), self.config.llm)
             return self._llms[name]
 
-    def use_llm(self, llm: LLM | None) -> None:
-        """Answer with this LLM object instead of the configured ones (tests, notebooks); None undoes it."""
+    def use_llm(self, llm: LLM | None, *, adapters: dict[str, LLM] | None = None) -> None:
+        """Answer with this LLM object instead of the configured ones (tests, notebooks), and with
+        ``adapters[name]`` where adapter ``name`` would answer; None undoes it."""
         self._llm_override = llm
+        self._adapter_overrides = dict(adapters or {})
+
+    @cached_property
+    def adapters(self) -> AdapterRegistry:
+        """LoRA adapters of the workspace's models, each with its audience (bastion.tuning)."""
+        from bastion.tuning.adapters import AdapterRegistry
+
+        return AdapterRegistry(self.catalog, self.data_dir / "adapters")
+
+    def llm_for(self, principal: Principal, model: str | None = None, *, adapter: str | None = None) -> LLM:
+        """The model that answers ``principal``: the active adapter of ``model`` (default
+        ``llm.model``) whose audience admits them, else the base model. ``adapter``: ``"none"``
+        for the base model, or an adapter's name to use it (any status) where its audience admits
+        ``principal`` (evaluation of a candidate)."""
+        name = model or self.config.llm.model
+        if adapter == "none":
+            return self.llm_named(name)
+        if adapter is None:
+            chosen = self.adapters.active_for(principal, name)
+        else:
+            named = self.adapters.get(adapter)
+            chosen = named if named.admits(principal) and named.base_model == name else None
+        if chosen is None:
+            return self.llm_named(name)
+        return self._adapted(name, chosen)
+
+    def _adapted(self, name: str, adapter: Adapter) -> LLM:
+        from bastion.tuning.adapters import AdaptedLLM
+
+        if self._llm_override is not None:
+            if adapter.name not in self._adapter_overrides:
+                raise ConfigError(f"adapter {adapter.name!r} would answer, but use_llm() was given no LLM for it")
+            return AdaptedLLM(self._adapter_overrides[adapter.name], adapter.name)
+        from bastion.generation.factory import build_llm
+
+        key = f"{name}+{adapter.name}@{adapter.sha256}"
+        with self._llm_lock:
+            if key not in self._llms:
+                self._llms[key] = AdaptedLLM(build_llm(self.models.get(name), self.config.llm,
+                                                       adapter=(adapter.name, Path(adapter.path), adapter.sha256)),
+                                             adapter.name)
+            return self._llms[key]
+
+    def check_adapters(self) -> list[dict[str, Any]]:
+        """Withdraw adapters whose training documents were deleted or restricted since training, with
+        an ``adapter`` alert each (``bastion monitor run`` and every sync call this)."""
+        from bastion.monitoring.checks import Finding
+
+        withdrawn = []
+        for adapter, reason in self.adapters.stale():
+            self.adapters.withdraw(adapter.name, reason)
+            finding = Finding(kind="adapter", severity="hard",
+                              message=f"adapter {adapter.name!r} was withdrawn: {reason}. Its audience "
+                                      f"({', '.join(adapter.audience)}) may no longer read what it was trained on; "
+                                      f"it answers nobody until you retrain or `bastion tune accept {adapter.name}`.",
+                              detail={"adapter": adapter.name, "reason": reason})
+            self.monitor.book.reconcile(f"adapter:{adapter.name}", None, {"adapter.documents": finding})
+            withdrawn.append({"adapter": adapter.name, "reason": reason})
+        return withdrawn
 
     def assistants(self) -> dict[str, AssistantConfig]:
         """Assistant name -> AssistantConfig; ``bastion`` (the workspace defaults) unless redefined."""
@@ -322,9 +397,14 @@ class Workspace:
         return {"bastion": AssistantConfig(description="The workspace's default model, prompt and sources.")} | dict(self.config.assistants)
 
     def build_answerer(self, answer_cfg: AnswerConfig, *, model: str | None = None,
-                       search_mode: str | None = None) -> Answerer:
+                       search_mode: str | None = None, adapter: str | None = None) -> Answerer:
         """An Answerer with these answer settings, this model (default ``llm.model``) and this
-        retrieval mode (default ``search.mode``); evaluation builds one per configuration."""
+        retrieval mode (default ``search.mode``); evaluation builds one per configuration.
+
+        ``adapter``: None answers each asker as served (the active adapter their audience admits),
+        ``"none"`` with the base model only, a name with that adapter for the askers its audience
+        admits (the base model for the others).
+        """
         from bastion.generation.answer import Answerer
         from bastion.generation.prompting import load_template
         from bastion.generation.records import AnswerRecords
@@ -338,6 +418,7 @@ class Workspace:
             return self.search(query, principal, k, source=source, mode=search_mode)
 
         return Answerer(template, a, self.config.llm, lambda: self.llm_named(name),
+                        llm_for=lambda principal: self.llm_for(principal, name, adapter=adapter),
                         search=search, embedder=lambda: self.embedder,
                         records=AnswerRecords(self.catalog, embed_batch_size=self.config.embedder.batch_size),
                         warnings_for=self._source_warnings)

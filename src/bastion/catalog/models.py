@@ -406,3 +406,28 @@ class EvalCandidateRow(Base):
     set_name: Mapped[str | None] = mapped_column(String(200))
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdapterRow(Base):
+    """A LoRA adapter of a base model, usable only by principals its audience admits.
+
+    ``status``: candidate (trained, not serving) -> active (serving its audience) -> retired (replaced
+    or rolled back), or withdrawn (a training document was deleted or restricted since training).
+    """
+
+    __tablename__ = "adapters"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    audience: Mapped[list] = mapped_column(JSON)  # principal labels; a principal matching any may use it
+    dataset: Mapped[str | None] = mapped_column(String(200))
+    documents: Mapped[list] = mapped_column(JSON, default=list)  # [{doc_id, version_id, path, acl}] trained on
+    training: Mapped[dict] = mapped_column(JSON, default=dict)  # configuration and result of the run
+    evaluation: Mapped[dict] = mapped_column(JSON, default=dict)  # before / after runs and their metrics
+    status: Mapped[str] = mapped_column(String(20), default="candidate")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column()
+    promoted_by: Mapped[str | None] = mapped_column(String(200))

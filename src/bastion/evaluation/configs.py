@@ -36,6 +36,9 @@ class EvalConfig(BaseModel):
     max_passages: int | None = Field(default=None, ge=1, le=20)  # of those, shown to the LLM (answer.prompt_passages)
     prompt: str | None = None  # a prompt template folder (answer.prompt)
     min_evidence: float | None = Field(default=None, ge=-1, le=2)  # evidence threshold for abstention
+    # None: as served (an asker gets the active adapter their audience admits); "none": the base model
+    # for everyone; a name: that adapter (candidate or not) for the askers its audience admits
+    adapter: str | None = None
 
     def resolve(self, ws: WorkspaceConfig) -> EvalConfig:
         """Every setting filled: this configuration's, else the workspace's."""
@@ -43,7 +46,8 @@ class EvalConfig(BaseModel):
         return EvalConfig(model=self.model or ws.llm.model, approach=self.approach or a.mode,
                           search_mode=self.search_mode or ws.search.mode, k=self.k or a.max_passages,
                           max_passages=self.max_passages or a.prompt_passages, prompt=self.prompt or a.prompt,
-                          min_evidence=a.min_evidence if self.min_evidence is None else self.min_evidence)
+                          min_evidence=a.min_evidence if self.min_evidence is None else self.min_evidence,
+                          adapter=self.adapter)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

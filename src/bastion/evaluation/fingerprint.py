@@ -37,6 +37,8 @@ def fingerprint_material(ws: Workspace, spec: EvalConfig) -> dict[str, Any]:
         "answer": {k: getattr(a, k) for k in ("min_evidence_zh", "min_support", "max_quotes", "passage_tokens")},
         "llm": {k: getattr(c, k) for k in ("temperature", "seed", "max_tokens", "repeat_penalty", "grammar")},
         "search": {k: getattr(s, k) for k in ("candidates", "rrf_k", "bm25_weight")},
+        # adapters in service change what askers of their audience get (a promotion, a rollback, a withdrawal)
+        "adapters": sorted([a.name, a.sha256] for a in ws.adapters.all() if a.status == "active"),
         "embedder": ({k: getattr(ws.config.embedder, k) for k in ("backend", "model", "url", "dimension")}
                      if not ws.embedder_injected else ws.embedder.id),
     }

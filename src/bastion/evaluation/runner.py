@@ -105,7 +105,7 @@ class Runner:
                 "min_evidence": s.min_evidence})
             if s.min_evidence is not None and s.min_evidence != self.ws.config.answer.min_evidence:
                 cfg = cfg.model_copy(update={"min_evidence_zh": None})  # one threshold for every language
-            self._answerer = self.ws.build_answerer(cfg, model=s.model, search_mode=s.search_mode)
+            self._answerer = self.ws.build_answerer(cfg, model=s.model, search_mode=s.search_mode, adapter=s.adapter)
         return self._answerer
 
     def principal(self, user_id: str) -> Principal:
@@ -140,9 +140,10 @@ class Runner:
                            error="the item names no asker and the run has no default; use --as USER")
         try:
             principal = self.principal(asker)
-            outcome = self._prompt_only(item) if self.spec.approach == "prompt-only" else self._grounded(item, principal)
+            outcome = self._prompt_only(item, principal) if self.spec.approach == "prompt-only" else self._grounded(item, principal)
             if repeat:
-                again = self._prompt_only(item) if self.spec.approach == "prompt-only" else self._grounded(item, principal)
+                again = (self._prompt_only(item, principal) if self.spec.approach == "prompt-only"
+                         else self._grounded(item, principal))
                 outcome.repeat_answer = again.answer
         except BastionError as exc:
             return Outcome(item=item, answer="", decision="abstained", error=f"{type(exc).__name__}: {exc}")
@@ -160,9 +161,9 @@ class Runner:
                        unreadable_citations=unreadable, total_ms=t.get("total", 0.0), first_token_ms=t.get("first_token"),
                        generate_ms=t.get("generate"), completion_tokens=tokens.get("completion"), lineage_id=a.lineage_id)
 
-    def _prompt_only(self, item: EvalItem) -> Outcome:
+    def _prompt_only(self, item: EvalItem, principal: Principal) -> Outcome:
         lang = detect_language(item.question)
-        llm = self.ws.llm_named(self.spec.model or self.ws.config.llm.model)
+        llm = self.ws.llm_for(principal, self.spec.model, adapter=self.spec.adapter)
         c = self.ws.config.llm
         started = time.perf_counter()
         gen = llm.generate([ChatMessage("system", PROMPT_ONLY_SYSTEM[lang]), ChatMessage("user", item.question)],

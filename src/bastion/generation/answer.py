@@ -115,11 +115,14 @@ class Answerer:
 
     def __init__(self, template: PromptTemplate, answer_cfg: AnswerConfig, llm_cfg: LLMConfig,
                  llm_provider: Callable[[], LLM] | None, *, search: SearchFn, embedder: Callable[[], Embedder],
-                 records: AnswerRecords, warnings_for: WarningsFn):
+                 records: AnswerRecords, warnings_for: WarningsFn,
+                 llm_for: Callable[[Principal], LLM] | None = None):
         self.template = template
         self.cfg = answer_cfg
         self.llm_cfg = llm_cfg
         self._llm_provider = llm_provider
+        # the model for one asker: the base model, or an adapter whose audience admits them
+        self._llm_for = llm_for
         self._search = search
         self._embedder = embedder
         self.records = records
@@ -132,9 +135,11 @@ class Answerer:
             return self.cfg.min_evidence_zh
         return self.cfg.min_evidence
 
-    def _llm(self) -> LLM:
+    def _llm(self, principal: Principal | None = None) -> LLM:
         if self._llm_provider is None:
             raise GenerationError("no LLM is configured")
+        if principal is not None and self._llm_for is not None:
+            return self._llm_for(principal)
         return self._llm_provider()
 
     def _embed_passages(self, texts: list[str]) -> np.ndarray:
@@ -142,13 +147,14 @@ class Answerer:
             self._embed_cache = self.records.embedding_cache(self._embedder())
         return self._embed_cache.embed(texts)
 
-    def rewrite(self, question: str, history: list[ChatMessage], lang: str) -> tuple[str, str]:
+    def rewrite(self, question: str, history: list[ChatMessage], lang: str,
+                principal: Principal | None = None) -> tuple[str, str]:
         """A standalone question from a follow-up; (question, how)."""
         turns = history[-2 * self.cfg.history_turns:] if self.cfg.history_turns else []
         if not turns:
             return question, "none"
         try:
-            llm = self._llm()
+            llm = self._llm(principal)
             gen = llm.generate(self.template.rewrite_messages(turns, question, lang),
                                DecodingParams(temperature=0.0, seed=self.llm_cfg.seed, max_tokens=96))
             text = gen.text.strip().strip('"“”').splitlines()[0].strip() if gen.text.strip() else ""
@@ -229,7 +235,7 @@ class Answerer:
 
     def _retrieve(self, q: _Question, history: list[ChatMessage]) -> None:
         """A standalone question from a follow-up, then retrieval as the asker."""
-        q.query, q.rewrite = self.rewrite(q.text, history, q.lang)
+        q.query, q.rewrite = self.rewrite(q.text, history, q.lang, q.principal)
         q.timings["rewrite"] = time.perf_counter() - q.started
         q.record["rewrite"] = q.rewrite
         t = time.perf_counter()
@@ -263,7 +269,7 @@ class Answerer:
         """Prompt the LLM (or serve the cached answer), then check what it wrote; any failure
         falls back to verbatim quotes."""
         try:
-            llm = self._llm()
+            llm = self._llm(q.principal)
         except BastionError as exc:
             return self._finish(q, self._extracted(q, f"no LLM available ({exc}); answered with verbatim quotes"))
         t = time.perf_counter()
@@ -297,7 +303,8 @@ class Answerer:
         messages, passages, prompt_info = self.build_prompt(q.query, q.hits, q.lang, llm, params.max_tokens)
         params = self._decoding(len(passages), llm)
         q.record.update(
-            model={"id": llm.id, "sha256": llm.sha256, "context_window": llm.context_window},
+            model={"id": llm.id, "sha256": llm.sha256, "context_window": llm.context_window,
+                   "adapter": getattr(llm, "adapter", None)},
             prompt={"template": self.template.template_id, "version": self.template.version,
                     "digest": self.template.digest, **prompt_info},
             decoding=params.to_record())
@@ -334,6 +341,7 @@ class Answerer:
         """Stop the clock, attach the cited sources' warnings and write the lineage entry."""
         q.timings["total"] = time.perf_counter() - q.started
         answer.timings_ms = {k: round(v * 1000, 1) for k, v in q.timings.items() if v is not None}
+        answer.adapter = (q.record.get("model") or {}).get("adapter")
         q.record.update(extra or {})
         q.record["timings_ms"] = answer.timings_ms
         q.record["answer"] = answer.answer

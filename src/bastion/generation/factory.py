@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from bastion.core.config import LLMConfig
 from bastion.core.errors import ConfigError
@@ -20,10 +21,15 @@ def _backend(name: str) -> Callable[..., LLM]:
     raise ConfigError(f"no LLM backend {name!r} is installed (entry-point group 'bastion.llms')")
 
 
-def build_llm(info: ModelInfo, cfg: LLMConfig) -> LLM:
+def build_llm(info: ModelInfo, cfg: LLMConfig, *, adapter: tuple[str, Path, str] | None = None) -> LLM:
+    """The LLM of a registered model; ``adapter`` = (name, GGUF file, sha256) of a LoRA adapter to apply."""
     cls = _backend(_KIND_BACKEND[info.kind])
     window = cfg.context_window or info.context_window or 4096
+    if adapter is not None and info.kind != "gguf":
+        raise ConfigError(f"adapter {adapter[0]!r}: adapters run on in-process GGUF models; for a model behind a URL, "
+                          "load the adapter into that server (e.g. vLLM --lora-modules) and register it as its own model")
     if info.kind == "gguf":
-        return cls(info.path, name=info.name, sha256=info.sha256, context_window=window, threads=cfg.threads)
+        extra = {"adapter": adapter} if adapter is not None else {}
+        return cls(info.path, name=info.name, sha256=info.sha256, context_window=window, threads=cfg.threads, **extra)
     return cls(info.url, info.served_name, name=info.name, api_key_env=info.api_key_env, context_window=window,
                timeout_s=cfg.timeout_s, retries=cfg.retries)

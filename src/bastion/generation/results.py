@@ -54,6 +54,7 @@ class Answer:
     invalid_citations: int = 0
     cached: bool = False
     model: str | None = None
+    adapter: str | None = None  # the LoRA adapter that wrote it (None: the base model, or no model)
     timings_ms: dict[str, float] = field(default_factory=dict)
     # open freshness / quality / parse / drift alerts of the cited sources (bastion.monitoring)
     warnings: list[dict[str, Any]] = field(default_factory=list)
