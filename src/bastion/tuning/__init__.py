@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA adapters of a base model, trained on workspace documents, served by llama.cpp."""
