@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the modules behind these types load on first use; importing
     from bastion.monitoring.monitor import Monitor
     from bastion.stores.lance import LanceStore
     from bastion.tuning.adapters import Adapter, AdapterRegistry
+    from bastion.tuning.service import Tuning
 
 
 def resolve_home(home: str | Path | None) -> Path:
@@ -338,6 +339,13 @@ class Workspace:
         from bastion.tuning.adapters import AdapterRegistry
 
         return AdapterRegistry(self.catalog, self.data_dir / "adapters")
+
+    @cached_property
+    def tuning(self) -> Tuning:
+        """Fine-tuning: datasets with an audience, LoRA runs, closed-loop evaluation, promotion."""
+        from bastion.tuning.service import Tuning
+
+        return Tuning(self)
 
     def llm_for(self, principal: Principal, model: str | None = None, *, adapter: str | None = None) -> LLM:
         """The model that answers ``principal``: the active adapter of ``model`` (default

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from bastion.cli import access, answers, audit, evaluation, index, keys, lineage, models, monitor, server, sources
+from bastion.cli import access, answers, audit, evaluation, index, keys, lineage, models, monitor, server, sources, tune
 from bastion.cli.common import CliState, cli_home
 from bastion.cli.output import install_excepthook
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 # the order of the commands in ``bastion --help``
-for part in (index, answers, server, access, sources, models, evaluation, lineage, keys, audit, monitor):
+for part in (index, answers, server, access, sources, models, evaluation, tune, lineage, keys, audit, monitor):
     app.add_typer(part.app)
 
 

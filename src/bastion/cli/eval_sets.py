@@ -126,6 +126,7 @@ def add_config(name: str,
                max_passages: Annotated[Optional[int], typer.Option(help="Of those, passages the model reads.")] = None,
                prompt: Annotated[Optional[str], typer.Option(help="A prompt template folder.")] = None,
                min_evidence: Annotated[Optional[float], typer.Option(help="Evidence needed to answer.")] = None,
+               adapter: Annotated[Optional[str], typer.Option(help="An adapter for the askers of its audience, or 'none' for the base model.")] = None,
                as_json: JsonOpt = False) -> None:
     """Store (or replace) a named configuration; unset settings take the workspace's."""
     from bastion.evaluation.configs import parse_spec
@@ -133,10 +134,12 @@ def add_config(name: str,
     with friendly_errors():
         ws = open_ws()
         fields = {"model": model, "approach": approach, "search_mode": search_mode, "k": k,
-                  "max_passages": max_passages, "prompt": prompt, "min_evidence": min_evidence}
+                  "max_passages": max_passages, "prompt": prompt, "min_evidence": min_evidence, "adapter": adapter}
         spec = parse_spec({k_: v for k_, v in fields.items() if v is not None})
         if spec.model:
             ws.models.get(spec.model)
+        if spec.adapter and spec.adapter != "none":
+            ws.adapters.get(spec.adapter)
         ws.evaluation.configs.put(name, spec)
         cli_audit(ws, "eval.config.add", name, spec.to_dict())
     if as_json:

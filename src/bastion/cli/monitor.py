@@ -62,6 +62,7 @@ def run(as_json: JsonOpt = False) -> None:
     with friendly_errors():
         ws = open_ws()
         ws.monitor.run()
+        ws.check_adapters()
         evaluations = ws.evaluation.regression.run_due()
         alerts = ws.monitor.alerts()
         if ws.monitor.notifier is not None:

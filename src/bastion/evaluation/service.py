@@ -208,13 +208,15 @@ class Evaluation:
                 s.merge(EvalCandidateRow(feedback_id=fid, status=status, set_name=set_name, decided_by=by))
 
     # -- runs ------------------------------------------------------------------------------
-    def resolve_configs(self, names: Sequence[str], mode: str | None = None) -> list[tuple[str, EvalConfig]]:
-        """(name, resolved configuration) for each name; ``mode`` overrides every approach."""
+    def resolve_configs(self, names: Sequence[str | tuple[str, EvalConfig]],
+                        mode: str | None = None) -> list[tuple[str, EvalConfig]]:
+        """(name, resolved configuration) for each stored name or (name, configuration) pair;
+        ``mode`` overrides every approach."""
         if mode is not None and mode not in ("extract", "answer", "prompt-only"):
             raise ConfigError(f"--mode {mode!r}: use extract, answer or prompt-only")
         out = []
-        for name in names or [CURRENT]:
-            spec = self.configs.get(name)
+        for entry in names or [CURRENT]:
+            name, spec = entry if isinstance(entry, tuple) else (entry, self.configs.get(entry))
             if mode:
                 spec = spec.model_copy(update={"approach": mode})
             out.append((name if not mode or name != CURRENT else f"{CURRENT}-{mode}" if mode != self.ws.config.answer.mode
@@ -223,7 +225,8 @@ class Evaluation:
             raise ConfigError("a configuration is named twice in one run")
         return out
 
-    def run(self, set_ref: str, configs: Sequence[str] = (), *, mode: str | None = None, asker: str | None = None,
+    def run(self, set_ref: str, configs: Sequence[str | tuple[str, EvalConfig]] = (), *, mode: str | None = None,
+            asker: str | None = None,
             trigger: str = "cli", started_by: str | None = None, repeat: int = DEFAULT_REPEAT,
             judge: Judge | None = None, limit: int | None = None, progress: Progress | None = None,
             on_start: Callable[[str], None] | None = None) -> dict[str, Any]:

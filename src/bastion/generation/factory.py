@@ -29,7 +29,7 @@ def build_llm(info: ModelInfo, cfg: LLMConfig, *, adapter: tuple[str, Path, str]
         raise ConfigError(f"adapter {adapter[0]!r}: adapters run on in-process GGUF models; for a model behind a URL, "
                           "load the adapter into that server (e.g. vLLM --lora-modules) and register it as its own model")
     if info.kind == "gguf":
-        extra = {"adapter": adapter} if adapter is not None else {}
+        extra = {"lora": [(adapter[1], 1.0, adapter[2])]} if adapter is not None else {}
         return cls(info.path, name=info.name, sha256=info.sha256, context_window=window, threads=cfg.threads, **extra)
     return cls(info.url, info.served_name, name=info.name, api_key_env=info.api_key_env, context_window=window,
                timeout_s=cfg.timeout_s, retries=cfg.retries)

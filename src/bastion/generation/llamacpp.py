@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ class LlamaCppLLM:
     """A GGUF model run in this process."""
 
     def __init__(self, path: str | Path, *, name: str | None = None, sha256: str | None = None,
-                 context_window: int = 4096, threads: int | None = None):
+                 context_window: int = 4096, threads: int | None = None,
+                 lora: Sequence[tuple[str | Path, float, str | None]] = ()):
+        """``lora``: LoRA adapter GGUFs applied over the model, each (path, scale, pinned sha256 or None)."""
         try:
             import xllamacpp as xlc
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -56,9 +59,12 @@ class LlamaCppLLM:
         self.sha256 = verify_model_file(self.path, sha256)
         self.name = name or self.path.stem
         self.id = f"gguf:{self.name}@{self.sha256[:16]}"
+        adapters = [(Path(p), float(scale), verify_model_file(Path(p), digest)) for p, scale, digest in lora]
+        self.id += "".join(f"+lora:{d[:16]}*{scale:g}" for _p, scale, d in adapters)  # answers differ per adapter
         self.context_window = int(context_window)
         params = xlc.CommonParams()
         params.model.path = str(self.path)
+        params.lora_adapters = [xlc.CommonAdapterLoraInfo(str(p), scale) for p, scale, _d in adapters]
         params.n_ctx = self.context_window
         params.n_parallel = 1
         params.verbosity = -1

@@ -53,6 +53,7 @@ class ConfigBody(StrictBody):
     max_passages: Annotated[int, Field(ge=1, le=20)] | None = None
     prompt: Name | None = None
     min_evidence: Annotated[float, Field(ge=-1, le=2)] | None = None
+    adapter: Name | None = None
 
 
 class RunBody(StrictBody):

@@ -79,7 +79,9 @@ def _run_checks(ctx: Ctx) -> JsonObject:
     import threading
 
     ws = ctx.server.ws
-    alerts = ws.monitor.run()
+    ws.monitor.run()
+    ws.check_adapters()
+    alerts = ws.monitor.alerts()
     reg = ws.evaluation.regression
     due = [p["set"] for p in reg.pins() if reg.why_due(p) is not None]
     if due:

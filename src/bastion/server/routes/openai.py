@@ -58,7 +58,7 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
 def _extension(ans: Answer) -> JsonObject:
     return {"lineage_id": ans.lineage_id, "abstained": ans.abstained, "decision": ans.decision,
             "reason": ans.reason, "grounded": ans.grounded, "citations": [c.to_dict() for c in ans.citations],
-            "warnings": ans.warnings}
+            "warnings": ans.warnings, "adapter": ans.adapter}
 
 
 @router.get("/models", response_model=None, summary="Assistants, as OpenAI models")
