@@ -45,9 +45,10 @@ def open_ws() -> Workspace:
     return cli_state().open_workspace()
 
 
-def cli_audit(ws: Workspace, action: str, target: str | None, detail: dict[str, Any]) -> None:
+def cli_audit(ws: Workspace, action: str, target: str | None, detail: dict[str, Any], *,
+              outcome: str = "ok") -> None:
     """Admin changes made from the CLI are audited too (actor: the operating-system user)."""
-    ws.audit.record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome="ok",
+    ws.audit.record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome=outcome,
                     target=target, detail=detail)
 
 

@@ -2,7 +2,6 @@
 regression sets (question sets and configurations are in :mod:`bastion.cli.eval_sets`)."""
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,10 +216,8 @@ def promote(config: str, set_ref: Annotated[str, typer.Option("--set", help="The
             decision = ws.evaluation.regression.promote(config, set_ref, tolerance=tolerance,
                                                         metrics=csv_list(metric) or PINNED_DEFAULT, force=force,
                                                         by="cli", progress=progress)
-        ws.audit.record(actor=f"cli:{getpass.getuser()}", via="cli", action="eval.promote", target=config,
-                        outcome="ok" if decision["promoted"] else "denied",
-                        detail={k: decision[k] for k in ("run_id", "forced", "regressions", "tolerance")}
-                        | {"changed": decision.get("changed")})
+        cli_audit(ws, "eval.promote", config, {k: decision[k] for k in ("run_id", "forced", "regressions", "tolerance")}
+                  | {"changed": decision.get("changed")}, outcome="ok" if decision["promoted"] else "denied")
     if as_json:
         emit_json(decision)
     else:

@@ -171,11 +171,6 @@ def list_adapters(as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
-def _audit(ws: Any, action: str, target: str | None, outcome: str, detail: dict[str, Any]) -> None:
-    ws.audit.record(actor=f"cli:{getpass.getuser()}", via="cli", action=action, outcome=outcome, target=target,
-                    detail=detail)
-
-
 @app.command("promote")
 def promote(adapter: str,
             tolerance: Annotated[float, typer.Option(min=0, max=1)] = 0.02,
@@ -185,7 +180,7 @@ def promote(adapter: str,
     with friendly_errors():
         ws = open_ws()
         decision = ws.tuning.promote(adapter, tolerance=tolerance, force=force, by=f"cli:{getpass.getuser()}")
-        _audit(ws, "tune.promote", adapter, "ok" if decision["promoted"] else "denied", decision)
+        cli_audit(ws, "tune.promote", adapter, decision, outcome="ok" if decision["promoted"] else "denied")
     if as_json:
         emit_json(decision)
     else:
@@ -207,7 +202,7 @@ def rollback(adapter: Annotated[Optional[str], typer.Argument(help="The active a
     with friendly_errors():
         ws = open_ws()
         result = ws.adapters.rollback(adapter, by=f"cli:{getpass.getuser()}")
-        _audit(ws, "tune.rollback", result["retired"], "ok", result)
+        cli_audit(ws, "tune.rollback", result["retired"], result)
     if as_json:
         emit_json(result)
     else:
@@ -221,7 +216,7 @@ def accept(adapter: str, as_json: JsonOpt = False) -> None:
     with friendly_errors():
         ws = open_ws()
         a = ws.adapters.accept(adapter, by=f"cli:{getpass.getuser()}")
-        _audit(ws, "tune.accept", adapter, "ok", {"status": a.status})
+        cli_audit(ws, "tune.accept", adapter, {"status": a.status})
     if as_json:
         emit_json(a.to_dict())
     else:

@@ -179,8 +179,8 @@ class Regression:
         metrics = config["metrics"]
         baseline_id = pin["baseline_run_id"]
         baseline = self.ev.runs.get(baseline_id, items=False)["configs"][0]["metrics"] if baseline_id else None
-        dropped = regressions(baseline, metrics, pin["metrics"], pin["tolerance"]) if baseline else (
-            regressions({}, metrics, [], pin["tolerance"]))
+        # with no baseline yet only a leak counts
+        dropped = regressions(baseline or {}, metrics, pin["metrics"] if baseline else [], pin["tolerance"])
         with self.ws.catalog.session(write=True) as s:
             row = s.get(EvalPinRow, pin["set"])
             if row is not None:

@@ -68,7 +68,8 @@ class Evaluation:
                      description: str | None = None, created_by: str | None = None) -> Imported:
         """Store checked items as the next version of set ``name``; its readers are ``acl`` (an ACL
         text) or, by default, who may read every document the items name."""
-        notes = self._check_forbidden(items, asker)
+        self._check_forbidden(items, asker)
+        notes: list[str] = []
         docs_acl, missing = self.sets.documents_acl(i.document for i in items if i.document)
         if missing:
             notes.append(f"{len(missing)} document(s) the items name are not in the catalog (yet): "
@@ -80,7 +81,7 @@ class Evaluation:
                                    description=description, created_by=created_by)
         return Imported(created, notes)
 
-    def _check_forbidden(self, items: Sequence[EvalItem], default_asker: str | None) -> list[str]:
+    def _check_forbidden(self, items: Sequence[EvalItem], default_asker: str | None) -> None:
         """A forbidden item's asker must not be able to read its document (else it is not forbidden)."""
         bad: list[str] = []
         with self.ws.catalog.session() as s:
@@ -99,7 +100,6 @@ class Evaluation:
         if bad:
             raise ConfigError("some forbidden items are readable by their asker; nothing was imported:\n  "
                               + "\n  ".join(bad[:20]))
-        return []
 
     def generate_set(self, name: str, source: str, count: int, *, asker: str | None = None, unanswerable: int = 0,
                      forbidden: int = 0, seed: int = 0, use_llm: bool = True, created_by: str | None = None,
@@ -141,7 +141,7 @@ class Evaluation:
         result = generate_items(mine, count=count, asker=asker, seed=seed, llm=llm, unanswerable=unanswerable,
                                 forbidden=pairs, progress=progress)
         notes.extend(result.notes)
-        acl = result.acl or ([sorted(principal.labels() & {f"user:{principal.user_id}"})] if principal else None)
+        acl = result.acl or ([[f"user:{asker}"]] if asker else None)
         created = self.sets.create(name, result.items, origin="generate", acl=acl, default_asker=asker,
                                    description=f"generated from {source}", created_by=created_by)
         return Imported(created, notes)
@@ -219,8 +219,9 @@ class Evaluation:
             name, spec = entry if isinstance(entry, tuple) else (entry, self.configs.get(entry))
             if mode:
                 spec = spec.model_copy(update={"approach": mode})
-            out.append((name if not mode or name != CURRENT else f"{CURRENT}-{mode}" if mode != self.ws.config.answer.mode
-                        else name, spec.resolve(self.ws.config)))
+            if name == CURRENT and mode and mode != self.ws.config.answer.mode:
+                name = f"{CURRENT}-{mode}"  # not the workspace's settings any more: say so in the name
+            out.append((name, spec.resolve(self.ws.config)))
         if len({n for n, _ in out}) != len(out):
             raise ConfigError("a configuration is named twice in one run")
         return out
