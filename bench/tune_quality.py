@@ -199,7 +199,7 @@ def run_language(ws: Workspace, lang: str, corpus: dict[str, Any], args: argpars
             ds = f"{lang}-{mix.replace('+', '-')}"
             card = ws.tuning.datasets.build(ds, sets=[train_set.eval_set.ref], source="train" if "corpus" in mix else None,
                                             audience=["everyone"], count=args.cloze, negatives=args.negatives,
-                                            val_share=args.val_share, seed=args.seed)
+                                            val_share=args.val_share, seed=args.seed, passages=args.passages)
             out["datasets"][mix] = {"name": ds, "seconds": round(time.perf_counter() - t, 1), "train": card.train,
                                     "val": card.val, "by_kind": card.by_kind, "dropped_check": card.dropped_check,
                                     "dropped_quality": card.dropped_quality, "origins": card.origins,
@@ -208,12 +208,13 @@ def run_language(ws: Workspace, lang: str, corpus: dict[str, Any], args: argpars
                   f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
             built[mix] = ds
         cfg = TrainConfig(lr=float(lr), epochs=float(epochs), max_seconds=args.max_seconds, threads=args.threads,
-                          batch_size=args.batch, grad_accum=args.grad_accum, max_seq_tokens=args.seq, device="cpu", seed=args.seed)
+                          batch_size=args.batch, grad_accum=args.grad_accum, max_seq_tokens=args.seq, device="cpu", seed=args.seed,
+                          layers=args.layers)
         adapter = f"{lang}-{name}"
         res = ws.tuning.run(built[mix], cfg, adapter=adapter, evaluate=False, progress=_progress(f"{lang} {name}"))
         print(file=sys.stderr)
         out["adapters"][name] = {"adapter": adapter, "mix": mix, "lr": float(lr), "epochs": float(epochs),
-                                 "training": res["training"]}
+                                 "layers": args.layers, "training": res["training"]}
         tr = res["training"]
         print(f"  {adapter}: {tr['steps']} steps ({tr['epochs']} epochs, {tr['stopped']}) in {tr['seconds']} s, "
               f"loss {tr['train_loss_first']} -> {tr['train_loss_last']}, val {tr['val_loss']}, "
@@ -223,10 +224,12 @@ def run_language(ws: Workspace, lang: str, corpus: dict[str, Any], args: argpars
     out["eval_items"] = {k: sum(i.kind == k for i in items[: args.items]) for k in ("answerable", "unanswerable", "forbidden")}
     eval_set = ws.evaluation.import_items(f"{lang}-eval", items, asker="reader")
     ref = eval_set.eval_set.ref
-    configs: list[tuple[str, Any]] = [("base", EvalConfig(approach="answer", model=MODEL, adapter="none"))]
-    configs += [(name, EvalConfig(approach="answer", model=MODEL, adapter=a["adapter"]))
+    shown = args.passages  # the prompts show as many passages as the training examples held
+    configs: list[tuple[str, Any]] = [("base", EvalConfig(approach="answer", model=MODEL, adapter="none",
+                                                          max_passages=shown))]
+    configs += [(name, EvalConfig(approach="answer", model=MODEL, adapter=a["adapter"], max_passages=shown))
                 for name, a in out["adapters"].items()]
-    runs = {"extract": ws.evaluation.run(ref, [("extract", EvalConfig(approach="extract"))], repeat=0,
+    runs = {"extract": ws.evaluation.run(ref, [("extract", EvalConfig(approach="extract", max_passages=shown))], repeat=0,
                                          limit=args.items, progress=_progress(lang), trigger="bench")}
     for name, spec in configs:
         runs[name] = ws.evaluation.run(ref, [(name, spec)], repeat=0, limit=args.items, progress=_progress(lang),
@@ -271,7 +274,8 @@ def print_table(lang: str, rep: dict[str, Any]) -> None:
         print(f"  {name} decisions: {d}")
     for name, a in rep["adapters"].items():
         tr = a["training"]
-        print(f"  adapter {name} ({a['mix']}, lr {a['lr']}, {a['epochs']} epochs planned): {tr['steps']} steps, "
+        print(f"  adapter {name} ({a['mix']}, lr {a['lr']}, layers {a.get('layers') or 'all'}, "
+              f"{a['epochs']} epochs planned): {tr['steps']} steps, "
               f"{tr['epochs']} epochs, {tr['seconds']} s, {tr['tokens']} tokens, peak RSS {tr['peak_rss_mb']} MB, "
               f"loss {tr['train_loss_first']} -> {tr['train_loss_last']}, val loss {tr['val_loss']}, "
               f"dropped too long {tr['dropped_too_long']}, examples {tr['examples']}")
@@ -295,6 +299,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=768, help="max tokens of a training example")
     ap.add_argument("--batch", type=int, default=4, help="examples per forward pass")
     ap.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimizer step")
+    ap.add_argument("--passages", type=int, default=3, help="passages in each training example and evaluation prompt")
+    ap.add_argument("--layers", type=int, default=None, help="LoRA on the last N of the model's 30 layers (default all)")
     ap.add_argument("--threads", type=int, default=1, help="torch, llama.cpp and embedder threads")
     ap.add_argument("--answerable", type=int, default=40)
     ap.add_argument("--unanswerable", type=int, default=15)

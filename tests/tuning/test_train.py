@@ -52,6 +52,8 @@ def test_train_config_rejects_bad_values():
         TrainConfig(device="tpu")
     with pytest.raises(ConfigError, match="max_steps"):
         TrainConfig(max_steps=0)
+    with pytest.raises(ConfigError, match="layers"):
+        TrainConfig(layers=0)
 
 
 def test_missing_packages_name_the_tune_extra(monkeypatch, tmp_path):
@@ -162,6 +164,22 @@ def test_same_seed_same_losses_and_resume_continues(smollm2_file, reference, tmp
 
     with pytest.raises(ConfigError, match="resume=False"):
         train_lora(smollm2_file, FACTS[:4], tmp_path, TrainConfig(**SMALL))
+
+
+@pytest.mark.tune
+def test_top_layers_only_adapts_those_layers_and_exports_them(smollm2_file, tmp_path):
+    from safetensors.numpy import load_file
+
+    r = train_lora(smollm2_file, FACTS, tmp_path, TrainConfig(**SMALL, max_steps=1, layers=2))
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in load_file(str(r.adapter_dir / "adapter_model.safetensors"))}
+    assert layers == {28, 29}  # SmolLM2-135M has 30 layers
+    _, shapes = read_gguf_header(smollm2_file)
+    export_lora_gguf(r.adapter_dir, smollm2_file, tmp_path / "top.gguf")
+    _, exported = read_gguf_header(tmp_path / "top.gguf")
+    assert {int(n.split(".")[1]) for n in exported} == {28, 29}
+    assert len(exported) == 2 * 7 * 2  # two layers, seven linear weights, lora_a and lora_b
+    with pytest.raises(ConfigError, match="30 layers"):
+        train_lora(smollm2_file, FACTS, tmp_path / "too-many", TrainConfig(**SMALL, max_steps=1, layers=31))
 
 
 @pytest.mark.tune

@@ -38,8 +38,10 @@ CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
 TRAINING_FILE = "training.json"  # beside the peft files: what the adapter was trained on
 _STATE = "state.pt"
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _FORMAT = 1
-_FINGERPRINT_FIELDS = ("rank", "alpha", "dropout", "lr", "batch_size", "grad_accum", "max_seq_tokens", "epochs", "seed")
+_FINGERPRINT_FIELDS = ("rank", "alpha", "dropout", "lr", "batch_size", "grad_accum", "max_seq_tokens", "epochs", "seed",
+                      "layers")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 20
     threads: int | None = None  # torch's own default when None; on a busy machine fewer can be faster
+    layers: int | None = None  # LoRA on the last N decoder layers only (backward stops below them); all when None
     device: str = "auto"  # cpu | cuda | auto
 
     def __post_init__(self) -> None:
@@ -100,7 +103,8 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be positive, got {value!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        for name, opt in (("max_steps", self.max_steps), ("max_seconds", self.max_seconds), ("threads", self.threads)):
+        for name, opt in (("max_steps", self.max_steps), ("max_seconds", self.max_seconds), ("threads", self.threads),
+                          ("layers", self.layers)):
             if opt is not None and not opt > 0:
                 raise ConfigError(f"TrainConfig.{name} must be positive or None, got {opt!r}")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -399,8 +403,15 @@ def train_lora(base_gguf: Path, train: Sequence[ChatExample], out_dir: Path, cfg
         plan = _Plan.make(torch, len(rows), cfg)
 
         torch.manual_seed(cfg.seed)  # the LoRA initialisation
+        n_layers = int(model.config.num_hidden_layers)
+        if cfg.layers is not None and cfg.layers > n_layers:
+            raise ConfigError(f"TrainConfig.layers={cfg.layers} but the model has {n_layers} layers")
+        top = None if cfg.layers is None else list(range(n_layers - cfg.layers, n_layers))
+        # peft takes a layer subset only with named modules: a Llama block's seven linear layers
+        targets = "all-linear" if top is None else LLAMA_LINEAR
         lora = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                               target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+                               target_modules=targets, bias="none", task_type="CAUSAL_LM",
+                               layers_to_transform=top)
         with warnings.catch_warnings():  # peft calls a transformers method that transformers deprecated
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing")
             model = peft.get_peft_model(model, lora).to(device)
