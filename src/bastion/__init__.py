@@ -40,12 +40,14 @@ from bastion.core.errors import (
     ModelError,
     ParseError,
     StoreError,
+    SyncInterrupted,
     WorkspaceError,
 )
 from bastion.core.types import Hit, Principal
 
 if TYPE_CHECKING:
     from bastion.generation.results import Answer, Citation
+    from bastion.ingest.control import SyncControl
     from bastion.ingest.report import SyncReport
     from bastion.workspace import Workspace
 
@@ -68,6 +70,8 @@ __all__ = [
     "ParseError",
     "Principal",
     "StoreError",
+    "SyncControl",
+    "SyncInterrupted",
     "SyncReport",
     "Workspace",
     "WorkspaceError",
@@ -80,6 +84,7 @@ _LAZY = {
     "Answer": "bastion.generation.results",
     "Citation": "bastion.generation.results",
     "SyncReport": "bastion.ingest.report",
+    "SyncControl": "bastion.ingest.control",
 }
 
 

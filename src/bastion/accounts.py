@@ -204,9 +204,13 @@ class Accounts:
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     # -- roles -------------------------------------------------------------------------------
-    def _account(self, s: Session, user_id: str) -> AccountRow:
+    @staticmethod
+    def _known(s: Session, user_id: str) -> None:
         if s.get(UserRow, user_id) is None:
             raise AccessError(f"unknown user {user_id!r}; add it with `bastion user add {user_id}`")
+
+    def _account(self, s: Session, user_id: str) -> AccountRow:
+        self._known(s, user_id)
         acc = s.get(AccountRow, user_id)
         if acc is None:
             acc = AccountRow(user_id=user_id, role="member", failed_logins=0)
@@ -236,7 +240,10 @@ class Accounts:
     def set_password(self, user_id: str, password: str) -> int:
         """Set a password and end the user's web sessions (a reset locks out whoever held one).
 
-        Returns how many sessions were ended."""
+        Returns how many sessions were ended. An unknown user is refused before the password is
+        looked at."""
+        with self.catalog.session() as s:
+            self._known(s, user_id)
         if not isinstance(password, str) or len(password) < MIN_PASSWORD:
             raise AccessError(f"password too short: use at least {MIN_PASSWORD} characters")
         if len(password) > 1024:

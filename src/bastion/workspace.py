@@ -11,7 +11,6 @@ The Python API the CLI and the HTTP API are thin layers over.
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,36 +18,34 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion import lineage as answer_lineage
 from bastion.catalog.db import Catalog
 from bastion.core.config import CONFIG_FILE, DEFAULT_TOML, WorkspaceConfig, load_config
-from bastion.core.errors import BastionError, ConfigError, WorkspaceError
+from bastion.core.errors import BastionError, ConfigError, SyncInterrupted, WorkspaceError
+from bastion.core.home import resolve_home
 from bastion.core.types import Hit, Principal
 from bastion.directory import Directory
-from bastion.embedding.protocol import Embedder
-from bastion.ingest.report import SyncReport
 from bastion.sources import SourceRegistry
 
 if TYPE_CHECKING:  # the modules behind these types load on first use; importing bastion stays cheap
     from bastion.accounts import Accounts
     from bastion.audit import AuditLog
+    from bastion.conversations import Conversations
     from bastion.core.config import AnswerConfig, AssistantConfig
     from bastion.documents import DocumentCatalog
+    from bastion.embedding.protocol import Embedder
     from bastion.evaluation.service import Evaluation
     from bastion.generation.answer import Answerer, Assistant
     from bastion.generation.models import ModelRegistry
     from bastion.generation.protocol import LLM, ChatMessage, OnToken
     from bastion.generation.results import Answer
+    from bastion.ingest.control import SyncControl
     from bastion.ingest.pipeline import Progress
+    from bastion.ingest.report import SyncReport
+    from bastion.ingest.status import IndexStatus
     from bastion.monitoring.monitor import Monitor
     from bastion.stores.lance import LanceStore
     from bastion.tuning.adapters import Adapter, AdapterRegistry
     from bastion.tuning.service import Tuning
-
-
-def resolve_home(home: str | Path | None) -> Path:
-    """``--home``, else ``BASTION_HOME``, else the current folder."""
-    return Path(home or os.environ.get("BASTION_HOME") or ".").expanduser().resolve()
 
 
 class Workspace:
@@ -144,6 +141,13 @@ class Workspace:
         return Evaluation(self)
 
     @cached_property
+    def conversations(self) -> Conversations:
+        """Each user's saved conversations, shown as far as they may still read what answers cited."""
+        from bastion.conversations import Conversations
+
+        return Conversations(self.catalog)
+
+    @cached_property
     def monitor(self) -> Monitor:
         """Data-observability checks and alerts (``[monitoring]``), with webhook delivery."""
         from bastion.monitoring.monitor import Monitor
@@ -204,11 +208,12 @@ class Workspace:
             yield  # the lock dies with the process, so a killed sync never blocks the next
 
     def sync(self, source: str | None = None, progress: Progress | None = None, *,
-             accept: bool = False) -> list[SyncReport]:
+             accept: bool = False, control: SyncControl | None = None) -> list[SyncReport]:
         """Sync one source (by name) or all of them; returns one report per source.
 
         Each sync is checked before it is published (bastion.monitoring): one that fails its hard
         checks is quarantined (``report.status``) unless ``accept``; its alerts are in ``report.alerts``.
+        ``control`` stops it at a safe point (``SyncInterrupted``: what was committed stays, no alert).
         """
         from bastion.chunking import Chunker
         from bastion.embedding.cache import CachedEmbedder
@@ -226,7 +231,9 @@ class Workspace:
             for row in sources:
                 try:
                     report = pipeline.sync(row, self.sources.connector(row), progress, gate=self.monitor.gate,
-                                           accept=accept)
+                                           accept=accept, control=control)
+                except (SyncInterrupted, KeyboardInterrupt):  # asked to stop: not a failure of the source
+                    raise
                 except BaseException:
                     self._check_failed_sync(row.name)
                     raise
@@ -280,6 +287,14 @@ class Workspace:
             from bastion.events import log
 
             log("monitor.failed", source=source)
+
+    def remove_source(self, name: str, *, by: str) -> dict[str, Any]:
+        """Remove a source and its documents from the index and the catalog (see bastion.source_admin);
+        refused while a sync runs. ``by``: who, for the alerts it resolves."""
+        from bastion.source_admin import remove_source
+
+        with self._sync_lock():
+            return remove_source(self, name, by=by)
 
     def rebuild_index(self, progress: Progress | None = None) -> list[SyncReport]:
         """Drop the derived index and rebuild it from the sources (e.g. after changing embedder).
@@ -464,13 +479,27 @@ class Workspace:
 
     def lineage(self, lineage_id: str) -> dict[str, Any]:
         """One answer's lineage record (see bastion.lineage)."""
-        return answer_lineage.read(self.catalog, lineage_id)
+        from bastion import lineage
+
+        return lineage.read(self.catalog, lineage_id)
 
     def lineage_list(self, limit: int = 20, user_id: str | None = None) -> list[dict[str, Any]]:
         """The latest answers' lineage summaries, newest first."""
-        return answer_lineage.recent(self.catalog, limit, user_id)
+        from bastion import lineage
+
+        return lineage.recent(self.catalog, limit, user_id)
 
     # -- search ----------------------------------------------------------------------------
+    def index_status(self, source: str | list[str] | None = None) -> IndexStatus:
+        """How many documents are indexed (in ``source``), for anyone: ``.empty`` and ``.hint`` (why
+        none are and how to fill the index) let an empty result say so instead of blaming the ACL."""
+        from bastion.ingest.status import index_status
+
+        names = [source] if isinstance(source, str) else source
+        for name in names or []:
+            self.sources.get(name)  # unknown source: a clear error
+        return index_status(self.catalog, names)
+
     def search(self, query: str, principal: Principal, k: int | None = None, *, source: str | list[str] | None = None,
                mode: str | None = None) -> list[Hit]:
         """Hybrid search as ``principal``; only chunks whose ACL admits them are considered."""

@@ -38,6 +38,28 @@ def test_environment_overrides_a_value(tmp_path, monkeypatch):
         load_config(tmp_path)
 
 
+def test_a_bad_environment_override_names_the_variable_not_the_file(tmp_path, monkeypatch):
+    (tmp_path / "bastion.toml").write_text("[search]\nk = 5\n")
+    monkeypatch.setenv("BASTION_SEARCH__K", "abc")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    message = str(err.value)
+    assert message.startswith("environment variable BASTION_SEARCH__K: search.k: ")
+    assert message.endswith("(got 'abc')") and "bastion.toml" not in message
+    monkeypatch.delenv("BASTION_SEARCH__K")
+    monkeypatch.setenv("BASTION_SERACH__K", "3")  # a misspelt section
+    with pytest.raises(ConfigError, match=r"^environment variable BASTION_SERACH__K: unknown key 'serach'$"):
+        load_config(tmp_path)
+    monkeypatch.delenv("BASTION_SERACH__K")
+    (tmp_path / "bastion.toml").write_text("[search]\nk = 'ten'\n")  # the file's own mistake is still the file's
+    monkeypatch.setenv("BASTION_SEARCH__MODE", "fuzzy")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    file_part, env_part = str(err.value).split("; environment variable ")
+    assert file_part.startswith(f"{tmp_path / 'bastion.toml'}: search.k:") and "(got 'ten')" in file_part
+    assert env_part.startswith("BASTION_SEARCH__MODE: search.mode:") and "(got 'fuzzy')" in env_part
+
+
 def test_open_without_workspace_says_how_to_create_one(tmp_path):
     with pytest.raises(WorkspaceError, match="bastion init"):
         Workspace.open(tmp_path / "nowhere")

@@ -97,9 +97,10 @@ def test_bad_files_are_reported_and_the_rest_completes(make_ws, tmp_path):
     ws.sources.ingest.max_file_mb = 1
     report = _sync(ws)
     reasons = {e["file"]: e["reason"] for e in report.errors}
-    assert set(reasons) == {"broken.pdf", "empty.txt", "huge.txt"}
-    assert "empty" in reasons["empty.txt"] and "limit" in reasons["huge.txt"]
-    assert report.documents_added == 1
+    assert set(reasons) == {"broken.pdf", "huge.txt"}
+    assert "limit" in reasons["huge.txt"]
+    assert report.skipped == [{"file": "empty.txt", "reason": "empty file"}]  # nothing to index: not a failure
+    assert report.documents_added == 1 and report.documents_failed == 2
     assert paths_seen(ws, "gloves lathe", "bob") == {"good.md"}
     # a later corrupt edit keeps the good version searchable
     write(good, b"\x00\x01\x02 binary garbage")

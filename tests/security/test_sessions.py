@@ -45,7 +45,7 @@ def test_an_admin_password_reset_ends_the_users_sessions(client, served):
 
 def test_readding_a_user_with_a_password_ends_their_sessions(client, served):
     stolen, _ = _browser(served, "alice", ALICE_PW)
-    body = {"user": "alice", "groups": ["finance", "staff"], "password": NEW_PW}
+    body = {"user": "alice", "groups": ["finance", "staff"], "password": NEW_PW, "replace": True}
     assert client.post("/api/v1/users", json=body, headers=auth(served.keys["root"])).status_code == 201
     assert stolen.get("/api/v1/auth/me").status_code == 401
     assert _login(served, "alice", NEW_PW) == 200

@@ -97,7 +97,8 @@ def test_cli_keys_roles_and_their_audit(served, tmp_path):
     home = ["--home", str(served.ws.home)]
     runner = CliRunner()
     r = runner.invoke(app, home + ["user", "add", "gina", "--groups", "it", "--role", "admin", "--json"])
-    assert r.exit_code == 0 and json.loads(r.stdout) == {"user": "gina", "groups": ["it"], "role": "admin"}
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"user": "gina", "groups": ["it"], "role": "admin",
+                                                         "new_groups": [], "replaced_groups": None}
     r = runner.invoke(app, home + ["key", "create", "--user", "gina", "--expires", "30d", "--json"])
     created = json.loads(r.stdout)
     assert created["key"].startswith("bst_") and created["expires_at"] and created["active"]

@@ -1,10 +1,16 @@
 """Cut a parsed document into chunks that fit the embedder's window.
 
-Sections (headings, pages, rows) are the preferred cut points; inside a section the cut
-falls between sentences (English and Chinese punctuation), and only a single sentence
-longer than the window is cut inside. Sizes are counted with the embedder's own
-tokenizer. Every chunk is an exact slice of the document text, so its character offsets
-can be quoted in a citation.
+A section with a heading (a Markdown, HTML or Word heading's body, a table row labelled
+``row 3``) always starts a new chunk, so each is retrievable on its own; sections without
+one (pages, paragraphs of plain text) are packed together and cut where a new one begins
+once the chunk is half full. Inside a section the cut falls between sentences (English and
+Chinese punctuation), and only a single sentence longer than the window is cut inside.
+Sizes are counted with the embedder's own tokenizer. Every chunk is an exact slice of the
+document text, so its character offsets can be quoted in a citation.
+
+:data:`CHUNKING_VERSION` names how documents are cut (parsers and chunker together); each
+indexed version records it with the sizes (:attr:`Chunker.fingerprint`), and a sync re-chunks
+the documents indexed under another one.
 """
 from __future__ import annotations
 
@@ -16,6 +22,10 @@ from dataclasses import dataclass
 from bastion.core.types import Chunk, ParsedDocument
 
 TokenCounter = Callable[[str], int]
+
+# Bump when a parser or the chunker cuts documents differently: the next sync re-chunks every
+# document indexed under an older value. 2: headed sections and table rows are chunks of their own.
+CHUNKING_VERSION = 2
 
 # a sentence ends at . ! ? followed by space, at Chinese full stops, or at a line break
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|(?<=[。！？；])|\n+")
@@ -56,6 +66,11 @@ class Chunker:
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
 
+    @property
+    def fingerprint(self) -> str:
+        """How this chunker cuts: the code's version and the sizes (``"2:256:32"``)."""
+        return f"{CHUNKING_VERSION}:{self.max_tokens}:{self.overlap_tokens}"
+
     def _units(self, doc: ParsedDocument, text: str) -> list[_Unit]:
         units: list[_Unit] = []
         for index, section in enumerate(doc.sections):
@@ -84,8 +99,9 @@ class Chunker:
         size = 0
         for unit in units:
             new_section = bool(current) and unit.section_index != current[-1].section_index
+            headed = new_section and doc.sections[unit.section_index].heading is not None
             full = size + unit.tokens > self.max_tokens
-            if current and (full or (new_section and size >= self.max_tokens // 2)):
+            if current and (full or headed or (new_section and size >= self.max_tokens // 2)):
                 groups.append(current)
                 current = self._overlap(current) if full and not new_section else []
                 size = sum(u.tokens for u in current)

@@ -1,12 +1,18 @@
 """``bastion user …`` and ``bastion group …``: who may read what."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import difflib
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bastion.cli.common import JsonOpt, cli_audit, csv_list, open_ws
 from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
+from bastion.core.errors import AccessError
+
+if TYPE_CHECKING:
+    from bastion.core.types import Principal
+    from bastion.workspace import Workspace
 
 user_app = typer.Typer(name="user", help="Users and their groups.", no_args_is_help=True)
 group_app = typer.Typer(name="group", help="Groups.", no_args_is_help=True)
@@ -18,17 +24,42 @@ app.add_typer(group_app)
 @user_app.command("add")
 def user_add(user_id: str, groups: Annotated[str, typer.Option(help="Comma-separated group names.")] = "",
              role: Annotated[Optional[str], typer.Option(help="admin | editor | member (new users: member).")] = None,
+             replace: Annotated[bool, typer.Option("--replace", help="The user exists: replace their groups with "
+                                                                     "--groups (and their role, if --role is given).")] = False,
              as_json: JsonOpt = False) -> None:
-    """Add a user (or set an existing user's groups and role)."""
+    """Add a user. An existing user is refused unless --replace (which replaces all their groups).
+
+    A group not seen before is created, and said so (with the closest existing name, for a typo)."""
     with friendly_errors():
         ws = open_ws()
-        p = ws.directory.add_user(user_id, csv_list(groups), role=role)
-        cli_audit(ws, "user.add", user_id, {"groups": csv_list(groups), "role": role})
+        wanted = csv_list(groups)
+        before = _existing(ws, user_id)
+        if before is not None and not replace:
+            raise AccessError(f"user {user_id!r} already exists (groups: {', '.join(sorted(before.groups)) or 'none'}); "
+                              f"to replace their groups with {', '.join(wanted) or 'none'}, add --replace")
+        known = set(ws.directory.groups())
+        p = ws.directory.add_user(user_id, wanted, role=role)
+        created = sorted(set(wanted) - known)
+        cli_audit(ws, "user.add", user_id, {"groups": wanted, "role": role, "replaced": before is not None,
+                                            "new_groups": created})
         role = ws.accounts.role(user_id)
     if as_json:
-        emit_json({"user": p.user_id, "groups": sorted(p.groups), "role": role})
-    else:
-        console.print(styled("user ", (p.user_id, "bold"), f" role: {role}; groups: {', '.join(sorted(p.groups)) or '(none)'}"))
+        emit_json({"user": p.user_id, "groups": sorted(p.groups), "role": role, "new_groups": created,
+                   "replaced_groups": sorted(before.groups) if before is not None else None})
+        return
+    for g in created:
+        close = difflib.get_close_matches(g, sorted(known), n=1)
+        console.print(styled(("new group", "yellow"), f" {g!r} created" + (f" (did you mean {close[0]!r}?)" if close else "")))
+    if before is not None:
+        console.print(styled(f"replaced the groups of {user_id}: was {', '.join(sorted(before.groups)) or '(none)'}"))
+    console.print(styled("user ", (p.user_id, "bold"), f" role: {role}; groups: {', '.join(sorted(p.groups)) or '(none)'}"))
+
+
+def _existing(ws: Workspace, user_id: str) -> Principal | None:
+    try:
+        return ws.principal(user_id)
+    except AccessError:
+        return None
 
 
 @user_app.command("passwd")
@@ -41,6 +72,7 @@ def user_passwd(user_id: str,
 
     with friendly_errors():
         ws = open_ws()
+        ws.principal(user_id)  # an unknown user is said before a password is asked for
         if password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from bastion.cli.common import JsonOpt, open_ws
+from bastion.cli.empty import print_hint
 from bastion.cli.output import console, emit_json, err_console, friendly_errors, json_line, plain, styled
 from bastion.core.errors import ConfigError
 
@@ -77,7 +78,10 @@ def ask(question: str,
         a = ws.ask(question, ws.principal(as_user), mode=mode, source=source, on_token=on_token)
         if on_token:
             err_console.print()
+        hint = ws.index_status(source).hint if a.decision == "abstained" else None
     _print_answer(a, as_json)
+    if hint:
+        print_hint(hint)
 
 
 @app.command()

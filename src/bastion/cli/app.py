@@ -12,6 +12,7 @@ import typer
 
 from bastion.cli import access, answers, audit, evaluation, index, keys, lineage, models, monitor, server, sources, tune
 from bastion.cli.common import CliState, cli_home
+from bastion.cli.flags import hide_flag_types
 from bastion.cli.output import install_excepthook
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+hide_flag_types()  # --json, not --json <bool>
 # the order of the commands in ``bastion --help``
 for part in (index, answers, server, access, sources, models, evaluation, tune, lineage, keys, audit, monitor):
     app.add_typer(part.app)

@@ -45,6 +45,18 @@ def open_ws() -> Workspace:
     return cli_state().open_workspace()
 
 
+def for_one_query(ws: Workspace) -> None:
+    """Set up a process that embeds one query (``search``), before its embedder loads: on
+    ``server.query_threads`` threads (one by default), as the server embeds each query, and with
+    idle OpenMP threads asleep rather than spinning. On a busy machine spinning threads cost one
+    query seconds of CPU (docs/benchmarks.md, "Cold CLI search"); the vectors are the same."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cfg = ws.config
+    ws.config = cfg.model_copy(update={"embedder": cfg.embedder.model_copy(update={"threads": cfg.server.query_threads})})
+
+
 def cli_audit(ws: Workspace, action: str, target: str | None, detail: dict[str, Any], *,
               outcome: str = "ok") -> None:
     """Admin changes made from the CLI are audited too (actor: the operating-system user)."""

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bastion.cli.common import JsonOpt, csv_list, open_ws
+from bastion.cli.common import JsonOpt, cli_audit, csv_list, open_ws
 from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
 from bastion.core.errors import ConfigError
 
@@ -67,3 +67,61 @@ def source_list(as_json: JsonOpt = False) -> None:
     for d in data:
         table.add_row(d["name"], d["kind"], d["location"], d["acl"] or "(nobody)")
     console.print(table)
+
+
+@app.command("edit")
+def source_edit(
+    name: str,
+    path: Annotated[Optional[Path], typer.Option("--path", help="Folders: the folder to sync.")] = None,
+    acl: Annotated[Optional[str], typer.Option(help="Default ACL ('' for nobody).")] = None,
+    include: Annotated[Optional[str], typer.Option(help="Folders: comma-separated globs to include.")] = None,
+    exclude: Annotated[Optional[str], typer.Option(help="Folders: comma-separated globs to exclude.")] = None,
+    uploaders: Annotated[Optional[str], typer.Option(help="Folders: principals whose editors may upload.")] = None,
+    sql: Annotated[Optional[str], typer.Option("--sql", help="SQL: the database URL.")] = None,
+    table: Annotated[Optional[str], typer.Option(help="SQL: the table.")] = None,
+    query: Annotated[Optional[str], typer.Option(help="SQL: a query instead of a table.")] = None,
+    text_template: Annotated[Optional[str], typer.Option(help="SQL: text over columns.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a source's settings (each checked before any is stored); the next sync applies them."""
+    from bastion.source_admin import edit_source
+
+    given = {"path": str(path) if path else None, "acl": acl, "uploaders": uploaders, "url": sql, "table": table,
+             "query": query, "text_template": text_template.replace("\\n", "\n") if text_template else None,
+             "include": csv_list(include) if include is not None else None,
+             "exclude": csv_list(exclude) if exclude is not None else None}
+    changes = {k: v for k, v in given.items() if v is not None}
+    with friendly_errors():
+        if not changes:
+            raise ConfigError("nothing to change: give at least one setting, e.g. --acl 'group:finance'")
+        ws = open_ws()
+        row = edit_source(ws.sources, name, changes)
+        cli_audit(ws, "source.edit", name, {"changed": sorted(changes)})
+    if as_json:
+        emit_json({"name": row.name, "changed": sorted(changes)})
+    else:
+        console.print(styled("changed ", (", ".join(sorted(changes)), "bold"), f" of source {row.name}; "
+                             f"run `bastion sync {row.name}` to apply it to the index"))
+
+
+@app.command("remove")
+def source_remove(name: str,
+                  yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+                  as_json: JsonOpt = False) -> None:
+    """Remove a source and its documents from the index (lineage and the audit log keep what answers used)."""
+    import getpass
+
+    with friendly_errors():
+        ws = open_ws()
+        ws.sources.get(name)  # an unknown source: a clear error before asking
+        if not yes and not typer.confirm(f"remove source {name!r} and all its documents from the index?"):
+            raise typer.Exit(1)
+        out = ws.remove_source(name, by=f"cli:{getpass.getuser()}")
+        cli_audit(ws, "source.remove", name, {"documents": out["documents"],
+                                              "adapters_withdrawn": out["adapters_withdrawn"]})
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(styled("removed source ", (name, "bold"), f" and its {out['documents']} documents"
+                             + (f"; adapters withdrawn: {', '.join(out['adapters_withdrawn'])}"
+                                if out["adapters_withdrawn"] else "")))

@@ -11,8 +11,9 @@ its own place under its own ACL. Files are read by walking from the root one nam
 with ``O_NOFOLLOW`` and checked to be the very file the listing saw (device and inode), so a
 file swapped for a link, or a folder swapped for a link, between listing and reading is
 refused instead of read. Pipes, sockets and device files are skipped with a reason, never
-opened (a pipe would block the sync). Files larger than the size limit are listed with an
-error, not read.
+opened (a pipe would block the sync), and so are links to them. Files larger than the size
+limit are listed with an error, not read. Files of a type no parser reads are left out unless
+an ``include`` pattern names them: then they are skipped with a reason.
 """
 from __future__ import annotations
 
@@ -233,6 +234,8 @@ class FilesystemConnector:
             return self._skipped(path, "link")
         if not stat.S_ISREG(st.st_mode):
             return self._skipped(path, f"{_kind(st.st_mode)}, not a regular file")
+        if suffix not in SUPPORTED:  # named by an include pattern
+            return self._skipped(path, f"unsupported file type {suffix or '(no suffix)'!r}")
         error = acl if isinstance(acl, str) else None
         if error is None and st.st_size > self.max_bytes:
             error = f"file is {st.st_size / 2**20:.1f} MiB, over the {self.max_bytes / 2**20:.0f} MiB limit (ingest.max_file_mb)"

@@ -329,38 +329,50 @@ class WorkspaceConfig(_Strict):
     assistants: dict[str, AssistantConfig] = {}
 
 
-def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
+def _env_overrides(data: dict[str, Any]) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """The file's values with the ``BASTION_<SECTION>__<KEY>`` variables laid over them, and which
+    variable set each (section, key) it overrides."""
     out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    origin: dict[tuple[str, str], str] = {}
     for name, value in os.environ.items():
         if not name.startswith("BASTION_") or "__" not in name:
             continue
         section, _, key = name[len("BASTION_"):].lower().partition("__")
         out.setdefault(section, {})[key] = value
-    return out
+        origin[(section, key)] = name
+    return out, origin
 
 
 def load_config(home: Path) -> WorkspaceConfig:
-    """Read and validate ``bastion.toml`` (plus environment overrides) of a workspace."""
+    """Read and validate ``bastion.toml`` (plus environment overrides) of a workspace.
+
+    An invalid value is blamed on where it came from: the environment variable that set it, or the file."""
     path = home / CONFIG_FILE
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    merged, origin = _env_overrides(data)
     try:
-        return WorkspaceConfig.model_validate(_env_overrides(data))
+        return WorkspaceConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        raise ConfigError(_describe(exc, path, origin)) from None
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
+def _describe(exc: ValidationError, path: Path, origin: dict[tuple[str, str], str]) -> str:
+    by_source: dict[str, list[str]] = {}
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc) or "(top level)"
+        variable = origin.get((loc[0], loc[1])) if len(loc) >= 2 else None
+        if variable is None and len(loc) == 1 and loc[0] not in WorkspaceConfig.model_fields:  # an unknown section
+            variable = next((v for (section, _), v in origin.items() if section == loc[0]), None)
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {where!r}")
+            message = f"unknown key {where!r}"
         else:
-            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+            message = f"{where}: {err['msg']} (got {err.get('input')!r})"
+        by_source.setdefault(f"environment variable {variable}" if variable else str(path), []).append(message)
+    return "; ".join(f"{source}: {'; '.join(messages)}" for source, messages in by_source.items())
 
 
 DEFAULT_TOML = """\

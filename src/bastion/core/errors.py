@@ -10,7 +10,9 @@
     │   └── AuthError            a credential is missing, invalid, revoked or expired
     ├── IngestError              a source cannot be read at all (per-document problems
     │   │                        are recorded, not raised)
-    │   └── ParseError           one document cannot be parsed (recorded per document)
+    │   ├── ParseError           one document cannot be parsed (recorded per document)
+    │   └── SyncInterrupted      a sync was asked to stop (Ctrl-C, SIGTERM); what it
+    │                            committed stays, the rest is synced next time
     ├── EmbeddingError           the embedder failed or is misconfigured
     │   └── MissingExtraError    an optional dependency is not installed
     ├── StoreError               the chunk index failed
@@ -54,6 +56,14 @@ class IngestError(BastionError):
 
 class ParseError(IngestError):
     """One document cannot be parsed: corrupt, encrypted, empty or oversize."""
+
+
+class SyncInterrupted(IngestError):
+    """A sync stopped at a safe point because it was asked to; ``committed`` documents were published."""
+
+    def __init__(self, message: str, *, committed: int = 0):
+        super().__init__(message)
+        self.committed = committed
 
 
 class EmbeddingError(BastionError):

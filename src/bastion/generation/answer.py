@@ -29,6 +29,7 @@ from bastion.core.config import AnswerConfig, LLMConfig
 from bastion.core.errors import BastionError, ConfigError, GenerationError
 from bastion.core.types import Hit, Principal
 from bastion.generation.citations import CheckedAnswer, check_answer, says_not_found
+from bastion.generation.duplicates import Copies, merge_identical, merge_quotes, numbered_hits, source_refs
 from bastion.generation.extract import Sentence, candidate_sentences, rank_sentences, render_quotes, select_quotes
 from bastion.generation.prompting import (
     ABSTAIN_MESSAGES,
@@ -86,7 +87,8 @@ class _Question:
     started: float
     query: str = ""  # the standalone question that was searched
     rewrite: str = "none"  # how it was made: none | llm | concatenated
-    hits: list[Hit] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)  # distinct passages: identical text kept once
+    copies: Copies = field(default_factory=dict)  # the other passages with a kept passage's text
     ranked: list[Sentence] = field(default_factory=list)
     evidence: float | None = None
     threshold: float = 0.0
@@ -239,7 +241,8 @@ class Answerer:
         q.timings["rewrite"] = time.perf_counter() - q.started
         q.record["rewrite"] = q.rewrite
         t = time.perf_counter()
-        q.hits = self._search(q.query, q.principal, k=self.cfg.max_passages, source=q.source)
+        q.hits, q.copies = merge_identical(self._search(q.query, q.principal, k=self.cfg.max_passages,
+                                                        source=q.source))
         q.timings["retrieve"] = time.perf_counter() - t
 
     def _score_evidence(self, q: _Question) -> None:
@@ -250,8 +253,12 @@ class Answerer:
         q.evidence = q.ranked[0].score if q.ranked else None
         q.threshold = self.min_evidence(q.lang)
         q.timings["evidence"] = time.perf_counter() - t
+        numbered = numbered_hits(q.hits, q.copies)
+        hit_records = self.records.hit_records([h for _, h in numbered])
+        for record, (n, _) in zip(hit_records, numbered):
+            record["n"] = n  # a copy of a passage's text shares its number
         q.record["retrieval"] = {"query": q.query, "k": self.cfg.max_passages, "source": q.source,
-                                 "hits": self.records.hit_records(q.hits), "evidence": q.evidence,
+                                 "hits": hit_records, "evidence": q.evidence,
                                  "min_evidence": q.threshold,
                                  "candidates": [[round(x.cosine, 4), round(x.coverage, 4)] for x in q.ranked]}
 
@@ -308,7 +315,9 @@ class Answerer:
             prompt={"template": self.template.template_id, "version": self.template.version,
                     "digest": self.template.digest, **prompt_info},
             decoding=params.to_record())
-        key = self._cache_key(q.text, q.query, q.hits[: len(passages)], llm, params)
+        # the copies are evidence too: their sources are cited, so only who retrieved the same copies shares the entry
+        evidence = [h for _, h in numbered_hits(q.hits[: len(passages)], q.copies)]
+        key = self._cache_key(q.text, q.query, evidence, llm, params)
         q.record["cache_key"] = key
         return _Prompt(messages=messages, passages=passages, params=params, cache_key=key)
 
@@ -328,7 +337,8 @@ class Answerer:
         q.record["checks"] = {"invalid_citations": checked.invalid_citations, "invalid_detail": checked.invalid_detail,
                               "grounded": checked.grounded}
         if checked.grounded:
-            cites = [_citation(n, q.hits[n - 1], _best_quote(passages[n - 1].text, checked, n)) for n in checked.cited]
+            cites = [_citation(n, q.hits[n - 1], _best_quote(passages[n - 1].text, checked, n), q.copies)
+                     for n in checked.cited]
             return self._answer(q, text=checked.text, decision="answered", reason=None, citations=cites,
                                 invalid_citations=checked.invalid_citations, model=model)
         ans = self._extracted(q, f"the model's answer was not grounded ({_ungrounded(checked)}); "
@@ -366,9 +376,11 @@ class Answerer:
                             model=model)
 
     def _extracted(self, q: _Question, reason: str | None) -> Answer:
-        """Verbatim quotes of the best sentences, each cited, numbered in order of first citation."""
-        quotes = select_quotes(q.ranked, max_quotes=self.cfg.max_quotes)
-        cites = _unique_by_n([_citation(s.n, q.hits[s.n - 1], s.text) for s in quotes])
+        """Verbatim quotes of the best sentences, each cited, numbered in order of first citation; a
+        quote found in several passages is shown once, its citation listing all their sources."""
+        quotes, also = merge_quotes(select_quotes(q.ranked, max_quotes=self.cfg.max_quotes))
+        cites = _unique_by_n([_citation(s.n, q.hits[s.n - 1], s.text, q.copies,
+                                        [q.hits[m - 1] for m in also.get(s.n, [])]) for s in quotes])
         renumber = {c.n: i + 1 for i, c in enumerate(cites)}
         quotes = [replace(s, n=renumber[s.n]) for s in quotes]
         cites = [replace(c, n=renumber[c.n]) for c in cites]
@@ -402,16 +414,24 @@ def _ignore_token(_token: str) -> None:
     pass
 
 
-def _citation(n: int, hit: Hit, quote: str) -> Citation:
+def _citation(n: int, hit: Hit, quote: str, copies: Copies, also: list[Hit] | None = None) -> Citation:
+    """Passage ``n`` cited with ``quote``; its sources: the passage, its copies, and the passages ``also``
+    holding the same quote (with their copies)."""
+    sources = source_refs(hit, copies) + [ref for other in also or [] for ref in source_refs(other, copies)]
     return Citation(n=n, chunk_id=hit.chunk_id, document=hit.document, path=hit.path, page=hit.page, quote=quote,
-                    doc_id=hit.doc_id, version_id=hit.version_id)
+                    doc_id=hit.doc_id, version_id=hit.version_id, sources=sources)
 
 
 def _unique_by_n(cites: list[Citation]) -> list[Citation]:
-    """One citation per passage number, quotes of the same passage joined with " … "."""
+    """One citation per passage number, quotes of the same passage joined with " … " (and their sources)."""
     seen: dict[int, Citation] = {}
     for c in cites:
-        seen[c.n] = replace(c, quote=seen[c.n].quote + " … " + c.quote) if c.n in seen else c
+        if c.n in seen:
+            known = {s["chunk_id"] for s in seen[c.n].sources}
+            seen[c.n] = replace(seen[c.n], quote=seen[c.n].quote + " … " + c.quote,
+                                sources=seen[c.n].sources + [s for s in c.sources if s["chunk_id"] not in known])
+        else:
+            seen[c.n] = c
     return [seen[n] for n in sorted(seen)]
 
 

@@ -20,7 +20,11 @@ from typing import Any
 @dataclass(kw_only=True)
 class Citation:
     """One cited passage: ``[n]`` in the answer text, the chunk and document version it came from,
-    and the verbatim ``quote`` that supports the sentence citing it."""
+    and the verbatim ``quote`` that supports the sentence citing it.
+
+    ``sources`` lists every passage the quote was found in (``chunk_id``, ``doc_id``, ``source``,
+    ``document``, ``path``, ``page``, ``version_id``), the one above first: identical text from several
+    documents is cited once (:mod:`bastion.generation.duplicates`)."""
 
     n: int
     chunk_id: str
@@ -30,6 +34,7 @@ class Citation:
     quote: str
     doc_id: str
     version_id: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,15 +18,20 @@ index, and a catalog that still differs from the source for every document not f
 so the next sync redoes exactly those (chunk ids are deterministic, so a redo overwrites
 instead of duplicating, and cached vectors make it cheap). A document that disappeared
 from the source is deleted from the index even if its first sync never finished.
+
+A sync asked to stop (:class:`~bastion.ingest.control.SyncControl`, or ``KeyboardInterrupt`` in
+the Python API) stops at its next safe point: the batches committed stay, the run is recorded
+as ``interrupted`` (neither failed nor an alert), and the next sync does the rest.
+
+Each indexed version records how it was cut (``stats["chunking"]``, the chunker's
+fingerprint); a document indexed under another one is re-chunked at the next sync even if
+it did not change (counted as ``rechunked``).
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import select, update
@@ -35,11 +40,12 @@ from bastion.catalog.db import Catalog
 from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, SourceRow, utcnow
 from bastion.chunking import Chunker
 from bastion.connectors.protocol import Connector, SourceItem
-from bastion.core.errors import ParseError
-from bastion.core.types import Chunk
+from bastion.core.errors import ParseError, SyncInterrupted
 from bastion.embedding.cache import CachedEmbedder
 from bastion.events import log
+from bastion.ingest.control import SyncControl
 from bastion.ingest.report import SyncReport
+from bastion.ingest.spool import Pending, Spool
 from bastion.monitoring.quality import DeltaQuality, version_stats
 from bastion.parsing import parse
 from bastion.retrieval.analyzer import analyze
@@ -58,63 +64,6 @@ def version_id_for(doc_id: str, content_hash: str) -> str:
     return hashlib.sha256(f"{doc_id}\x00{content_hash}".encode()).hexdigest()[:32]
 
 
-@dataclass
-class _Pending:
-    item: SourceItem
-    doc_id: str
-    version_id: str
-    content_hash: str
-    size: int
-    chunks: list[Chunk]
-    title: str | None
-    kind: str  # added | updated | acl_changed
-    parser: str
-    pages: int
-    stats: dict | None = None
-
-
-class _Spool:
-    """Examined documents waiting to be published, kept in an anonymous temporary file."""
-
-    def __init__(self) -> None:
-        self._fh = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-        self.documents = 0
-
-    def add(self, p: _Pending) -> None:
-        i = p.item
-        item = {"key": i.key, "uri": i.uri, "media_type": i.media_type, "acl": sorted(i.acl), "mtime": i.mtime,
-                "size": i.size, "title": i.title}
-        self._fh.write(json.dumps({"item": item, "chunks": [asdict(c) for c in p.chunks]} | {
-            k: getattr(p, k) for k in ("doc_id", "version_id", "content_hash", "size", "title", "kind", "parser",
-                                       "pages", "stats")}, ensure_ascii=False) + "\n")
-        self.documents += 1
-
-    def batches(self, max_chunks: int) -> Iterator[list[_Pending]]:
-        self._fh.seek(0)
-        batch: list[_Pending] = []
-        n = 0
-        for line in self._fh:
-            d = json.loads(line)
-            i = d.pop("item")
-            item = SourceItem(key=i["key"], uri=i["uri"], media_type=i["media_type"], acl=frozenset(i["acl"]),
-                              load=_not_kept, mtime=i["mtime"], size=i["size"], title=i["title"])
-            p = _Pending(item=item, chunks=[Chunk(**c) for c in d.pop("chunks")], **d)
-            batch.append(p)
-            n += len(p.chunks)
-            if n >= max_chunks:
-                yield batch
-                batch, n = [], 0
-        if batch:
-            yield batch
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _not_kept() -> bytes:
-    raise RuntimeError("a spooled document's bytes are not kept; its chunks are")
-
-
 class SyncPipeline:
     """Sync sources into the index through the catalog."""
 
@@ -122,18 +71,21 @@ class SyncPipeline:
                  batch_chunks: int = 256, optimize_every: int = 0):
         self.catalog, self.store, self.embedder, self.chunker = catalog, store, embedder, chunker
         self.batch_chunks, self.optimize_every = batch_chunks, optimize_every
+        self.control = SyncControl()  # the running sync's (replaced by each sync)
 
     # -- entry point ---------------------------------------------------------------------
     def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None, *,
-             gate: Gate | None = None, accept: bool = False) -> SyncReport:
-        """Sync one source. ``gate`` may quarantine the run (nothing published) unless ``accept``."""
+             gate: Gate | None = None, accept: bool = False, control: SyncControl | None = None) -> SyncReport:
+        """Sync one source. ``gate`` may quarantine the run (nothing published) unless ``accept``;
+        ``control`` may stop it at a safe point (:class:`SyncInterrupted` is raised)."""
         started = time.perf_counter()
         report = SyncReport(source=source.name)
         progress = progress or (lambda *_: None)
-        report.run_id = self._start_run(source.name)
+        self.control = control or SyncControl()
+        report.run_id = self.control.run_id = self._start_run(source.name)
         embedded_before = self.embedder.embedded
         metrics: dict = {"accepted": accept}
-        spool = _Spool()
+        spool = Spool()
         try:
             known, seen = self._examine_source(source, connector, report, metrics, spool, progress)  # 1.
             reasons = gate(source.name, metrics) if gate is not None and not accept else []
@@ -143,6 +95,11 @@ class SyncPipeline:
                 self._finish_run(report, "quarantined", started, metrics=metrics)
                 return report
             self._publish(source, spool, known, seen, report, metrics, progress)  # 2.
+        except (SyncInterrupted, KeyboardInterrupt):  # asked to stop: what was committed stays, no failure
+            report.chunks_embedded = self.embedder.embedded - embedded_before
+            report.status = "interrupted"
+            self._finish_run(report, "interrupted", started, metrics=metrics)
+            raise
         except BaseException as exc:
             report.chunks_embedded = self.embedder.embedded - embedded_before
             report.status = "failed"
@@ -157,24 +114,33 @@ class SyncPipeline:
         return report
 
     def _examine_source(self, source: SourceRow, connector: Connector, report: SyncReport, metrics: dict,
-                        spool: _Spool, progress: Progress) -> tuple[dict[str, DocumentRow], set[str]]:
+                        spool: Spool, progress: Progress) -> tuple[dict[str, DocumentRow], set[str]]:
         """Step 1: scan, read, parse and chunk every changed document into ``spool``, publishing
         nothing, and measure what publishing would change into ``metrics``. Returns the documents the
         catalog knew and the ids the source still holds."""
         delta = DeltaQuality()
-        items = list(connector.scan())
+        items = []
+        for listed in connector.scan():
+            self.control.check()
+            items.append(listed)
         metrics["schema"] = dict(getattr(connector, "observed_schema", None) or {})
         progress("scan", 0, len(items))
         known = self._known(source.id)
+        chunked = self._chunked_with(source.id)
         seen: set[str] = set()
         for item in items:
+            self.control.check()
             if item.skipped:
                 report.skipped.append({"file": item.key, "reason": item.skipped})
             else:
                 doc_id = doc_id_for(source.id, item.key)
                 seen.add(doc_id)
-                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta)
-                if entry is not None:
+                stale = doc_id in chunked and chunked[doc_id] != self.chunker.fingerprint
+                entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta, stale=stale)
+                if isinstance(entry, str):  # nothing to index after all (an empty file): as if not there
+                    seen.discard(doc_id)
+                    report.skipped.append({"file": item.key, "reason": entry})
+                elif entry is not None:
                     spool.add(entry)
                     for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
                         metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
@@ -190,19 +156,24 @@ class SyncPipeline:
             "removed_ratio": round(len(gone) / known_active, 4) if known_active else None}
         return known, seen
 
-    def _publish(self, source: SourceRow, spool: _Spool, known: dict[str, DocumentRow], seen: set[str],
+    def _publish(self, source: SourceRow, spool: Spool, known: dict[str, DocumentRow], seen: set[str],
                  report: SyncReport, metrics: dict, progress: Progress) -> None:
         """Step 2: commit the spooled documents batch by batch, delete what the source no longer holds,
         and fold the new rows into the indexes."""
         centroid = np.zeros(self.embedder.embedder.dimension, dtype=np.float64)
         optimized_at = 0
         for batch in spool.batches(self.batch_chunks):
+            self.control.check()
             centroid += self._commit_batch(source, batch, report, progress)
+            self.control.committed += len(batch)
             # index small and often: queries during a long sync scan only a short unindexed tail
             if self.optimize_every and report.chunks_written - optimized_at >= self.optimize_every:
                 self.store.optimize()
                 optimized_at = report.chunks_written
+        self.control.check()
         self._delete_missing(source, known, seen, report)
+        self.control.committed += report.documents_deleted
+        self.control.check()
         if report.chunks_written or report.documents_deleted:
             self.store.optimize()
         if report.chunks_written:
@@ -217,6 +188,13 @@ class SyncPipeline:
             s.add(run)
             s.flush()
             return run.id
+
+    @staticmethod
+    def abandon_run(catalog: Catalog, run_id: int) -> None:
+        """Record as ``interrupted`` a run whose process is about to end in the middle of it."""
+        with catalog.session(write=True) as s:
+            s.execute(update(IngestRunRow).where(IngestRunRow.id == run_id, IngestRunRow.status == "running")
+                      .values(status="interrupted", finished_at=utcnow()))
 
     def _finish_run(self, report: SyncReport, status: str, started: float, reason: str | None = None,
                     metrics: dict | None = None) -> None:
@@ -234,13 +212,24 @@ class SyncPipeline:
                                                        DocumentRow.status != "deleted"))
             return {r.id: r for r in rows}
 
+    def _chunked_with(self, source_id: int) -> dict[str, str | None]:
+        """Document id -> the chunker fingerprint its indexed version was cut with (None: before
+        fingerprints were recorded)."""
+        with self.catalog.session() as s:
+            rows = s.execute(select(DocumentRow.id, DocumentVersionRow.stats)
+                             .join(DocumentVersionRow, DocumentVersionRow.id == DocumentRow.current_version_id)
+                             .where(DocumentRow.source_id == source_id, DocumentRow.status != "deleted"))
+            return {doc_id: (stats or {}).get("chunking") for doc_id, stats in rows}
+
     def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport,
-                 delta: DeltaQuality) -> _Pending | None:
-        """One document: what to publish for it, or None (unchanged, failed before, or failed now)."""
+                 delta: DeltaQuality, *, stale: bool = False) -> Pending | str | None:
+        """One document: what to publish for it, None (unchanged, failed before, or failed now), or why
+        it is skipped (``"empty file"``: no bytes, or only white space).
+        ``stale``: its indexed version was cut by another chunker, so it is re-chunked even if unchanged."""
         if item.error:
             self._record_failure(item, source_id, doc_id, doc, None, item.error, report, acl_problem=not item.acl)
             return None
-        same_acl = doc is not None and frozenset(doc.acl) == item.acl
+        same_acl = doc is not None and frozenset(doc.acl) == item.acl and not stale
         if doc is not None and same_acl and self._same_stat(item, doc):
             self._known_outcome(item, doc, report)
             return None
@@ -249,6 +238,8 @@ class SyncPipeline:
         except OSError as exc:
             self._record_failure(item, source_id, doc_id, doc, None, f"cannot read: {exc}", report)
             return None
+        if not content.strip():
+            return "empty file"
         content_hash = hashlib.sha256(content).hexdigest()
         if doc is not None and doc.seen_hash == content_hash and (doc.status == "failed" or
                                                                   (doc.status == "active" and same_acl)):
@@ -273,7 +264,7 @@ class SyncPipeline:
             report.error(item.key, doc.error or "failed before")
 
     def _parse(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content: bytes,
-               content_hash: str, report: SyncReport, delta: DeltaQuality) -> _Pending | None:
+               content_hash: str, report: SyncReport, delta: DeltaQuality) -> Pending | None:
         """Parse and chunk new or changed content; a parse error is recorded for the document."""
         version_id = version_id_for(doc_id, content_hash)
         try:
@@ -284,16 +275,16 @@ class SyncPipeline:
             return None
         chunks = self.chunker.chunk(parsed, doc_id, version_id)
         texts = [c.text for c in chunks]
-        stats = version_stats(texts, parsed.columns)
+        stats = version_stats(texts, parsed.columns) | {"chunking": self.chunker.fingerprint}
         delta.parsed(texts, stats)
         if doc is None or doc.current_version_id is None:
             kind = "added"
         elif doc.seen_hash == content_hash and doc.status == "active":
-            kind = "acl_changed"
+            kind = "acl_changed" if frozenset(doc.acl) != item.acl else "rechunked"
         else:
             kind = "updated"
         pages = len({s.page for s in parsed.sections if s.page}) or 1
-        return _Pending(item, doc_id, version_id, content_hash, len(content), chunks,
+        return Pending(item, doc_id, version_id, content_hash, len(content), chunks,
                         item.title or parsed.title, kind, parsed.parser, pages, stats)
 
     def _touch(self, doc_id: str, item: SourceItem) -> None:
@@ -324,7 +315,7 @@ class SyncPipeline:
                                            status="failed", error=reason, run_id=report.run_id))
 
     # -- write ---------------------------------------------------------------------------
-    def _commit_batch(self, source: SourceRow, batch: list[_Pending], report: SyncReport, progress: Progress) -> np.ndarray:
+    def _commit_batch(self, source: SourceRow, batch: list[Pending], report: SyncReport, progress: Progress) -> np.ndarray:
         """Publish a batch; returns the sum of its chunk vectors (for the run's centroid)."""
         with self.catalog.session(write=True) as s:  # 1. intent
             for p in batch:
@@ -336,7 +327,12 @@ class SyncPipeline:
                                            size=p.size, mtime=p.item.mtime, parser=p.parser, status="pending",
                                            chunk_count=len(p.chunks), run_id=report.run_id, stats=p.stats))
         texts = [c.text for p in batch for c in p.chunks]
-        vectors = self.embedder.embed(texts, progress=lambda n: progress("embed", n, None))  # 2.
+
+        def embedded(n: int) -> None:
+            progress("embed", n, None)
+            self.control.check()  # a stop between embedding batches: this batch is redone next time
+
+        vectors = self.embedder.embed(texts, progress=embedded)  # 2.
         rows, i = [], 0
         for p in batch:
             for c in p.chunks:
@@ -360,7 +356,7 @@ class SyncPipeline:
                 row.seen_hash, row.seen_size, row.seen_mtime = p.content_hash, p.item.size, p.item.mtime
         for p in batch:
             setattr(report, f"documents_{p.kind}", getattr(report, f"documents_{p.kind}") + 1)
-            report.pages += p.pages if p.kind != "acl_changed" else 0
+            report.pages += p.pages if p.kind not in ("acl_changed", "rechunked") else 0
         report.chunks_written += len(rows)
         if not rows:
             return np.zeros(self.embedder.embedder.dimension, dtype=np.float64)

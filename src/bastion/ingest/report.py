@@ -8,12 +8,13 @@ from dataclasses import asdict, dataclass, field
 class SyncReport:
     source: str
     run_id: int | None = None
-    status: str = "completed"  # completed | quarantined (nothing published) | failed
+    status: str = "completed"  # completed | quarantined (nothing published) | failed | interrupted
     documents_added: int = 0
     documents_updated: int = 0
     documents_acl_changed: int = 0
     documents_deleted: int = 0
     documents_unchanged: int = 0
+    documents_rechunked: int = 0  # unchanged, but indexed by another chunker: cut again
     documents_failed: int = 0
     chunks_embedded: int = 0
     chunks_written: int = 0

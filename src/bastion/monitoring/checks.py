@@ -168,6 +168,8 @@ def sync_checks(t: MonitorThresholds, source: str, run: SyncFacts, history: list
 
 
 def _sync_failure(run: SyncFacts) -> Findings:
+    if run.status == "interrupted":  # stopped on request (Ctrl-C, SIGTERM): says nothing about the source
+        return {}
     if run.status != "failed":
         return {"parse.sync": None}
     reason = next((e["reason"] for e in reversed(run.errors) if e.get("file") is None), "unknown error")
@@ -322,10 +324,11 @@ class Checks:
         return gate(self.config.for_source(source), metrics)
 
     def latest_run_id(self, source: str) -> int | None:
-        """The source's most recent finished (or failed / quarantined) sync."""
+        """The source's most recent finished (or failed / quarantined) sync; running and interrupted
+        ones do not count."""
         with self.catalog.session() as s:
             run_id: int | None = s.scalar(select(func.max(IngestRunRow.id)).where(
-                IngestRunRow.source == source, IngestRunRow.status != "running"))
+                IngestRunRow.source == source, IngestRunRow.status.in_(FINISHED)))
             return run_id
 
     def evaluate(self, source: str, run_id: int | None, now: datetime, embedder: Embedder | None) -> Findings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 
 from bastion.core.types import ParsedDocument
-from bastion.parsing._sections import build
+from bastion.parsing._sections import build, record
 
 
 def parse(content: bytes) -> ParsedDocument:
@@ -34,6 +34,6 @@ def parse(content: bytes) -> ParsedDocument:
         if not rows:
             continue
         header, body = rows[0], rows[1:]
-        lines = ["; ".join(f"{h}: {v}" for h, v in zip(header, r) if v) for r in body] or [" | ".join(header)]
+        lines = [record((h, v) for h, v in zip(header, r) if v) for r in body] or [" | ".join(header)]
         parts.append(("\n".join(lines), None, heading))
     return build(parts, "python-docx", title=title)

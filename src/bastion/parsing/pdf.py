@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 
 from bastion.core.errors import ParseError
@@ -12,9 +13,21 @@ from bastion.parsing._sections import build
 _CJK_BREAK = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef])\n(?=[\u3000-\u9fff\uff00-\uffef])")
 
 
+def _quiet_pypdf() -> None:
+    """pypdf logs what it repaired or could not read ("EOF marker not found") as warnings; with no
+    logging set up, Python prints them raw on stderr beside the sync's own line for the document.
+    A do-nothing handler on pypdf's logger stops that last-resort printing; a process that sets up
+    logging (the server) still receives them through the root logger. Idempotent."""
+    logger = logging.getLogger("pypdf")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def parse(content: bytes) -> ParsedDocument:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
+
+    _quiet_pypdf()
 
     try:
         reader = PdfReader(io.BytesIO(content))

@@ -1,4 +1,5 @@
-"""CSV and XLSX: one record per row, each value labelled with its column header."""
+"""CSV and XLSX: one record per row (``header = value | …``), each a section of its own labelled
+``row 3`` (``Sheet1 row 3``), so the chunker makes every row a chunk that is retrievable alone."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,7 @@ from dataclasses import replace
 
 from bastion.core.errors import ParseError
 from bastion.core.types import ParsedDocument
-from bastion.parsing._sections import build
+from bastion.parsing._sections import build, record
 from bastion.parsing.text import decode
 
 
@@ -15,10 +16,10 @@ def _records(header: list[str], rows: list[list[str]], sheet: str | None) -> lis
     header = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
     parts: list[tuple[str, int | None, str | None]] = []
     for n, row in enumerate(rows, start=1):
-        fields = [f"{h}: {str(v).strip()}" for h, v in zip(header, row) if v is not None and str(v).strip()]
+        fields = [(h, str(v).strip()) for h, v in zip(header, row) if v is not None and str(v).strip()]
         if fields:
             label = f"{sheet} row {n}" if sheet else f"row {n}"
-            parts.append(("; ".join(fields), None, label))
+            parts.append((record(fields), None, label))
     return parts
 
 

@@ -203,6 +203,7 @@ def uvicorn_config(app: ASGIApp, cfg: ServerConfig, host: str | None = None,
 
 
 def serve(ws: Workspace, host: str | None = None, port: int | None = None) -> None:
-    import uvicorn
+    from bastion.server.bridge import BridgedServer
 
-    uvicorn.Server(uvicorn_config(create_app(ws), ws.config.server, host, port)).run()
+    app = create_app(ws)
+    BridgedServer(uvicorn_config(app, ws.config.server, host, port), app, ws).run()

@@ -199,7 +199,7 @@ class SyncJobs:
                 if line.strip():
                     other.append(line.strip())
         out = child.stdout.read()
-        if child.wait() not in (0, 3):  # 3: quarantined, reported in the JSON
+        if child.wait() not in (0, 3, 4):  # 3: quarantined, 4: some documents failed; both reported in the JSON
             message = " ".join(other[-20:]).removeprefix("error: ")
             raise RuntimeError(message or f"bastion sync exited with {child.returncode}")
         data = json.loads(out)

@@ -39,6 +39,7 @@ class UserBody(StrictBody):
     groups: list[GroupName] = Field(default_factory=list, max_length=200)
     role: Role = "member"
     password: Password | None = None
+    replace: bool = False  # an existing user's groups and role are replaced only when asked
 
 
 class UserPatch(StrictBody):
@@ -68,17 +69,28 @@ def _user_changed(body: UserBody | UserPatch) -> Callable[[_UserSaved], AuditEnt
 
 @router.post("/users", status_code=201, response_model=None, summary="Add a user (or replace their groups and role)")
 async def add_user(body: UserBody, ctx: Ctx = Depends(require("admin", "user.add"))) -> JsonObject:
-    saved = await blocking_audited(ctx, lambda: _save_user(ctx, body.user, body.groups, body.role, body.password),
-                                   target=body.user, entry=_user_changed(body))
+    def save() -> _UserSaved:
+        ws = ctx.server.ws
+        known = {p.user_id for p in ws.directory.users()}
+        if body.user in known and not body.replace:
+            raise Problem(409, "conflict", f"user {body.user!r} already exists; PATCH /api/v1/users/{body.user} "
+                                           "changes them, or send replace: true to replace their groups and role")
+        groups_before = set(ws.directory.groups())
+        saved = _save_user(ctx, body.user, body.groups, body.role, body.password)
+        saved.user["new_groups"] = sorted(set(body.groups) - groups_before)
+        return saved
+
+    saved = await blocking_audited(ctx, save, target=body.user, entry=_user_changed(body))
     return saved.user
 
 
-@router.patch("/users/{user_id}", response_model=None, summary="Change a user's groups, role or password")
+@router.patch("/users/{user_id}", response_model=None,
+              summary="Change a user's groups, role or password (a new password ends their web sessions)")
 async def patch_user(user_id: Annotated[str, PathParam(max_length=200)], body: UserPatch,
                      ctx: Ctx = Depends(require("admin", "user.change"))) -> JsonObject:
     saved = await blocking_audited(ctx, lambda: _change_user(ctx, user_id, body), target=user_id,
                                    entry=_user_changed(body))
-    return saved.user
+    return saved.user | {"sessions_ended": saved.sessions_ended}
 
 
 def _change_user(ctx: Ctx, user_id: str, change: UserPatch) -> _UserSaved:
@@ -102,7 +114,7 @@ def _keep_an_admin(ctx: Ctx, user_id: str, new_role: str | None) -> None:
 
 
 @router.delete("/users/{user_id}", response_model=None,
-               summary="Remove a user: their keys and sessions stop working at once")
+               summary="Remove a user: their keys and sessions stop working at once; their conversations are deleted")
 async def delete_user(user_id: Annotated[str, PathParam(max_length=200)],
                       ctx: Ctx = Depends(require("admin", "user.remove"))) -> JsonObject:
     await blocking_audited(ctx, lambda: _remove_user(ctx, user_id), target=user_id)
@@ -112,6 +124,7 @@ async def delete_user(user_id: Annotated[str, PathParam(max_length=200)],
 def _remove_user(ctx: Ctx, user_id: str) -> None:
     _existing_user(ctx, user_id)
     _keep_an_admin(ctx, user_id, None)
+    ctx.server.ws.conversations.remove_all(user_id)  # the catalog's foreign keys cascade too
     ctx.server.ws.directory.remove_user(user_id)
 
 

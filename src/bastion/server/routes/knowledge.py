@@ -12,12 +12,14 @@ from pydantic import Field
 
 from bastion.core.errors import BastionError
 from bastion.server.auth import Ctx, require
+from bastion.server.plain_language import empty_index_message
 from bastion.server.problems import Problem
 from bastion.server.routes.common import AuditEntry, JsonObject, Name, StrictBody, Text, blocking_audited
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
 NOT_FOUND = "no such document, or you may not read it"
 NOT_YOURS = "no such answer, or it is not yours"
+CONTEXT_CHARS = 600  # text shown before and after a passage
 
 
 class SearchBody(StrictBody):
@@ -32,7 +34,17 @@ async def search(body: SearchBody, ctx: Ctx = Depends(require("member", "search"
     hits = await blocking_audited(
         ctx, lambda: ctx.server.ws.search(body.query, ctx.principal, body.k, source=body.source, mode=body.mode),
         entry=lambda hits: AuditEntry(target=body.query, detail={"k": body.k, "hits": [h.chunk_id for h in hits]}))
-    return {"hits": [h.to_dict() for h in hits]}
+    out: JsonObject = {"hits": [h.to_dict() for h in hits], "index_empty": False, "message": None}
+    if not hits:  # only an empty result asks whether the index itself is empty
+        note = await ctx.server.blocking(empty_index_note, ctx, body.source, "en")
+        out |= {"index_empty": note is not None, "message": note}
+    return out
+
+
+def empty_index_note(ctx: Ctx, source: str | list[str] | None, language: str) -> str | None:
+    """When nothing is indexed (in ``source``) for anyone: why, plainly for members (blocking)."""
+    hint = ctx.server.ws.index_status(source).hint
+    return empty_index_message(hint, language, admin=ctx.identity.at_least("admin"))
 
 
 @router.get("/documents", response_model=None, summary="Documents the caller may read")
@@ -74,17 +86,33 @@ def _passage(r: dict[str, Any]) -> JsonObject:
             "version_id": r.get("version_id")}
 
 
-@router.get("/passages/{chunk_id}", response_model=None, summary="One cited passage (404 if not readable)")
+@router.get("/passages/{chunk_id}", response_model=None,
+            summary="One cited passage with its document and the text around it (404 if not readable)")
 async def passage(chunk_id: Annotated[str, PathParam(max_length=200)],
                   ctx: Ctx = Depends(require("member", "passages.get"))) -> JsonObject:
     return await blocking_audited(ctx, lambda: _readable_passage(ctx, chunk_id), target=chunk_id)
 
 
 def _readable_passage(ctx: Ctx, chunk_id: str) -> JsonObject:
-    hits = ctx.server.ws.store.fetch([(chunk_id, 0.0)], ctx.principal.labels())
-    if not hits:
+    """The passage, its document's title and original, and the text just before and after it (what a viewer
+    highlights the passage in), from the passages of the same version the caller may read."""
+    ws = ctx.server.ws
+    hits = ws.store.fetch([(chunk_id, 0.0)], ctx.principal.labels())
+    doc = ws.documents.readable(ctx.principal, hits[0].row["doc_id"]) if hits else None
+    if doc is None:
         raise Problem(404, "not-found", "no such passage, or you may not read it")
-    return _passage(hits[0].row)
+    row = hits[0].row
+    before = after = ""
+    for r in ws.store.rows_for([doc.id]) if row.get("char_start") is not None else []:
+        if (r.get("version_id") != row.get("version_id") or r.get("char_start") is None
+                or not ctx.principal.can_read(r.get("acl") or [])):
+            continue
+        if r["ordinal"] == row["ordinal"] - 1:
+            before = r["text"][:max(0, row["char_start"] - r["char_start"])][-CONTEXT_CHARS:]
+        elif r["ordinal"] == row["ordinal"] + 1:
+            after = r["text"][max(0, row["char_end"] - r["char_start"]):][:CONTEXT_CHARS]
+    return _passage(row) | {"title": doc.title, "original": f"/api/v1/documents/{doc.id}/original",
+                            "before": before, "after": after}
 
 
 @router.get("/lineage/{lineage_id}", response_model=None, summary="An answer's lineage (your own; admins: any)")
@@ -100,9 +128,31 @@ def _own_lineage(ctx: Ctx, lineage_id: str) -> JsonObject:
         record: JsonObject = ctx.server.ws.lineage(lineage_id)
     except BastionError:
         raise Problem(404, "not-found", NOT_YOURS) from None
-    if record["user_id"] != ctx.identity.user_id and not ctx.identity.at_least("admin"):
+    if ctx.identity.at_least("admin"):
+        return record
+    if record["user_id"] != ctx.identity.user_id:
         raise Problem(404, "not-found", NOT_YOURS)
-    return record
+    return _as_owner_reads(ctx, record)
+
+
+def _as_owner_reads(ctx: Ctx, record: JsonObject) -> JsonObject:
+    """A member's own lineage as they may read today: what came from documents they can no longer read
+    (the answer's sentences citing them, its citations, the model's raw text, those hits) is left out."""
+    from bastion.stored_answers import cited_documents, readable_documents, shown_answer
+
+    retrieval = record.get("retrieval") or {}
+    hits, citations = retrieval.get("hits") or [], record.get("citations") or []
+    docs = cited_documents(citations) | cited_documents(hits)
+    with ctx.server.ws.catalog.session() as s:
+        readable = readable_documents(s, ctx.principal, docs)
+    if docs <= readable:
+        return record
+    answer, shown = shown_answer(record.get("answer") or "", citations, readable)
+    checks = record.get("checks") or {}
+    return record | {"answer": answer, "citations": shown, "raw_answer": None,
+                     "checks": checks | {"invalid_detail": []} if checks else checks,
+                     "retrieval": retrieval | {"hits": [h if h.get("doc_id") in readable else
+                                                        {"n": h.get("n"), "available": False} for h in hits]}}
 
 
 class FeedbackBody(StrictBody):
@@ -128,8 +178,17 @@ def _add_feedback(ctx: Ctx, body: FeedbackBody) -> int:
     return feedback_id
 
 
-@router.get("/assistants", response_model=None, summary="Assistants (OpenAI model names) of this server")
+DEFAULT_ASSISTANT = "bastion"
+
+
+@router.get("/assistants", response_model=None,
+            summary="Assistants (OpenAI model names) of this server, for an assistant picker")
 async def assistants(ctx: Ctx = Depends(require("member", "models.list"))) -> JsonObject:
+    """Each assistant's name, description, mode and model as it answers, its sources (empty: every source the
+    caller may read), and which is the default (``bastion``, what ``POST /ask`` uses without ``assistant``)."""
     await ctx.audit_async()
-    return {"assistants": [{"name": n, "description": a.description, "mode": a.mode, "sources": a.sources}
+    cfg = ctx.server.ws.config
+    return {"default": DEFAULT_ASSISTANT,
+            "assistants": [{"name": n, "description": a.description, "mode": a.mode or cfg.answer.mode,
+                            "model": a.model or cfg.llm.model, "sources": a.sources, "default": n == DEFAULT_ASSISTANT}
                            for n, a in ctx.server.ws.assistants().items()]}

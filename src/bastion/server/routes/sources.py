@@ -1,4 +1,5 @@
-"""Sources, uploads into folder sources, and background sync jobs."""
+"""Sources (list with each one's last sync and what failed, add, change, remove), uploads into folder
+sources, and background sync jobs."""
 from __future__ import annotations
 
 import re
@@ -11,7 +12,7 @@ from fastapi import Path as PathParam
 from pydantic import Field
 
 from bastion.catalog.models import utc_iso
-from bastion.core.errors import ConfigError
+from bastion.core.errors import ConfigError, WorkspaceError
 from bastion.core.types import parse_acl
 from bastion.server.auth import Ctx, require
 from bastion.server.jobs import member_view
@@ -33,19 +34,31 @@ class _Source(Protocol):
     created_at: datetime
 
 
+def _masked(url: str | None) -> str | None:
+    return _SECRET_IN_URL.sub(r"\1***@", url) if url else url
+
+
 def _source_dict(source: _Source) -> JsonObject:
     cfg = dict(source.config)
     if cfg.get("url"):
-        cfg["url"] = _SECRET_IN_URL.sub(r"\1***@", cfg["url"])
+        cfg["url"] = _masked(cfg["url"])
     return {"name": source.name, "kind": source_kind(source.kind), "config": cfg,
             "created_at": utc_iso(source.created_at)}
 
 
-@router.get("/sources", tags=["admin"], response_model=None, summary="Sources (database passwords masked)")
+@router.get("/sources", tags=["admin"], response_model=None,
+            summary="Sources (database passwords masked), each with its last sync, its errors and skipped items, "
+                    "and the documents that failed")
 async def sources(ctx: Ctx = Depends(require("admin", "sources.list"))) -> JsonObject:
-    rows = await ctx.server.blocking(ctx.server.ws.sources.list)
+    from bastion.source_admin import sync_health
+
+    def read() -> JsonObject:
+        rows, health = ctx.server.ws.sources.list(), sync_health(ctx.server.ws.catalog)
+        return {"sources": [_source_dict(r) | health.get(r.name, {}) for r in rows]}
+
+    found = await ctx.server.blocking(read)
     await ctx.audit_async()
-    return {"sources": [_source_dict(r) for r in rows]}
+    return found
 
 
 class SourceBody(StrictBody):
@@ -84,6 +97,74 @@ def _add_source(ctx: Ctx, body: SourceBody) -> _Source:
     return reg.add_sql(body.name, body.url, id_column=body.id_column, template=body.text_template, table=body.table,
                        query=body.query, updated_at_column=body.updated_at_column, acl_column=body.acl_column,
                        title_column=body.title_column, acl=body.acl)
+
+
+class SourcePatch(StrictBody):
+    """Settings to change; those left out stay. Folder sources: ``path``, ``acl``, ``include``, ``exclude``,
+    ``uploaders``; SQL sources: ``url``, ``acl``, ``table``, ``query``, ``id_column``, ``text_template``,
+    ``updated_at_column``, ``acl_column``, ``title_column`` (null clears the optional ones)."""
+
+    path: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    acl: Annotated[str, Field(max_length=4000)] | None = None
+    include: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=100)
+    exclude: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=100)
+    uploaders: Annotated[str, Field(max_length=4000)] | None = None
+    url: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    table: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    query: Annotated[str, Field(min_length=1, max_length=20000)] | None = None
+    id_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    text_template: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    updated_at_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    acl_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    title_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    sync: bool = True
+
+
+@router.patch("/sources/{name}", tags=["admin"], response_model=None,
+              summary="Change a source's settings; a sync applies them (queued unless sync=false)")
+async def edit_source(name: Annotated[str, PathParam(max_length=100)], body: SourcePatch,
+                      ctx: Ctx = Depends(require("admin", "source.change"))) -> JsonObject:
+    changes = {k: getattr(body, k) for k in body.model_fields_set - {"sync"}}
+    return await blocking_audited(ctx, lambda: _edit_source(ctx, name, changes, body.sync), target=name,
+                                  entry=lambda out: AuditEntry(detail={"changed": sorted(changes),
+                                                                       "acl": changes.get("acl"),
+                                                                       "job": (out["job"] or {}).get("id")}))
+
+
+def _edit_source(ctx: Ctx, name: str, changes: dict[str, Any], sync: bool) -> JsonObject:
+    from bastion.source_admin import edit_source
+
+    ws = ctx.server.ws
+    row = _existing(ctx, name)
+    if not changes:
+        raise ConfigError("nothing to change: name at least one setting")
+    row = edit_source(ws.sources, name, changes, masked_url=_masked(row.config.get("url")))
+    job = ctx.server.jobs.start(name, ctx.identity.user_id) if sync else None
+    return _source_dict(row) | {"job": job}
+
+
+@router.delete("/sources/{name}", tags=["admin"], response_model=None,
+               summary="Remove a source: its documents leave the index and the catalog (409 while a sync runs)")
+async def remove_source(name: Annotated[str, PathParam(max_length=100)],
+                        ctx: Ctx = Depends(require("admin", "source.remove"))) -> JsonObject:
+    return await blocking_audited(ctx, lambda: _remove_source(ctx, name), target=name,
+                                  entry=lambda out: AuditEntry(detail={k: out[k] for k in ("kind", "documents")}))
+
+
+def _remove_source(ctx: Ctx, name: str) -> JsonObject:
+    ws = ctx.server.ws
+    _existing(ctx, name)
+    try:
+        return ws.remove_source(name, by=ctx.identity.user_id)
+    except WorkspaceError as exc:
+        raise Problem(409, "conflict", f"source {name!r} cannot be removed now: {exc}") from None
+
+
+def _existing(ctx: Ctx, name: str) -> _Source:
+    try:
+        return ctx.server.ws.sources.get(name)
+    except ConfigError:
+        raise Problem(404, "not-found", f"unknown source {name!r}") from None
 
 
 def _safe_relative(name: str) -> PurePosixPath:
