@@ -96,7 +96,7 @@ def run(dataset: str,
         batch: Annotated[int, typer.Option(min=1, max=256)] = 4,
         seq: Annotated[int, typer.Option(min=64, max=8192, help="Tokens per example at most.")] = 512,
         layers: Annotated[Optional[int], typer.Option(
-            min=1, help="Adapt only the last N layers (about twice as fast on CPU with a third of them).")] = None,
+            min=1, help="Adapt only the last N layers (cheaper steps on a CPU).")] = None,
         seed: int = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
         evaluate: Annotated[bool, typer.Option(help="Evaluate against the base model afterwards.")] = True,
