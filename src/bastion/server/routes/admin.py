@@ -71,8 +71,7 @@ def _user_changed(body: UserBody | UserPatch) -> Callable[[_UserSaved], AuditEnt
 async def add_user(body: UserBody, ctx: Ctx = Depends(require("admin", "user.add"))) -> JsonObject:
     def save() -> _UserSaved:
         ws = ctx.server.ws
-        known = {p.user_id for p in ws.directory.users()}
-        if body.user in known and not body.replace:
+        if not body.replace and _user_exists(ctx, body.user):
             raise Problem(409, "conflict", f"user {body.user!r} already exists; PATCH /api/v1/users/{body.user} "
                                            "changes them, or send replace: true to replace their groups and role")
         groups_before = set(ws.directory.groups())
@@ -99,6 +98,14 @@ def _change_user(ctx: Ctx, user_id: str, change: UserPatch) -> _UserSaved:
     _keep_an_admin(ctx, user_id, change.role)
     groups = change.groups if change.groups is not None else sorted(current.groups)
     return _save_user(ctx, user_id, groups, change.role, change.password)
+
+
+def _user_exists(ctx: Ctx, user_id: str) -> bool:
+    try:
+        ctx.server.ws.principal(user_id)
+    except AccessError:
+        return False
+    return True
 
 
 def _existing_user(ctx: Ctx, user_id: str) -> Principal:
