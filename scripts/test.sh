@@ -10,12 +10,17 @@ PY=${PYTHON:-python3}
 # the tune extra's torch: the CPU build (an unpinned torch would pull several GB of CUDA libraries)
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test,tune]"
-# the web UI tests drive Debian's headless Chromium (tests/server/test_ui.py); nothing is downloaded by Playwright
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+# Debian packages the tests start for real (scripts/test-packages.txt: Chromium for the web UI
+# tests, and the servers the integrations are tested against); nothing is downloaded by Playwright
+missing=$(grep -v '^#' scripts/test-packages.txt | while read -r pkg; do
+  [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && echo "$pkg"; done | tr '\n' ' ')
+if [ -n "${missing// /}" ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "installing chromium for the web UI tests" >&2
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  echo "installing Debian packages for the tests: $missing" >&2
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 # the lint and type gates (configured in pyproject.toml), then the tests
 .venv/bin/python -m ruff check src tests bench

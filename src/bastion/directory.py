@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 
 from bastion.accounts import ROLES, Accounts
 from bastion.catalog.db import Catalog
-from bastion.catalog.models import GroupRow, MembershipRow, UserRow
+from bastion.catalog.models import GroupRow, MembershipRow, UserRow, utcnow
 from bastion.core.errors import AccessError
 from bastion.core.types import Principal
 
@@ -72,17 +72,45 @@ class Directory:
             s.execute(delete(MembershipRow).where(MembershipRow.user_id == user_id, MembershipRow.group_name == group))
 
     def principal(self, user_id: str) -> Principal:
-        """The principal of a known user; unknown users get an error, never a default."""
+        """The principal of a known, active user; unknown and disabled users get an error, never a default."""
         with self.catalog.session() as s:
-            if s.get(UserRow, user_id) is None:
+            row = s.get(UserRow, user_id)
+            if row is None:
                 raise AccessError(f"unknown user {user_id!r}; add it with `bastion user add {user_id} --groups ...`")
+            if not row.active:
+                raise AccessError(f"user {user_id!r} is disabled")
             groups = s.scalars(select(MembershipRow.group_name).where(MembershipRow.user_id == user_id))
             return Principal(user_id, frozenset(groups))
 
-    def users(self) -> list[Principal]:
+    def set_active(self, user_id: str, active: bool) -> None:
+        """Enable or disable a user. Disabling ends the user's sessions at once; its keys stop
+        working because every request resolves the principal, which a disabled user has not."""
         with self.catalog.session() as s:
-            ids = s.scalars(select(UserRow.id).order_by(UserRow.id)).all()
-        return [self.principal(u) for u in ids]
+            row = s.get(UserRow, user_id)
+            if row is None:
+                raise AccessError(f"unknown user {user_id!r}")
+            row.active = active
+            row.updated_at = utcnow()
+        if not active:
+            self.accounts.end_sessions(user_id)
+
+    def is_active(self, user_id: str) -> bool:
+        with self.catalog.session() as s:
+            row = s.get(UserRow, user_id)
+            return row is not None and bool(row.active)
+
+    def users(self, *, include_disabled: bool = True) -> list[Principal]:
+        """Every user's principal (groups as stored), disabled ones too unless told otherwise."""
+        with self.catalog.session() as s:
+            q = select(UserRow.id).order_by(UserRow.id)
+            if not include_disabled:
+                q = q.where(UserRow.active.is_(True))
+            ids = s.scalars(q).all()
+            members: dict[str, set[str]] = {u: set() for u in ids}
+            for user, group in s.execute(select(MembershipRow.user_id, MembershipRow.group_name)):
+                if user in members:
+                    members[user].add(group)
+        return [Principal(u, frozenset(members[u])) for u in ids]
 
     def groups(self) -> dict[str, list[str]]:
         """Group name -> member user ids."""

@@ -78,6 +78,16 @@ class SourceRegistry:
         self._connector("sql", config)  # validates the options before anything is stored
         return self._add(name, "sql", config)
 
+    def add_kind(self, name: str, kind: str, options: dict[str, Any], *, acl: str | None = None) -> SourceRow:
+        """A source of any installed kind (``web``, ``git``, ``imap``, ``s3``, a package's own):
+        the options are checked by building its connector before anything is stored."""
+        kind = source_kind(kind)
+        if kind in (FOLDER, "sql"):
+            raise ConfigError(f"add a {kind} source with its own options (--path / --sql)")
+        config = {**options, "acl": acl or ""}
+        self._connector(kind, config)
+        return self._add(name, kind, config)
+
     def list(self) -> list[SourceRow]:
         with self.catalog.session() as s:
             return list(s.scalars(select(SourceRow).order_by(SourceRow.name)))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -97,12 +98,23 @@ class UserRow(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # where the user comes from: "local" (bastion user add, the UI), "ldap", "scim" or "oidc",
+    # and its id there; a disabled user (active false) can neither sign in nor use a key
+    origin: Mapped[str] = mapped_column(String(20), default="local", server_default="local")
+    external_id: Mapped[str | None] = mapped_column(String(400))
+    email: Mapped[str | None] = mapped_column(String(320))
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    updated_at: Mapped[datetime | None] = mapped_column()
 
 
 class GroupRow(Base):
     __tablename__ = "groups"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    origin: Mapped[str] = mapped_column(String(20), default="local", server_default="local")
+    external_id: Mapped[str | None] = mapped_column(String(400))
+    display_name: Mapped[str | None] = mapped_column(String(400))
+    updated_at: Mapped[datetime | None] = mapped_column()
 
 
 class MembershipRow(Base):

@@ -13,6 +13,24 @@ from bastion.core.errors import ConfigError
 app = typer.Typer(name="source", help="Sources to sync (folders, SQL tables).", no_args_is_help=True)
 
 
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``["url=https://x", "max_pages=50"]`` -> options; a value that reads as JSON (numbers,
+    true/false, lists) is taken as such, anything else as text."""
+    import json
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--option {pair!r}: write KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 @app.command("add")
 def source_add(
     name: str,
@@ -29,14 +47,18 @@ def source_add(
     acl_column: Annotated[Optional[str], typer.Option(help="SQL column of comma-separated principals.")] = None,
     title_column: Annotated[Optional[str], typer.Option(help="SQL column used as the document title.")] = None,
     uploaders: Annotated[str, typer.Option(help="Folders: principals whose editors may upload here over the API.")] = "",
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Another kind of source: web, git, imap, s3 or a package's.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE option of a --kind source (repeat).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a folder (--path) or SQL (--sql) source."""
+    """Add a folder (--path), SQL (--sql) or other (--kind KIND -o KEY=VALUE ...) source."""
     with friendly_errors():
-        if bool(path) == bool(sql):
-            raise ConfigError("give exactly one of --path DIR or --sql URL")
+        if sum(bool(x) for x in (path, sql, kind)) != 1:
+            raise ConfigError("give exactly one of --path DIR, --sql URL or --kind KIND")
         sources = open_ws().sources
-        if path:
+        if kind:
+            row = sources.add_kind(name, kind, parse_options(option or []), acl=acl)
+        elif path:
             row = sources.add_folder(name, path, acl=acl, include=csv_list(include), exclude=csv_list(exclude), uploaders=uploaders)
         else:
             assert sql is not None  # exactly one of path and sql was given
