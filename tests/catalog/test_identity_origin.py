@@ -1,0 +1,45 @@
+"""Users and groups that come from elsewhere (a directory, SCIM, SSO): origin, and disabling."""
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from bastion.catalog.db import Catalog
+from bastion.catalog.models import UserRow
+from bastion.core.errors import AccessError
+from bastion.directory import Directory
+
+
+def test_upgrading_from_0008_keeps_users_groups_and_memberships(tmp_path):
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+    cat.migrate("0008")
+    with cat.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, created_at) VALUES ('alice', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO groups (name, created_at) VALUES ('finance', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO memberships (user_id, group_name) VALUES ('alice', 'finance')"))
+    cat.migrate()
+    assert Directory(cat).principal("alice").groups == {"finance"}
+    with cat.session() as s:
+        row = s.get(UserRow, "alice")
+        assert (row.origin, row.active, row.external_id) == ("local", True, None)
+
+
+def test_a_disabled_user_loses_sessions_and_keys_and_comes_back_when_enabled(tmp_path):
+    d = Directory(Catalog.for_workspace(tmp_path))
+    d.add_user("alice", groups=["finance"])
+    d.add_user("bob", groups=["finance"])
+    token, _ = d.accounts.create_session("alice", timedelta(hours=1))
+    key_id, key = d.accounts.create_key("alice")
+    d.set_active("alice", False)
+    assert d.accounts.session(token) is None  # the session ended at once
+    with pytest.raises(AccessError, match="disabled"):
+        d.principal("alice")  # every request resolves the principal: a key of alice's stops working
+    assert not d.is_active("alice")
+    assert d.principal("bob").groups == {"finance"}  # others unaffected
+    assert [p.user_id for p in d.users(include_disabled=False)] == ["bob"]
+    assert {p.user_id for p in d.users()} == {"alice", "bob"}
+    d.set_active("alice", True)
+    assert d.principal("alice").groups == {"finance"}
+    assert d.accounts.authenticate_key(key) is not None  # the key itself was never revoked
+    with pytest.raises(AccessError, match="unknown user"):
+        d.set_active("nobody", False)
