@@ -22,6 +22,8 @@ if [ -n "${missing// /}" ] && command -v apt-get >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
+# the OpenID Connect provider the SSO tests start (tests/oidc, pinned by its package-lock.json)
+[ -d tests/oidc/node_modules ] || npm ci --prefix tests/oidc --no-audit --no-fund
 # the lint and type gates (configured in pyproject.toml), then the tests
 .venv/bin/python -m ruff check src tests bench
 .venv/bin/python -m mypy

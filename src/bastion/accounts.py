@@ -186,8 +186,10 @@ class LoginThrottle:
 class LoginResult:
     ok: bool
     user_id: str | None = None
-    reason: str | None = None  # bad-credentials | locked | no-password
+    reason: str | None = None  # bad-credentials | locked | unavailable (the directory could not be reached)
     retry_after_s: int = 0
+    method: str = "password"  # password (stored here) | ldap (a bind to the directory)
+    error: str | None = None  # why the directory could not be reached (for the audit log, not the client)
 
 
 class Accounts:
@@ -256,37 +258,56 @@ class Accounts:
         self.throttle.forget_user(user_id)
         return ended
 
-    def verify_password(self, user_id: str, password: str, client: str | None = None) -> LoginResult:
+    def verify_password(self, user_id: str, password: str, client: str | None = None, *,
+                        directory_check: Callable[[str, str], bool] | None = None) -> LoginResult:
         """Check a login from the client address ``client``.
 
         Failures are counted per (user name, address) and per address (:class:`LoginThrottle`), for
         unknown user names too, which also cost the same argon2 work as a wrong password: the answers
-        and their timing do not tell which users exist."""
+        and their timing do not tell which users exist. A disabled user's login fails like a wrong
+        password.
+
+        A directory user (origin ``ldap``) is checked by ``directory_check(user_id, password)`` (a bind
+        to the directory as them), never against a password stored here; without a check such users
+        cannot log in with a password. If the directory cannot be reached (``directory_check``
+        raises :class:`~bastion.core.errors.BastionError`) the result's reason is ``unavailable`` and
+        no failure is counted."""
         from argon2.exceptions import InvalidHashError, VerificationError
+
+        from bastion.core.errors import BastionError
 
         if not isinstance(user_id, str):
             return LoginResult(False, None, "bad-credentials")
         wait = self.throttle.wait(user_id, client)
         with self.catalog.session() as s:
-            acc = s.get(AccountRow, user_id)
-            known = user_id if acc is not None else None
-            if wait:
-                return LoginResult(False, known, "locked", wait)
-            stored = acc.password_hash if acc is not None and acc.password_hash else self._dummy_hash
-            try:
-                self._hasher.verify(stored, password or "")
-                ok = stored is not self._dummy_hash
-            except (VerificationError, InvalidHashError):
-                ok = False
-            if not ok:
-                wait = self.throttle.failed(user_id, client)
-                return LoginResult(False, known, "locked" if wait else "bad-credentials", wait)
-            assert acc is not None and acc.password_hash is not None  # ok: a real stored hash matched
-            if self._hasher.check_needs_rehash(acc.password_hash):
+            user, acc = s.get(UserRow, user_id), s.get(AccountRow, user_id)
+            known = user_id if user is not None else None
+            by_directory = user is not None and user.origin == "ldap"
+            active = user is not None and bool(user.active)
+            stored = acc.password_hash if acc is not None and acc.password_hash and not by_directory else None
+        method = "ldap" if by_directory else "password"
+        if wait:
+            return LoginResult(False, known, "locked", wait, method=method)
+        try:  # the same argon2 work whoever is named, directory users included
+            self._hasher.verify(stored or self._dummy_hash, password or "")
+            ok = stored is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if by_directory and active and directory_check is not None and isinstance(password, str) and password:
+            try:  # never an empty password: many directories take that bind as an anonymous success
+                ok = directory_check(user_id, password) is True
+            except BastionError as exc:
+                return LoginResult(False, known, "unavailable", method=method, error=str(exc))
+        if not (ok and active):
+            wait = self.throttle.failed(user_id, client)
+            return LoginResult(False, known, "locked" if wait else "bad-credentials", wait, method=method)
+        with self.catalog.session() as s:
+            acc = self._account(s, user_id)
+            if stored is not None and self._hasher.check_needs_rehash(stored):
                 acc.password_hash = self._hasher.hash(password)
             acc.last_login_at = utcnow()
         self.throttle.succeeded(user_id, client)
-        return LoginResult(True, user_id)
+        return LoginResult(True, user_id, method=method)
 
     # -- API keys ----------------------------------------------------------------------------
     def create_key(self, user_id: str, *, name: str | None = None, expires_in: timedelta | None = None,

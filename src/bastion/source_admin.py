@@ -24,7 +24,7 @@ from bastion.sources import FOLDER, SourceRegistry, source_kind
 if TYPE_CHECKING:
     from bastion.workspace import Workspace
 
-FOLDER_SETTINGS = ("path", "acl", "include", "exclude", "uploaders")
+FOLDER_SETTINGS = ("path", "acl", "include", "exclude", "uploaders", "permissions", "posix_other")
 SQL_SETTINGS = ("url", "acl", "table", "query", "id_column", "text_template", "updated_at_column", "acl_column",
                 "title_column")
 NULLABLE = {"table", "query", "updated_at_column", "acl_column", "title_column"}

@@ -6,6 +6,7 @@ package can add a kind. The built-in kinds are ``folder`` and ``sql``; catalogs 
 """
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -45,8 +46,9 @@ def connector_classes() -> dict[str, EntryPoint]:
 class SourceRegistry:
     """Add, list and open sources."""
 
-    def __init__(self, catalog: Catalog, ingest: IngestConfig):
+    def __init__(self, catalog: Catalog, ingest: IngestConfig, cache_root: Path | None = None):
         self.catalog, self.ingest = catalog, ingest
+        self.cache_root = cache_root  # connectors that declare ``cache_dir`` keep their state under it
 
     def _add(self, name: str, kind: str, config: dict[str, Any]) -> SourceRow:
         if not _NAME.match(name):
@@ -60,14 +62,21 @@ class SourceRegistry:
         return row
 
     def add_folder(self, name: str, path: str | Path, *, acl: str | None = None, include: list[str] | None = None,
-                   exclude: list[str] | None = None, uploaders: str | None = None) -> SourceRow:
-        """A folder source. ``uploaders``: principals (besides admins) whose editors may upload into it."""
+                   exclude: list[str] | None = None, uploaders: str | None = None, permissions: str = "acl-files",
+                   posix_other: str | None = None) -> SourceRow:
+        """A folder source. ``uploaders``: principals (besides admins) whose editors may upload into it.
+        ``permissions``: ``"acl-files"``, ``"posix"`` or ``"both"``; ``posix_other``: the principal
+        the "other" read bit grants (see ``docs/file-permissions.md``)."""
+        from bastion.connectors.filesystem import check_permissions
+
         root = Path(path).expanduser().resolve()
         if not root.is_dir():
             raise ConfigError(f"source folder {str(path)!r} does not exist or is not a folder")
         parse_acl(uploaders or "")
+        permissions, posix_other = check_permissions(permissions, posix_other)
         return self._add(name, FOLDER, {"path": str(root), "acl": acl or "", "include": include or [],
-                                         "exclude": exclude or [], "uploaders": uploaders or ""})
+                                         "exclude": exclude or [], "uploaders": uploaders or "",
+                                         "permissions": permissions, "posix_other": posix_other or ""})
 
     def add_sql(self, name: str, url: str, *, id_column: str, template: str, table: str | None = None,
                 query: str | None = None, updated_at_column: str | None = None, acl_column: str | None = None,
@@ -85,7 +94,7 @@ class SourceRegistry:
         if kind in (FOLDER, "sql"):
             raise ConfigError(f"add a {kind} source with its own options (--path / --sql)")
         config = {**options, "acl": acl or ""}
-        self._connector(kind, config)
+        self._connector(kind, config, name)
         return self._add(name, kind, config)
 
     def list(self) -> list[SourceRow]:
@@ -101,9 +110,9 @@ class SourceRegistry:
         return row
 
     def connector(self, row: SourceRow) -> Connector:
-        return self._connector(row.kind, row.config)
+        return self._connector(row.kind, row.config, row.name)
 
-    def _connector(self, kind: str, cfg: dict[str, Any]) -> Connector:
+    def _connector(self, kind: str, cfg: dict[str, Any], name: str | None = None) -> Connector:
         kind = source_kind(kind)
         found = connector_classes().get(kind)
         if found is None:
@@ -111,13 +120,18 @@ class SourceRegistry:
         cls = found.load()
         acl = parse_acl(cfg.get("acl") or "")
         options = _BUILT_IN_OPTIONS.get(kind, _plugin_options)
-        connector: Connector = cls(**options(cfg, self.ingest), default_acl=acl)
+        kwargs = options(cfg, self.ingest)
+        if self.cache_root is not None and name and "cache_dir" not in kwargs \
+                and "cache_dir" in inspect.signature(cls).parameters:  # a kind that keeps state between syncs
+            kwargs["cache_dir"] = str(self.cache_root / kind / f"source-{name}")  # never "." or ".."
+        connector: Connector = cls(**kwargs, default_acl=acl)
         return connector
 
 
 def _folder_options(cfg: dict[str, Any], ingest: IngestConfig) -> dict[str, Any]:
     return {"root": cfg["path"], "include": cfg.get("include"), "exclude": cfg.get("exclude"),
-            "max_bytes": int(ingest.max_file_mb * 2**20)}
+            "max_bytes": int(ingest.max_file_mb * 2**20), "permissions": cfg.get("permissions") or "acl-files",
+            "posix_other": cfg.get("posix_other") or None}
 
 
 def _sql_options(cfg: dict[str, Any], ingest: IngestConfig) -> dict[str, Any]:

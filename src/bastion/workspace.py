@@ -107,7 +107,7 @@ class Workspace:
 
     @cached_property
     def sources(self) -> SourceRegistry:
-        return SourceRegistry(self.catalog, self.config.ingest)
+        return SourceRegistry(self.catalog, self.config.ingest, cache_root=self.data_dir / "connectors")
 
     @cached_property
     def documents(self) -> DocumentCatalog:

@@ -43,3 +43,14 @@ def test_a_disabled_user_loses_sessions_and_keys_and_comes_back_when_enabled(tmp
     assert d.accounts.authenticate_key(key) is not None  # the key itself was never revoked
     with pytest.raises(AccessError, match="unknown user"):
         d.set_active("nobody", False)
+
+
+def test_a_catalog_written_by_a_newer_bastion_is_refused_with_what_to_do(tmp_path):
+    from bastion.core.errors import CatalogError
+
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    with cat.engine.begin() as conn:  # as a later version would leave it
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(CatalogError, match=r"revision 0099, written by a newer Bastion.*restore the backup"):
+        cat.migrate()
+    Directory(Catalog.open(f"sqlite:///{tmp_path / 'd.db'}")).add_user("alice")  # positive control: a current one opens

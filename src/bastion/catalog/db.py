@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
+from alembic import util as alembic_util
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -29,6 +30,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _known_revision(cfg: Config, revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+    except alembic_util.CommandError:
+        return False
 
 
 def _alembic_config() -> Config:
@@ -77,6 +85,14 @@ class Catalog:
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
             raise CatalogError(f"cannot migrate catalog {self.engine.url!r}: {exc}") from exc
+        except alembic_util.CommandError as exc:
+            current = self.schema_revision()
+            if current is not None and not _known_revision(cfg, current):
+                raise CatalogError(
+                    f"the catalog {self.engine.url.render_as_string(hide_password=True)!r} is at schema revision "
+                    f"{current}, written by a newer Bastion than this one (which knows up to {self.head_revision()}): "
+                    "upgrade Bastion, or restore the backup taken before the upgrade") from exc
+            raise CatalogError(f"cannot migrate catalog: {exc}") from exc
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:

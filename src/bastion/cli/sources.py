@@ -47,6 +47,8 @@ def source_add(
     acl_column: Annotated[Optional[str], typer.Option(help="SQL column of comma-separated principals.")] = None,
     title_column: Annotated[Optional[str], typer.Option(help="SQL column used as the document title.")] = None,
     uploaders: Annotated[str, typer.Option(help="Folders: principals whose editors may upload here over the API.")] = "",
+    permissions: Annotated[str, typer.Option(help="Folders: where ACLs come from: acl-files, posix or both.")] = "acl-files",
+    posix_other: Annotated[str, typer.Option(help="Folders (posix, both): principal the 'other' read bit grants; empty: nobody.")] = "",
     kind: Annotated[Optional[str], typer.Option("--kind", help="Another kind of source: web, git, imap, s3 or a package's.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE option of a --kind source (repeat).")] = None,
     as_json: JsonOpt = False,
@@ -59,7 +61,8 @@ def source_add(
         if kind:
             row = sources.add_kind(name, kind, parse_options(option or []), acl=acl)
         elif path:
-            row = sources.add_folder(name, path, acl=acl, include=csv_list(include), exclude=csv_list(exclude), uploaders=uploaders)
+            row = sources.add_folder(name, path, acl=acl, include=csv_list(include), exclude=csv_list(exclude), uploaders=uploaders,
+                                     permissions=permissions, posix_other=posix_other or None)
         else:
             assert sql is not None  # exactly one of path and sql was given
             if not text_template:
@@ -70,7 +73,40 @@ def source_add(
     if as_json:
         emit_json({"name": row.name, "kind": row.kind})
     else:
-        console.print(styled(f"added {row.kind} source ", (row.name, "bold"), f" (default ACL: {acl or 'nobody'})"))
+        where = "permissions from the file system" if path and permissions == "posix" else f"default ACL: {acl or 'nobody'}"
+        console.print(styled(f"added {row.kind} source ", (row.name, "bold"), f" ({where})"))
+
+
+def source_location(kind: str, cfg: dict) -> str:
+    """Where a source reads from, for people: never a password or a database URL.
+
+    >>> source_location("s3", {"bucket": "reports", "prefix": "finance/"})
+    's3://reports/finance/'
+    >>> source_location("git", {"url": "https://bot:secret@git.example.org/handbook.git", "ref": "main"})
+    'https://git.example.org/handbook.git @ main'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    def bare(url: str) -> str:  # no user name or password in what is shown
+        parts = urlsplit(url)
+        if parts.netloc and "@" in parts.netloc:
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        return urlunsplit(parts)
+
+    if kind == "folder":
+        return str(cfg.get("path") or "")
+    if kind == "sql":
+        return str(cfg.get("table") or "query")
+    if kind == "web":
+        return bare(str(cfg.get("url") or cfg.get("sitemap") or ""))
+    if kind == "git":
+        ref = cfg.get("ref")
+        return bare(str(cfg.get("url") or "")) + (f" @ {ref}" if ref else "")
+    if kind == "s3":
+        return f"s3://{cfg.get('bucket', '')}/{cfg.get('prefix') or ''}"
+    if kind == "imap":
+        return f"{cfg.get('username', '')}@{cfg.get('host', '')}"
+    return "-"
 
 
 @app.command("list")
@@ -80,7 +116,7 @@ def source_list(as_json: JsonOpt = False) -> None:
 
     with friendly_errors():
         rows = open_ws().sources.list()
-    data = [{"name": r.name, "kind": source_kind(r.kind), "location": r.config.get("path") or r.config.get("table") or "query",
+    data = [{"name": r.name, "kind": source_kind(r.kind), "location": source_location(source_kind(r.kind), r.config),
              "acl": r.config.get("acl") or ""} for r in rows]
     if as_json:
         emit_json(data)
@@ -99,6 +135,8 @@ def source_edit(
     include: Annotated[Optional[str], typer.Option(help="Folders: comma-separated globs to include.")] = None,
     exclude: Annotated[Optional[str], typer.Option(help="Folders: comma-separated globs to exclude.")] = None,
     uploaders: Annotated[Optional[str], typer.Option(help="Folders: principals whose editors may upload.")] = None,
+    permissions: Annotated[Optional[str], typer.Option(help="Folders: where ACLs come from: acl-files, posix or both.")] = None,
+    posix_other: Annotated[Optional[str], typer.Option(help="Folders: principal the 'other' read bit grants ('' for nobody).")] = None,
     sql: Annotated[Optional[str], typer.Option("--sql", help="SQL: the database URL.")] = None,
     table: Annotated[Optional[str], typer.Option(help="SQL: the table.")] = None,
     query: Annotated[Optional[str], typer.Option(help="SQL: a query instead of a table.")] = None,
@@ -108,7 +146,8 @@ def source_edit(
     """Change a source's settings (each checked before any is stored); the next sync applies them."""
     from bastion.source_admin import edit_source
 
-    given = {"path": str(path) if path else None, "acl": acl, "uploaders": uploaders, "url": sql, "table": table,
+    given = {"path": str(path) if path else None, "acl": acl, "uploaders": uploaders, "permissions": permissions,
+             "posix_other": posix_other, "url": sql, "table": table,
              "query": query, "text_template": text_template.replace("\\n", "\n") if text_template else None,
              "include": csv_list(include) if include is not None else None,
              "exclude": csv_list(exclude) if exclude is not None else None}

@@ -14,6 +14,11 @@ refused instead of read. Pipes, sockets and device files are skipped with a reas
 opened (a pipe would block the sync), and so are links to them. Files larger than the size
 limit are listed with an error, not read. Files of a type no parser reads are left out unless
 an ``include`` pattern names them: then they are skipped with a reason.
+
+``permissions`` says where a file's ACL comes from: ``"acl-files"`` (the source default and
+``.bastion-acl`` files, as above), ``"posix"`` (the file system alone: owner, group, mode bits
+and POSIX ACLs of the file and of every folder down to it, see :mod:`bastion.connectors.posix`)
+or ``"both"`` (only principals both admit: neither can widen the other).
 """
 from __future__ import annotations
 
@@ -24,18 +29,24 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from bastion.connectors.posix import Names, Permissions, PosixAclError, readers
+from bastion.connectors.posix import permissions as read_permissions
 from bastion.connectors.protocol import SourceItem
-from bastion.core.errors import AccessError, IngestError
-from bastion.core.types import parse_acl
+from bastion.core.errors import AccessError, ConfigError, IngestError
+from bastion.core.types import parse_acl, parse_principal
+from bastion.events import log
 from bastion.parsing import SUPPORTED
 
 ACL_FILE = ".bastion-acl"
 MAX_ACL_BYTES = 64 * 1024
 _NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = _NOFOLLOW | os.O_NONBLOCK  # a pipe swapped in after the listing must not block the open
+PERMISSIONS = ("acl-files", "posix", "both")
+Chain = tuple[Permissions, ...] | str  # the permissions of the folders from the root down, or why withdrawn
 
 
 def _matches(rel: str, patterns: list[str]) -> bool:
@@ -76,6 +87,24 @@ def _open_folder(root: Path, parts: tuple[str, ...], *, create: bool = False) ->
         os.close(fd)
         raise
     return fd
+
+
+def read_fd(root: Path, rel: str, *, expect: tuple[int, int] | None) -> int:
+    """A descriptor of the regular file ``rel`` under ``root``, opened without following any link
+    on the way (as :func:`read_beneath` does), for its permissions; the caller closes it."""
+    parts = PurePosixPath(rel).parts
+    fd = _open_folder(root, parts[:-1])
+    try:
+        file_fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{rel!r} is a link or cannot be opened: refused ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    st = os.fstat(file_fd)
+    if not stat.S_ISREG(st.st_mode) or (expect is not None and (st.st_dev, st.st_ino) != expect):
+        os.close(file_fd)
+        raise OSError(f"{rel!r} is not the regular file the listing saw: refused, read again at the next sync")
+    return file_fd
 
 
 def read_beneath(root: Path, rel: str, *, expect: tuple[int, int] | None = None, limit: int | None = None) -> bytes:
@@ -151,12 +180,15 @@ class FilesystemConnector:
     """
 
     def __init__(self, root: str | Path, *, default_acl: frozenset[str], include: list[str] | None = None,
-                 exclude: list[str] | None = None, max_bytes: int = 50 * 2**20):
+                 exclude: list[str] | None = None, max_bytes: int = 50 * 2**20, permissions: str = "acl-files",
+                 posix_other: str | None = None):
         self.root = Path(root).resolve()
         self.default_acl = default_acl
         self.include = include or []
         self.exclude = exclude or []
         self.max_bytes = max_bytes
+        self.permissions, self.posix_other = check_permissions(permissions, posix_other)
+        self.unmapped: dict[str, list[str]] = {}  # file -> uids/gids without a name at the last scan
 
     def _acl_for(self, folder: Path, inherited: frozenset[str] | str) -> frozenset[str] | str:
         """The ACL of ``folder``'s subtree, or the reason it is withdrawn (fail closed)."""
@@ -181,7 +213,17 @@ class FilesystemConnector:
     def folder_acl(self, rel_folder: PurePosixPath) -> frozenset[str] | str:
         """The ACL a file written into ``rel_folder`` gets at the next sync, computed from the root
         down as :meth:`scan` does, or the reason nothing may be written there (a withdrawn subtree,
-        a folder on the way that is a link or not a folder). Folders not there yet inherit."""
+        a folder on the way that is a link or not a folder). Folders not there yet inherit.
+
+        When the file system sets the permissions, a folder has no ACL of its own (each file
+        has its own, see :meth:`file_acl`): the reason is returned, so nothing is written there."""
+        if self.permissions != "acl-files":
+            return (f"the permissions of source folder {str(self.root)!r} come from the file system: "
+                    "each file has its own, a folder has none")
+        return self._files_acl(rel_folder)
+
+    def _files_acl(self, rel_folder: PurePosixPath) -> frozenset[str] | str:
+        """The ACL the source default and ``.bastion-acl`` files give ``rel_folder``."""
         folder, acl = self.root, self._acl_for(self.root, self.default_acl)
         for part in rel_folder.parts:
             folder = folder / part
@@ -194,22 +236,100 @@ class FilesystemConnector:
             acl = self._acl_for(folder, acl)
         return acl
 
+    def file_acl(self, rel: PurePosixPath) -> frozenset[str] | str:
+        """The ACL the file ``rel`` has now, as :meth:`scan` would compute it, or why it has none."""
+        if self.permissions == "acl-files":
+            return self.folder_acl(rel.parent)
+        acl = self._files_acl(rel.parent) if self.permissions == "both" else frozenset()
+        if isinstance(acl, str):
+            return acl
+        chain: Chain = ()
+        for depth in range(len(rel.parts)):
+            chain = self._chain(PurePosixPath(*rel.parts[:depth]), chain)
+        if isinstance(chain, str):
+            return chain
+        try:
+            fd = read_fd(self.root, rel.as_posix(), expect=None)
+        except OSError as exc:
+            return f"cannot read the permissions of {rel.as_posix()!r}: {exc.strerror or exc}"
+        return self._posix_acl(fd, chain, acl, Names(other=self.posix_other), rel.as_posix())
+
+    def _chain(self, rel_folder: PurePosixPath, parent: Chain) -> Chain:
+        """The permissions of the folders from the root down to ``rel_folder``, or why withdrawn."""
+        if isinstance(parent, str):
+            return parent
+        try:
+            fd = _open_folder(self.root, rel_folder.parts)
+        except OSError as exc:
+            return f"cannot open folder {rel_folder.as_posix()!r}: {exc.strerror or exc}; its files are withdrawn"
+        try:
+            return (*parent, read_permissions(fd))
+        except (OSError, PosixAclError) as exc:
+            return f"cannot read the permissions of folder {rel_folder.as_posix()!r}: {exc}; its files are withdrawn"
+        finally:
+            os.close(fd)
+
+    def _posix_acl(self, fd: int, chain: tuple[Permissions, ...], files_acl: frozenset[str], names: Names,
+                   rel: str = "") -> frozenset[str] | str:
+        """Who may read the open file ``fd`` (closed here) through ``chain``, met with the
+        ``.bastion-acl`` ACL when both decide."""
+        names.unmapped = set()
+        try:
+            acl = readers(chain, read_permissions(fd), names)
+        except (OSError, PosixAclError) as exc:
+            return f"cannot read the permissions of {rel!r}: {exc}; the file is withheld"
+        finally:
+            os.close(fd)
+        if names.unmapped:
+            self.unmapped[rel] = sorted(names.unmapped)
+            log("source.posix_unmapped", root=str(self.root), file=rel, ids=sorted(names.unmapped))
+        return names.meet(acl, files_acl) if self.permissions == "both" else acl
+
     def scan(self) -> Iterator[SourceItem]:
         if not self.root.is_dir():
             raise IngestError(f"source folder {str(self.root)!r} does not exist or is not a folder")
         acls: dict[Path, frozenset[str] | str] = {}
+        chains: dict[Path, Chain] = {}
+        self.unmapped, names = {}, Names(other=self.posix_other)
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             folder = Path(dirpath)
             parent_acl = acls.get(folder.parent, self.default_acl) if folder != self.root else self.default_acl
-            acl = acls[folder] = self._acl_for(folder, parent_acl)
+            # with "posix" the file system alone decides: .bastion-acl files are not read
+            acl = acls[folder] = frozenset() if self.permissions == "posix" else self._acl_for(folder, parent_acl)
+            chain: Chain = ()
+            if self.permissions != "acl-files":
+                rel_folder = PurePosixPath(folder.relative_to(self.root).as_posix())
+                chain = chains[folder] = self._chain(rel_folder, chains.get(folder.parent, ()) if folder != self.root else ())
             visible = sorted(d for d in dirnames if not d.startswith("."))
             dirnames[:] = [d for d in visible if not (folder / d).is_symlink()]
             for name in sorted(set(visible) - set(dirnames)):  # links to folders: reported, not followed
                 yield self._skipped(folder / name, "link")
             for name in sorted(filenames):
                 item = self._item(folder / name, acl)
+                if item is not None and self.permissions != "acl-files" and not item.skipped:
+                    item = self._with_posix_acl(item, acl, chain, names)
                 if item is not None:
                     yield item
+
+    def _with_posix_acl(self, item: SourceItem, files_acl: frozenset[str] | str, chain: Chain, names: Names) -> SourceItem:
+        """``item`` labelled with the readers the file system admits (and the ``.bastion-acl`` one, for ``both``)."""
+        metadata = dict(item.metadata)
+        identity = metadata.pop("identity", None)
+        item = replace(item, metadata=metadata)
+        if isinstance(files_acl, str):
+            return item  # a withdrawn subtree: the item carries its error and no ACL already
+        if isinstance(chain, str):
+            return replace(item, acl=frozenset(), error=chain)
+        try:
+            fd = read_fd(self.root, item.key, expect=identity)
+        except OSError as exc:
+            return replace(item, acl=frozenset(), error=f"cannot read the permissions of {item.key!r}: {exc}")
+        acl = self._posix_acl(fd, chain, files_acl, names, item.key)
+        if isinstance(acl, str):
+            return replace(item, acl=frozenset(), error=acl)
+        if item.key in self.unmapped:
+            metadata["posix_unmapped"] = self.unmapped[item.key]
+        return replace(item, acl=acl, metadata=metadata)
 
     def _skipped(self, path: Path, reason: str) -> SourceItem:
         rel = path.relative_to(self.root).as_posix()
@@ -243,8 +363,22 @@ class FilesystemConnector:
         return SourceItem(
             key=rel, uri=str(path), media_type=suffix, acl=acl if isinstance(acl, frozenset) else frozenset(),
             load=lambda: read_beneath(root, rel, expect=identity), mtime=st.st_mtime, size=st.st_size,
-            title=path.stem, error=error,
+            title=path.stem, error=error, metadata={"identity": identity} if self.permissions != "acl-files" else {},
         )
+
+
+def check_permissions(permissions: str, posix_other: str | None) -> tuple[str, str | None]:
+    """Validate a folder source's ``permissions`` and ``posix_other`` options."""
+    if permissions not in PERMISSIONS:
+        raise ConfigError(f"invalid permissions {permissions!r}: use one of {', '.join(PERMISSIONS)}")
+    if posix_other in (None, ""):
+        return permissions, None
+    if not isinstance(posix_other, str):
+        raise ConfigError(f"invalid posix_other {posix_other!r}: give one principal, e.g. 'everyone' or 'group:staff'")
+    try:
+        return permissions, parse_principal(posix_other)
+    except AccessError as exc:
+        raise ConfigError(f"invalid posix_other: {exc}") from None
 
 
 def _never() -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -183,10 +184,140 @@ class JwtConfig(_Strict):
         return self
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+
+
+def _networks(key: str, value: list[str]) -> list[str]:
+    """IP addresses or networks, each checked (``"10.0.0.5"``, ``"10.0.0.0/24"``)."""
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{key} entry {entry!r} is not an IP address or network "
+                             "(e.g. '10.0.0.5' or '10.0.0.0/24')") from None
+    return value
+
+
+class TrustedFrontendsConfig(_Strict):
+    """Chat front ends (Open WebUI, LibreChat) that call with one API key for all their users and
+    name the user each request is for in a header. Off while ``keys`` and ``users`` are empty."""
+
+    keys: list[str] = []  # API key ids allowed to act for a forwarded user
+    users: list[str] = []  # or: every API key of these (service) users
+    # the headers that name a forwarded user: sent by anyone else, the request is refused
+    headers: list[str] = ["X-OpenWebUI-User-Name", "X-OpenWebUI-User-Id", "X-OpenWebUI-User-Email",
+                          "X-OpenWebUI-User-Role"]
+    user_header: str = "X-OpenWebUI-User-Email"  # the one whose value identifies the Bastion user
+    match: Literal["id", "email"] = "email"  # the value is a user id, or the email of exactly one user
+    addresses: list[str] = []  # when set, a front end's key forwards only from these addresses / networks
+    max_role: Literal["member", "editor", "admin"] = "member"  # a forwarded user's role is capped here
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"auth.trusted_frontends.headers entry {name!r} is not an HTTP header name")
+        return value
+
+    @field_validator("user_header")
+    @classmethod
+    def _user_header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"auth.trusted_frontends.user_header {value!r} is not an HTTP header name")
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return _networks("auth.trusted_frontends.addresses", value)
+
+    @property
+    def all_headers(self) -> list[str]:
+        """Every header that names a forwarded user, ``user_header`` included (each name once, any case)."""
+        return list({h.lower(): h for h in [self.user_header, *self.headers]}.values())
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_SAFE_ID_TOKEN_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+
+class OidcConfig(_Strict):
+    """Browser single sign-on with OpenID Connect (authorization code flow with PKCE); docs/sso.md."""
+
+    issuer: str  # discovery at <issuer>/.well-known/openid-configuration
+    client_id: str = Field(min_length=1, max_length=400)
+    # a confidential client's secret, from this environment variable or file (relative to the
+    # workspace); neither: a public client (PKCE alone)
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    scopes: list[str] = ["openid", "profile", "email"]
+    # where the provider sends the browser back; None: derived from the request
+    # (<scheme>://<host>/auth/oidc/callback, scheme and host from server.trusted_proxies only)
+    redirect_url: str | None = None
+    username_claim: str = "preferred_username"  # or email, sub, upn, ...
+    groups_claim: str | None = "groups"  # None: no groups from the provider
+    group_map: dict[str, str] = {}  # a claimed group (name or id) -> the Bastion group it means
+    allowed_groups: list[str] | None = None  # keep only these claimed groups (before the map); None: all
+    group_prefix: str = ""  # put before every kept group, e.g. "sso-"
+    admin_groups: list[str] = []  # claimed groups whose members get the admin role
+    editor_groups: list[str] = []  # ... the editor role; anyone else: member
+    # create: unknown users are added at their first sign-in (origin "oidc", groups and role refreshed
+    # from the claims at every sign-in); existing: only users already in the directory may sign in
+    jit: Literal["create", "existing"] = "create"
+    label: str = Field(default="single sign-on", min_length=1, max_length=80)  # "Sign in with <label>"
+    password_login: bool = True  # false: the web UI offers only single sign-on
+    userinfo: bool = True  # also read the provider's userinfo endpoint (claims an ID token may omit)
+    algorithms: list[str] = ["RS256"]
+    leeway_s: int = Field(default=30, ge=0, le=600)
+    # HMAC key of the short-lived login cookie, from this variable; several replicas must share one.
+    # None: a random key per process (a login started before a restart must be started again)
+    state_key_env: str | None = None
+    logout_at_provider: bool = True  # sign out at the provider's end_session_endpoint too, when it has one
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("issuer", "redirect_url")
+    @classmethod
+    def _https(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
+        if not (secure and parts.hostname) or parts.query or parts.fragment:
+            raise ValueError(f"auth.oidc.{info.field_name} {value!r} must be an https:// URL without query or "
+                             "fragment (http:// only for localhost)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OidcConfig:
+        if "openid" not in self.scopes:
+            raise ValueError(f"auth.oidc.scopes {self.scopes!r} must include 'openid'")
+        bad = [a for a in self.algorithms if a not in _SAFE_ID_TOKEN_ALGORITHMS]
+        if bad or not self.algorithms:
+            raise ValueError(f"auth.oidc.algorithms {bad or '[]'}: use asymmetric algorithms from "
+                             f"{sorted(_SAFE_ID_TOKEN_ALGORITHMS)}")
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("give auth.oidc.client_secret_env or auth.oidc.client_secret_file, not both")
+        if not self.username_claim:
+            raise ValueError("auth.oidc.username_claim is empty: name the claim that holds the user name")
+        names = [self.group_prefix + g for g in self.group_map.values()] + ([self.group_prefix + "x"]
+                                                                             if self.group_prefix else [])
+        bad_names = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.@\-\u0080-\uffff]{1,200}", n)]
+        if bad_names:
+            raise ValueError(f"auth.oidc.group_map / group_prefix make invalid group names {bad_names[:5]!r}: "
+                             "use letters, digits, '.', '_', '-', '@' (no spaces or commas)")
+        return self
+
+
 class AuthConfig(_Strict):
     """How callers prove who they are."""
 
     jwt: JwtConfig | None = None  # off unless configured
+    oidc: OidcConfig | None = None  # browser single sign-on; off unless configured
+    # chat front ends whose API key may act for the user named in a header (docs/server.md)
+    trusted_frontends: TrustedFrontendsConfig = TrustedFrontendsConfig()
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     cookie_secure: bool | None = None  # None: Secure when the request came over https
     # failed logins per (user name, client address): after this many that pair waits lockout_base_s,
@@ -223,13 +354,7 @@ class ServerConfig(_Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"server.trusted_proxies entry {entry!r} is not an IP address or network "
-                                 "(e.g. '10.0.0.5' or '10.0.0.0/24')") from None
-        return value
+        return _networks("server.trusted_proxies", value)
 
 
 class MonitorThresholds(_Strict):
@@ -302,6 +427,20 @@ class MonitoringConfig(MonitorThresholds):
         return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
+class ScimConfig(_Strict):
+    """``[scim]``: SCIM 2.0 provisioning of users and groups by an identity provider (docs/scim.md)."""
+
+    enabled: bool = False  # /scim/v2 answers 404 unless true
+    # the bearer token SCIM clients send is read from this variable (at least 32 characters)
+    token_env: str = "BASTION_SCIM_TOKEN"
+    # true: SCIM may also change and delete users and groups created locally (they become origin "scim")
+    manage_local: bool = False
+    # Bastion group name -> the role its members get; empty: SCIM never changes a role
+    role_groups: dict[str, Literal["member", "editor", "admin"]] = {}
+    max_results: int = Field(default=200, ge=1, le=10_000)  # resources in one list response
+    max_body_kb: int = Field(default=256, ge=1, le=64 * 1024)  # also capped by server.max_request_kb
+
+
 class AssistantConfig(_Strict):
     """What a client names as ``model`` on /v1/chat/completions: a model + prompt template + sources."""
 
@@ -310,6 +449,96 @@ class AssistantConfig(_Strict):
     sources: list[str] = []  # default: every source
     mode: Literal["answer", "extract"] | None = None  # default: answer.mode
     description: str = ""
+
+
+class LdapDirectoryConfig(_Strict):
+    """``[directory.ldap]``: users and groups read from an LDAP server or Active Directory (docs/directory.md).
+
+    The bind password is never in the file: ``bind_password_env`` names an environment variable,
+    ``bind_password_file`` a file (relative to the workspace) that holds it."""
+
+    url: list[str]  # ldap:// or ldaps:// (one string, or a list tried in order until one answers)
+    bind_dn: str | None = None  # None: an anonymous bind
+    bind_password_env: str | None = None
+    bind_password_file: str | None = None
+    start_tls: bool = False  # upgrade an ldap:// connection to TLS before binding
+    # a password over plain ldap:// (no StartTLS) to a host other than this machine is refused unless this is set
+    allow_plaintext_bind: bool = False
+    ca_file: str | None = None  # CA certificates (PEM) that the server's certificate must chain to
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    page_size: int = Field(default=500, ge=1, le=100_000)  # entries per page of a paged search
+    user_base: str
+    user_filter: str = "(objectClass=inetOrgPerson)"
+    user_id_attribute: str = "uid"  # Active Directory: sAMAccountName
+    display_name_attribute: str = "cn"  # Active Directory: displayName
+    mail_attribute: str = "mail"
+    external_id_attribute: str = "entryUUID"  # Active Directory: objectGUID; "dn": the entry's DN
+    # users matching this filter too are disabled (Active Directory's userAccountControl bit 2 always is)
+    disabled_filter: str | None = None
+    disabled_attribute: str | None = None  # a user that has this attribute is disabled, e.g. pwdAccountLockedTime
+    group_base: str | None = None  # default: user_base
+    group_filter: str = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))"
+    group_name_attribute: str = "cn"
+    # attributes listing a group's members: DNs of users or of nested groups; memberUid lists user ids
+    member_attributes: list[str] = ["member", "uniqueMember", "memberUid"]
+    lowercase_names: bool = True  # user ids and group names in lower case
+    group_prefix: str = ""  # prepended to every group name from the directory, e.g. "ldap-"
+    interval: str | None = None  # `bastion serve` syncs this often (e.g. "1h"); None: only when asked
+    remove: Literal["disable", "delete"] = "disable"  # users no longer in the directory
+    # refuse (unless --force) a sync that would leave fewer than this share of the directory's users active
+    min_keep_fraction: float = Field(default=0.5, ge=0, le=1)
+    # directory users sign in to the web UI with their directory password (checked by a bind as them)
+    password_login: bool = False
+    # a directory user's role follows these (Bastion) group names at each sync; both empty: roles are left alone
+    admin_groups: list[str] = []
+    editor_groups: list[str] = []
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _ldap_urls(cls, value: Any) -> Any:
+        urls = [value] if isinstance(value, str) else value
+        if not isinstance(urls, list):
+            return urls  # the type check says what is wrong
+        if not urls:
+            raise ValueError("directory.ldap.url: give at least one server, e.g. 'ldaps://ldap.example.com'")
+        for url in urls:
+            if isinstance(url, str) and not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"directory.ldap.url {url!r} must start with ldap:// or ldaps://")
+        return urls
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(f"directory.ldap.interval: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LdapDirectoryConfig:
+        if self.bind_password_env and self.bind_password_file:
+            raise ValueError("give directory.ldap.bind_password_env or bind_password_file, not both")
+        if bool(self.bind_password_env or self.bind_password_file) != bool(self.bind_dn):
+            raise ValueError("directory.ldap: give bind_dn with bind_password_env (or bind_password_file), "
+                             "or neither for an anonymous bind")
+        if (self.bind_dn or self.password_login) and not (self.start_tls or self.allow_plaintext_bind):
+            from urllib.parse import urlsplit
+
+            for url in self.url:
+                host = urlsplit(url).hostname or ""
+                if url.lower().startswith("ldap://") and host not in ("localhost", "127.0.0.1", "::1"):
+                    what = "the bind password" if self.bind_dn else "users' passwords (password_login)"
+                    raise ValueError(f"directory.ldap.url {url!r} would send {what} unencrypted: use "
+                                     "ldaps://, or start_tls = true, or allow_plaintext_bind = true on a trusted network")
+        return self
+
+
+class DirectoryConfig(_Strict):
+    """``[directory]``: where users and groups come from besides `bastion user add`."""
+
+    ldap: LdapDirectoryConfig | None = None  # off unless configured
 
 
 class WorkspaceConfig(_Strict):
@@ -325,6 +554,8 @@ class WorkspaceConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    directory: DirectoryConfig = DirectoryConfig()  # users and groups from LDAP / Active Directory
+    scim: ScimConfig = ScimConfig()  # users and groups provisioned over SCIM 2.0
     # name -> assistant; "bastion" (the workspace defaults) always exists unless redefined here
     assistants: dict[str, AssistantConfig] = {}
 
@@ -420,6 +651,20 @@ port = 8900
 # audience = "bastion"
 # groups_claim = "groups"
 
+# [directory.ldap]       # users and groups from LDAP / Active Directory (docs/directory.md)
+# url = "ldaps://ldap.example.com"
+# bind_dn = "cn=bastion,ou=services,dc=example,dc=com"
+# bind_password_env = "BASTION_LDAP_PASSWORD"
+# user_base = "ou=people,dc=example,dc=com"
+# group_base = "ou=groups,dc=example,dc=com"
+# interval = "1h"        # `bastion serve` syncs this often; or run `bastion directory sync`
+
+# [auth.oidc]            # browser single sign-on (docs/sso.md)
+# issuer = "https://idp.example.com/realms/company"
+# client_id = "bastion"
+# client_secret_env = "BASTION_OIDC_SECRET"
+# admin_groups = ["bastion-admins"]
+
 [monitoring]             # data observability (docs/monitoring.md)
 sync_sla = "3d"          # alert when a source has not synced successfully for this long
 # change_sla = "1d"      # alert when nothing in a source changed for this long (a stalled feed)
@@ -429,6 +674,11 @@ quarantine_removed = 0.6 # do not publish a sync that removes 60 % of a source's
 # [[monitoring.webhooks]]
 # url = "https://alerts.example.com/hooks/bastion"
 # secret_env = "BASTION_WEBHOOK_SECRET"
+
+# [scim]                 # SCIM 2.0 provisioning by an identity provider (docs/scim.md)
+# enabled = true         # the bearer token is read from BASTION_SCIM_TOKEN (token_env)
+# [scim.role_groups]     # group -> role; without it SCIM never changes a role
+# bastion-admins = "admin"
 
 # [assistants.finance-bot]   # an OpenAI "model" name: model + prompt + sources
 # sources = ["finance"]

@@ -42,6 +42,7 @@ from bastion.generation.prompting import (
 from bastion.generation.protocol import LLM, ChatMessage, DecodingParams, OnToken
 from bastion.generation.records import AnswerRecords
 from bastion.generation.results import Answer, Citation
+from bastion.generation.streaming import CheckedStream
 from bastion.retrieval.analyzer import analyze
 
 if TYPE_CHECKING:
@@ -287,6 +288,8 @@ class Answerer:
         q.timings["prompt"] = time.perf_counter() - t
         if self.cfg.cache and (cached := self.records.cached(prompt.cache_key)) is not None:
             return self._from_cache(q, cached, on_token)
+        if isinstance(on_token, CheckedStream):  # it releases each sentence once it passed the checks below
+            on_token.begin({p.n: p.text for p in prompt.passages}, self.cfg.min_support)
         try:
             # always stream, so the time to the first token is measured
             gen = llm.generate(prompt.messages, prompt.params, on_token or _ignore_token)

@@ -236,7 +236,8 @@ class SyncPipeline:
         try:
             content = item.load()
         except OSError as exc:
-            self._record_failure(item, source_id, doc_id, doc, None, f"cannot read: {exc}", report)
+            # a read failure may be passing (a network blip, a lock): tried again at the next sync
+            self._record_failure(item, source_id, doc_id, doc, None, f"cannot read: {exc}", report, retry=True)
             return None
         if not content.strip():
             return "empty file"
@@ -292,9 +293,11 @@ class SyncPipeline:
             s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(seen_mtime=item.mtime, seen_size=item.size))
 
     def _record_failure(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content_hash: str | None,
-                        reason: str, report: SyncReport, size: int | None = None, acl_problem: bool = False) -> None:
+                        reason: str, report: SyncReport, size: int | None = None, acl_problem: bool = False,
+                        retry: bool = False) -> None:
         """Record a per-document error. The previous good version stays searchable, unless
-        the problem is the ACL itself: then the document is withdrawn (fail closed)."""
+        the problem is the ACL itself: then the document is withdrawn (fail closed). ``retry``: the
+        listing's size and time are not remembered, so the next sync reads the document again."""
         report.error(item.key, reason)
         if acl_problem and doc is not None and doc.current_version_id:
             self.store.replace_documents([doc_id], [])
@@ -308,7 +311,8 @@ class SyncPipeline:
             if acl_problem:
                 row.current_version_id = None
                 row.acl = []
-            row.error, row.seen_hash, row.seen_size, row.seen_mtime = reason, content_hash, item.size or size, item.mtime
+            row.error, row.seen_hash = reason, content_hash
+            row.seen_size, row.seen_mtime = (None, None) if retry else (item.size or size, item.mtime)
             if content_hash:
                 s.merge(DocumentVersionRow(id=version_id_for(doc_id, content_hash), document_id=doc_id,
                                            content_hash=content_hash, size=size or 0, mtime=item.mtime,

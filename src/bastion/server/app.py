@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from bastion import __version__
+from bastion.identity.schedule import scheduled_directory_sync
 from bastion.server import problems
 from bastion.server.auth import Authenticator
 from bastion.server.jobs import SyncJobs
@@ -77,7 +78,8 @@ class BastionServer:
             self.warmer = IndexWarmer(self.ws, every, on_warm=self._warmed)
             self.warmer.start()
         try:
-            yield
+            async with scheduled_directory_sync(self.ws):  # [directory.ldap] interval (docs/directory.md)
+                yield
         finally:
             if self.warmer is not None:
                 await anyio.to_thread.run_sync(self.warmer.stop)
@@ -115,7 +117,17 @@ def create_app(ws: Workspace) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    if ws.config.scim.enabled:  # SCIM 2.0 provisioning (docs/scim.md; the scim extra)
+        from bastion.server.routes.scim import router as scim_router
+
+        app.include_router(scim_router)
+    from bastion.server.routes import oidc  # browser single sign-on ([auth.oidc]) and the login methods
+
+    oidc.install(app, server)
     _add_api_docs(app)
+    from bastion.server.mcp import mount_mcp
+
+    mount_mcp(app, server)  # /mcp: the MCP server (streamable HTTP), started with the app's lifespan
 
     @app.get("/healthz", tags=["health"], response_model=None, summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -18,6 +18,7 @@ from bastion.accounts import KEY_PREFIX, ROLES, role_rank
 from bastion.core.config import JwtConfig
 from bastion.core.errors import AccessError
 from bastion.core.types import Principal
+from bastion.server.frontends import forwarded_identity
 from bastion.server.problems import Problem
 from bastion.server.tokens import JwtValidator
 
@@ -29,6 +30,8 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # reads a web UI repeats (polling) are audited for keys and tokens, not for every UI refresh
 QUIET_FOR_SESSIONS = {"me", "jobs.get", "jobs.list", "models.list", "sources.list"}
+# a chat front end acts for its users in their questions, not with their credentials
+NOT_FOR_FRONTENDS = {"key.create", "key.revoke", "logout.all"}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Identity:
     key_id: str | None = None
     csrf: str | None = None
     session_token: str | None = None
+    frontend: str | None = None  # via "frontend": the user owning the front end's key (key_id)
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
@@ -98,7 +102,11 @@ class Authenticator:
         return self.server.ws.principal(user_id)
 
     def identify(self, request: Request) -> Identity:
-        """Blocking (catalog reads): called in a worker thread."""
+        """Blocking (catalog reads): called in a worker thread. A trusted chat front end's key may act
+        for the user its request names (:mod:`bastion.server.frontends`)."""
+        return forwarded_identity(self.server, request, self._credential(request))
+
+    def _credential(self, request: Request) -> Identity:
         srv = self.server
         header = request.headers.get("authorization")
         if header:
@@ -115,8 +123,9 @@ class Authenticator:
                     raise self._refuse(request, f"API key {info.id} is {why}", "auth.key", actor=info.user_id)
                 try:
                     principal = self._principal(info.user_id)
-                except AccessError:
-                    raise self._refuse(request, "the key's user no longer exists", "auth.key") from None
+                except AccessError as exc:
+                    why = "is disabled" if "disabled" in str(exc) else "no longer exists"
+                    raise self._refuse(request, f"the key's user {why}", "auth.key", actor=info.user_id) from None
                 return Identity(info.user_id, principal, srv.accounts.role(info.user_id), "key", key_id=info.id)
             if self.jwt is None:
                 raise self._refuse(request, "bearer token is not an API key and no JWT issuer is configured", "auth")
@@ -135,7 +144,7 @@ class Authenticator:
             try:
                 principal = self._principal(user_id)
             except AccessError:
-                raise Problem(401, "unauthenticated", "the session's user no longer exists") from None
+                raise Problem(401, "unauthenticated", "the session's user is disabled or no longer exists") from None
             if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
                 raise Problem(403, "csrf", f"send the session's CSRF token in the {CSRF_HEADER} header")
             return Identity(user_id, principal, srv.accounts.role(user_id), "session", csrf=csrf, session_token=cookie)
@@ -196,6 +205,8 @@ class Ctx:
             self.audited = True
             return
         extra = {"key_id": ident.key_id} if ident.key_id else {}
+        if ident.frontend:
+            extra["frontend"] = ident.frontend
         try:
             self._record(ident, outcome, target, lineage_id, detail, action, extra)
         except Exception as exc:
@@ -230,6 +241,9 @@ def require(role: str, action: str) -> Callable[[Request], Awaitable[Ctx]]:
         request.state.ctx = ctx
         if not identity.at_least(role):
             raise Problem(403, "forbidden", f"this needs the {role} role; {identity.user_id} is {identity.role}")
+        if identity.via == "frontend" and action in NOT_FOR_FRONTENDS:
+            raise Problem(403, "forbidden", f"{action} is not allowed through a chat front end; "
+                                            f"{identity.user_id} can do it signed in to Bastion")
         return ctx
 
     dependency.__name__ = f"require_{role}"

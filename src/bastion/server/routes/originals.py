@@ -94,7 +94,7 @@ def _original(ctx: Ctx, doc_id: str) -> _File | dict[str, Any]:
         raise Problem(404, "not-found", NOT_FOUND)
     conn = ws.sources.connector(source)
     assert isinstance(conn, FilesystemConnector)
-    acl = conn.folder_acl(rel.parent)  # as the folder's .bastion-acl files say now, not at the last sync
+    acl = conn.file_acl(rel)  # as the .bastion-acl files (or the file system) say now, not at the last sync
     if isinstance(acl, str) or not ctx.principal.can_read(acl):
         raise Problem(404, "not-found", NOT_FOUND)
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -10,6 +11,7 @@ from pydantic import Field, field_validator
 
 from bastion.accounts import parse_lifetime
 from bastion.core.errors import AccessError
+from bastion.identity.ldap_login import check_password as check_ldap_password
 from bastion.server.auth import SESSION_COOKIE, Ctx, client_ip, request_scheme, require
 from bastion.server.problems import Problem
 from bastion.server.routes.common import AuditEntry, JsonObject, Name, Password, StrictBody, blocking_audited
@@ -30,15 +32,25 @@ async def login(body: LoginBody, request: Request, response: Response) -> JsonOb
     server: BastionServer = request.app.state.server
     trusted = server.ws.config.server.trusted_proxies
     ip = client_ip(request, trusted)
-    result = await server.blocking(server.accounts.verify_password, body.username, body.password, ip)
+    oidc = server.ws.config.auth.oidc
+    if oidc is not None and not oidc.password_login:  # [auth.oidc] password_login = false
+        raise Problem(403, "password-login-disabled", f"password sign-in is turned off; sign in with {oidc.label}")
+    ldap = server.ws.config.directory.ldap
+    check = partial(check_ldap_password, ldap, server.ws.home) if ldap is not None and ldap.password_login else None
+    result = await server.blocking(server.accounts.verify_password, body.username, body.password, ip,
+                                   directory_check=check)
 
     def record(outcome: str, reason: str | None = None) -> None:
-        server.audit.record(actor=body.username if result.user_id else None, via="password", action="login",
+        server.audit.record(actor=body.username if result.user_id else None, via=result.method, action="login",
                             outcome=outcome, ip=ip, request_id=request.state.request_id,
-                            detail={"username": body.username[:200]} | ({"reason": reason} if reason else {}))
+                            detail={"username": body.username[:200]} | ({"reason": reason} if reason else {})
+                            | ({"error": result.error} if result.error else {}))
 
     if not result.ok:
-        await server.blocking(record, "denied", result.reason)
+        await server.blocking(record, "failed" if result.reason == "unavailable" else "denied", result.reason)
+        if result.reason == "unavailable":
+            raise Problem(503, "directory-unavailable",
+                          "the directory could not be reached to check the password; try again later")
         if result.reason == "locked":
             raise Problem(429, "locked", f"too many failed logins; try again in {result.retry_after_s} s",
                           headers={"Retry-After": str(result.retry_after_s)})

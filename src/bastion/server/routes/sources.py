@@ -70,6 +70,8 @@ class SourceBody(StrictBody):
     include: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=100)
     exclude: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=100)
     uploaders: Annotated[str, Field(max_length=4000)] = ""
+    permissions: Literal["acl-files", "posix", "both"] = "acl-files"  # folders: where each file's ACL comes from
+    posix_other: Annotated[str, Field(max_length=200)] | None = None  # folders: what the "other" read bit grants
     table: Annotated[str, Field(max_length=200)] | None = None
     query: Annotated[str, Field(max_length=20000)] | None = None
     id_column: Annotated[str, Field(max_length=200)] = "id"
@@ -91,7 +93,7 @@ def _add_source(ctx: Ctx, body: SourceBody) -> _Source:
         if not body.path:
             raise ConfigError("a folder source needs 'path'")
         return reg.add_folder(body.name, body.path, acl=body.acl, include=body.include, exclude=body.exclude,
-                              uploaders=body.uploaders)
+                              uploaders=body.uploaders, permissions=body.permissions, posix_other=body.posix_other)
     if not (body.url and body.text_template):
         raise ConfigError("a SQL source needs 'url' and 'text_template'")
     return reg.add_sql(body.name, body.url, id_column=body.id_column, template=body.text_template, table=body.table,
@@ -101,7 +103,7 @@ def _add_source(ctx: Ctx, body: SourceBody) -> _Source:
 
 class SourcePatch(StrictBody):
     """Settings to change; those left out stay. Folder sources: ``path``, ``acl``, ``include``, ``exclude``,
-    ``uploaders``; SQL sources: ``url``, ``acl``, ``table``, ``query``, ``id_column``, ``text_template``,
+    ``uploaders``, ``permissions``, ``posix_other``; SQL sources: ``url``, ``acl``, ``table``, ``query``, ``id_column``, ``text_template``,
     ``updated_at_column``, ``acl_column``, ``title_column`` (null clears the optional ones)."""
 
     path: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
@@ -109,6 +111,8 @@ class SourcePatch(StrictBody):
     include: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=100)
     exclude: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=100)
     uploaders: Annotated[str, Field(max_length=4000)] | None = None
+    permissions: Literal["acl-files", "posix", "both"] | None = None
+    posix_other: Annotated[str, Field(max_length=200)] | None = None
     url: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     table: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     query: Annotated[str, Field(min_length=1, max_length=20000)] | None = None

@@ -88,12 +88,36 @@ async function logout() {
   try {
     await api("POST", "/auth/logout", {}, { noExpire: true });
   } catch (_) { /* the session may already be gone: log out locally anyway */ }
+  if (state.sso) { // ends a single sign-on at the provider too, when it offers that
+    location.assign(state.sso.logout_url);
+    return;
+  }
   dropSession();
   history.replaceState(null, "", location.pathname);
   route();
 }
 
+/** The login page's ways in (GET /auth/methods, public): a "Sign in with <label>" button when single
+ * sign-on is configured; the password fields unless password sign-in is turned off. */
+async function loadLoginMethods() {
+  try {
+    const resp = await fetch("/auth/methods", { credentials: "same-origin", cache: "no-store" });
+    if (!resp.ok) return;
+    const m = await resp.json();
+    state.sso = m.sso || null;
+    if (m.sso) {
+      $("login-sso").textContent = `Sign in with ${m.sso.label}`;
+      $("login-sso").href = m.sso.login_url;
+      $("login-sso-part").hidden = false;
+    }
+    $("login-or").hidden = !m.password;
+    $("login-password-part").hidden = !m.password;
+    $("login-submit").hidden = !m.password;
+  } catch (_) { /* an older server: password sign-in only */ }
+}
+
 async function resume() {
+  await loadLoginMethods();
   try {
     const d = await api("GET", "/auth/me", undefined, { noExpire: true });
     setSession(d);
@@ -130,7 +154,8 @@ function route() {
   closeSidebar(false);
   if (!state.user) {
     show("login");
-    $("login-user").focus();
+    if ($("login-password-part").hidden) $("login-sso").focus();
+    else $("login-user").focus();
     return;
   }
   const { view, param } = currentRoute();
