@@ -298,6 +298,8 @@ def test_exported_query_and_key_deltas_match_transformers(smollm2_file, fact_ada
     finally:
         llm.close()
     top = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-    assert top[0]["id"] == int(probs.argmax())
+    # the same five most likely tokens in the same order, each as likely within the quantised
+    # engine's noise (measured: 0.001-0.036 apart); a wrongly permuted q/k delta reorders them
+    assert [t["id"] for t in top] == [int(i) for i in probs.topk(len(top)).indices]
     for t in top:
-        assert float(np.exp(t["logprob"])) == pytest.approx(float(probs[t["id"]]), abs=0.03)
+        assert float(np.exp(t["logprob"])) == pytest.approx(float(probs[t["id"]]), abs=0.05)
