@@ -186,6 +186,7 @@ def test_a_passage_comes_with_its_document_and_surroundings(client, served):
     p = client.get(f"/api/v1/passages/{middle['chunk_id']}", headers=auth(served.keys["bob"])).json()
     assert p["text"] == middle["text"] and p["title"] == "handbook" and p["doc_id"] == handbook.id
     assert p["original"] == f"/api/v1/documents/{handbook.id}/original" and p["path"] == "hr/handbook.md"
+    assert p["original_url"] is None  # a file's original is served here, not at an address of its own
     assert p["before"] and passages[0]["text"].endswith(p["before"]) and passages[2]["text"].startswith(p["after"])
     assert (p["char_start"], p["char_end"]) == (middle["char_start"], middle["char_end"])
 

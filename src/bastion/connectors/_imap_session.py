@@ -123,6 +123,10 @@ class ImapSession:
         criteria = ["SINCE", since] if since else ["ALL"]
         return sorted(self._listing("searching the mailbox", self._client.search, criteria))
 
+    def search(self, criteria: list[Any]) -> list[int]:
+        """The UIDs of the selected mailbox's messages that match ``criteria`` (IMAP SEARCH keys)."""
+        return sorted(self._listing("searching the mailbox", self._client.search, criteria))
+
     def fetch(self, uids: Sequence[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
         out: dict[int, dict[bytes, Any]] = {}
         for i in range(0, len(uids), _BATCH):

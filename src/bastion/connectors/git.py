@@ -20,6 +20,10 @@ to prompt on (``GIT_TERMINAL_PROMPT=0``, a session of its own for ssh), and with
 git itself. Submodules are not fetched. The whole scan fails with :class:`IngestError` (and
 nothing indexed is changed) when the repository cannot be fetched or the ref does not exist.
 
+The original of a document is the file's blob at the commit the last sync fetched (the one indexed),
+read from the cache copy without the network; only when there is no cache copy yet is the ref
+fetched first (and then the file is as the ref has it now).
+
 >>> GitConnector(url="https://git.example.org/handbook.git", ref="main",
 ...              default_acl=frozenset({"group:staff"})).include
 ['*.md', '*.rst', '*.txt', 'docs/**']
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import mimetypes
 import os
 import re
 import subprocess
@@ -39,7 +44,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.connectors._options import checked, comma_list
-from bastion.connectors.protocol import SourceItem
+from bastion.connectors.protocol import Original, SourceItem
 from bastion.core.errors import ConfigError, IngestError
 from bastion.parsing import SUPPORTED
 
@@ -214,6 +219,37 @@ class GitConnector:
 
         return SourceItem(key=path, uri=uri, media_type=_MEDIA.get(suffix, suffix), acl=self.default_acl, load=load,
                           mtime=mtime, size=size, title=None, error=error, metadata=meta)
+
+    # -- originals -------------------------------------------------------------------------------
+    def original(self, key: str) -> Original | None:
+        """The file ``key`` at the commit of the last sync (None if that commit has no such file)."""
+        try:
+            if not (self.repo / "HEAD").is_file() or not self._has_target():
+                self._fetch()
+            size = self._git("cat-file", "-s", f"{TARGET}:{key}", timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            raise OSError(f"git source {self.url!r}: reading {key!r} took too long") from exc
+        except IngestError as exc:
+            raise OSError(str(exc)) from exc
+        except OSError:
+            return None  # no such file in that commit
+
+        def read() -> bytes:
+            try:
+                return self._git("cat-file", "blob", f"{TARGET}:{key}", timeout=120)
+            except subprocess.TimeoutExpired as exc:
+                raise OSError(f"git source {self.url!r}: reading {key!r} took too long") from exc
+
+        name = key.rsplit("/", 1)[-1]
+        return Original(name=name, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                        size=int(size.strip() or 0), open=read)
+
+    def _has_target(self) -> bool:
+        try:
+            self._git("rev-parse", "--verify", "--quiet", f"{TARGET}^{{commit}}", timeout=60)
+        except OSError:
+            return False
+        return True
 
 
 def _never() -> bytes:

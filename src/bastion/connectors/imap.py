@@ -24,10 +24,16 @@ never stored: it is read at sync time from the environment variable named by ``p
 or the file named by ``password_file``. A failed login, an unreachable server or a named
 mailbox that does not exist fails the whole sync with a clear error, and nothing indexed is
 removed.
+
+The original of a message is the whole message as an ``.eml`` file (RFC 822), and of an
+attachment the attachment, decoded, under its file name; both are fetched with ``BODY.PEEK``
+when asked for, so reading one marks nothing read.
 """
 from __future__ import annotations
 
 import fnmatch
+import mimetypes
+import re
 import ssl
 import weakref
 from collections.abc import Iterator
@@ -44,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bastion.connectors import _mime
 from bastion.connectors._imap_session import ImapSession, Mailbox, password_from
 from bastion.connectors._options import checked, comma_list
-from bastion.connectors.protocol import SourceItem
+from bastion.connectors.protocol import Original, SourceItem
 from bastion.core.errors import AccessError, ConfigError, IngestError, ParseError
 from bastion.core.types import parse_principal
 from bastion.parsing import parse
@@ -52,6 +58,8 @@ from bastion.parsing import parse
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 _HEADERS = ("Subject", "From", "To", "Cc", "Date")
 _HEADER_FETCH = "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM TO CC DATE MESSAGE-ID)]"
+_SECTION_KEY = re.compile(r"^(?P<message>.+)/;SECTION=(?P<section>[0-9]+(?:\.[0-9]+)*)$")
+_UID_KEY = re.compile(r"^(?P<box>.+);UIDVALIDITY=(?P<validity>[0-9]+)/;UID=(?P<uid>[0-9]+)$")
 
 
 class ImapOptions(BaseModel):
@@ -234,6 +242,61 @@ class ImapConnector:
             return _mime.decode(raw, part.encoding)
         except ValueError as exc:
             raise OSError(f"attachment {part.filename or part.section!r}: {exc}") from exc
+
+    # -- originals -----------------------------------------------------------------------
+    def original(self, key: str) -> Original | None:
+        """The message ``key`` as an ``.eml``, or the attachment ``key`` decoded (None if the
+        mailbox no longer holds it)."""
+        match = _SECTION_KEY.match(key)
+        message_key, section = (match["message"], match["section"]) if match else (key, None)
+        try:
+            found = self._locate(message_key)
+            if found is None:
+                return None
+            box, uid, size, structure, subject = found
+        except IngestError as exc:  # the server cannot be reached or refuses us: not a missing message
+            raise OSError(str(exc)) from exc
+        if section is None:
+            name = f"{' '.join(subject.replace('/', '-').replace(chr(92), '-').split())[:80] or 'message'}.eml"
+            return Original(name=name, media_type="message/rfc822", size=size,
+                            open=lambda: self._fetch(box, uid, [""])[""])
+        try:
+            _, parts = _mime.split_parts(structure)
+        except Exception as exc:  # a structure the server describes oddly: say so, no traceback
+            raise OSError(f"the MIME structure of message {uid} in {box.name!r} is unreadable ({exc})") from exc
+        part = next((p for p in parts if p.section == section), None)
+        if part is None:
+            return None
+        name = part.filename or f"part-{section}"
+        media = part.mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return Original(name=name, media_type=media, size=part.size, open=partial(self._attachment, box, uid, part))
+
+    def _locate(self, message_key: str) -> tuple[Mailbox, int, int, Any, str] | None:
+        """(mailbox, UID, size, BODYSTRUCTURE, subject) of the message a key names, None if it is gone."""
+        session = self._open()
+        by_uid = _UID_KEY.match(message_key)
+        if by_uid:
+            box = session.select(by_uid["box"])
+            if box.uidvalidity != int(by_uid["validity"]):
+                return None  # renumbered: the UID names another message now
+            uids = [int(by_uid["uid"])]
+            message_id = None
+        else:
+            name, sep, message_id = message_key.partition(";MESSAGE-ID=")
+            if not sep or not message_id:
+                return None
+            box = session.select(name)
+            uids = session.search(["HEADER", "Message-ID", message_id])
+        if not uids:
+            return None
+        fetched = session.fetch(uids, ["RFC822.SIZE", "BODYSTRUCTURE", "BODY.PEEK[HEADER.FIELDS (SUBJECT MESSAGE-ID)]"])
+        for uid, data in fetched.items():  # the lowest UID with exactly this Message-ID, as the listing chose
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+            headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+            if message_id is None or " ".join(str(headers.get("Message-ID", "")).split()) == message_id:
+                return box, uid, int(data.get(b"RFC822.SIZE") or 0), data.get(b"BODYSTRUCTURE"), \
+                    str(headers.get("Subject", ""))
+        return None
 
 
 def _html_text(html: str) -> str:

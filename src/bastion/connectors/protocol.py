@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,31 @@ class Connector(Protocol):
 
     def scan(self) -> Iterator[SourceItem]:
         ...
+
+
+@dataclass(frozen=True)
+class Original:
+    """A document's original as its source holds it, for ``GET /api/v1/documents/{id}/original``.
+
+    A connector may offer it through an optional method (not a member of :class:`Connector`, so a
+    connector without it is still one; the API then answers with the text as indexed)::
+
+        def original(self, key: str) -> Original | None: ...
+
+    ``key`` is a document's key as the connector listed it. The method returns None when the source
+    no longer holds that document, raises ``OSError`` (or :class:`~bastion.core.errors.IngestError`)
+    when the source cannot be reached, and reads nothing big itself: ``open()`` returns the bytes (or
+    a binary stream, closed by the caller), and is only called once ``size`` is within the server's
+    limit. A kind whose original lives at a URL (a web page) gives ``url`` and no ``open``: the API
+    shows the link, never fetches it.
+
+    >>> Original(name="q3.pdf", media_type="application/pdf", size=3, open=lambda: b"%PD").open()
+    b'%PD'
+    """
+
+    name: str
+    media_type: str
+    size: int | None = None  # bytes, as the source reports them (checked against the limit before open)
+    open: Callable[[], bytes | BinaryIO] | None = None
+    url: str | None = None
+    mtime: float | None = None  # as in SourceItem.mtime; a different value means it changed since the sync

@@ -20,10 +20,14 @@ error: it fails closed, never open. Credentials are never stored: ``access_key_e
 of the AWS configuration files; with neither, boto3's own chain applies (``AWS_*`` variables,
 an instance role). A bucket that cannot be listed (wrong credentials, no such bucket,
 unreachable endpoint) fails the whole sync with a clear error, and nothing indexed is removed.
+
+The original of a document is the object as the bucket holds it now: one HEAD request gives its
+size, type and ETag, and the download asks for that ETag, so what is served is one version whole.
 """
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.connectors._options import checked, comma_list
 from bastion.connectors.filesystem import _matches
-from bastion.connectors.protocol import SourceItem
+from bastion.connectors.protocol import Original, SourceItem
 from bastion.core.errors import AccessError, ConfigError, IngestError
 from bastion.core.types import parse_acl
 from bastion.parsing import SUPPORTED
@@ -224,6 +228,36 @@ class S3Connector:
         if len(data) > self.max_bytes:
             raise OSError(f"object is larger than the {self.max_bytes / 2**20:g} MiB limit (max_mb)")
         return data
+
+    # -- originals -------------------------------------------------------------------------
+    def original(self, key: str) -> Original | None:
+        """The object ``key`` now (None if the bucket no longer has it); ``mtime`` tells whether
+        it changed since the sync (see :class:`~bastion.connectors.protocol.Original`)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client().head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise OSError(f"{self.where}: {_client_error(exc)}") from exc
+        except BotoCoreError as exc:
+            raise OSError(f"{self.where} cannot be reached: {exc}") from exc
+        etag = str(head.get("ETag") or "")
+
+        def open_body() -> Any:
+            try:
+                return self.client().get_object(Bucket=self.bucket, Key=key, IfMatch=etag)["Body"]
+            except ClientError as exc:
+                raise OSError(f"{self.where}: {_client_error(exc)}") from exc
+            except BotoCoreError as exc:
+                raise OSError(f"{self.where} cannot be reached: {exc}") from exc
+
+        media = str(head.get("ContentType") or "").split(";")[0].strip().lower()
+        if media in ("", "binary/octet-stream", "application/octet-stream"):  # what a plain upload gets
+            media = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        return Original(name=PurePosixPath(key).name, media_type=media, size=int(head.get("ContentLength") or 0),
+                        open=open_body, mtime=_version_time(head.get("LastModified"), etag))
 
 
 def _make_client(conn: S3Connector) -> Any:

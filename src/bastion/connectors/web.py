@@ -24,6 +24,9 @@ answers with a server error or forbids the start page.
 ACL: the source's ACL, or for a page under a key of ``acl_prefixes`` (a path such as ``/hr/`` or
 a full URL prefix; the longest match wins) that prefix's ACL.
 
+The original of a page is its URL (the document's key), within the crawled site: Bastion never
+fetches it for a reader, the reader's browser opens it.
+
 >>> WebConnector(url="https://intranet.example.org/handbook/", default_acl=frozenset({"everyone"}),
 ...              max_pages=50, delay=0.5).scope
 ('https://intranet.example.org/',)
@@ -52,7 +55,7 @@ from bastion.connectors._web_pages import (
     read_html,
     read_sitemap,
 )
-from bastion.connectors.protocol import SourceItem
+from bastion.connectors.protocol import Original, SourceItem
 from bastion.core.errors import AccessError, ConfigError, IngestError
 from bastion.core.types import parse_acl
 from bastion.events import log
@@ -140,6 +143,14 @@ class WebConnector:
 
     def acl_for(self, url: str) -> frozenset[str]:
         return next((acl for prefix, acl in self.acl_prefixes if url.startswith(prefix)), self.default_acl)
+
+    def original(self, key: str) -> Original | None:
+        """The page ``key`` as a link (no bytes): None unless it is an http(s) URL within the site."""
+        url = normalize(key)
+        if url is None or url != key or not self.in_scope(url):
+            return None
+        name = url.rstrip("/").rsplit("/", 1)[-1] or "index.html"
+        return Original(name=name, media_type="text/html", url=url)
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _client(self) -> httpx.Client:

@@ -112,7 +112,16 @@ def _readable_passage(ctx: Ctx, chunk_id: str) -> JsonObject:
         elif r["ordinal"] == row["ordinal"] + 1:
             after = r["text"][max(0, row["char_end"] - r["char_start"]):][:CONTEXT_CHARS]
     return _passage(row) | {"title": doc.title, "original": f"/api/v1/documents/{doc.id}/original",
-                            "before": before, "after": after}
+                            "original_url": _page_url(ws, doc.source, doc.path), "before": before, "after": after}
+
+
+def _page_url(ws: Any, source: str, path: str) -> str | None:
+    """A web page's own address (its original lives there, not on this server); None for other kinds."""
+    from bastion.sources import source_kind
+
+    if source_kind(ws.sources.get(source).kind) != "web" or not path.startswith(("https://", "http://")):
+        return None
+    return path
 
 
 @router.get("/lineage/{lineage_id}", response_model=None, summary="An answer's lineage (your own; admins: any)")

@@ -1,20 +1,25 @@
 """Original documents: ``GET /api/v1/documents/{doc_id}/original``.
 
-A folder source's document is its file, streamed as it is in the folder now; any other document (a
-SQL row, a plugin's item) is its text as indexed, as JSON. The caller must be able to read the
-document in the catalog and, for a file, under the folder's ``.bastion-acl`` files as they are now;
-otherwise, and for an id that does not exist, the answer is the same 404. Files are opened from the
+A folder source's document is its file, streamed as it is in the folder now. A document of a
+connector that gives originals (:class:`~bastion.connectors.protocol.Original`: an S3 object, a Git
+file, a mail or its attachment) is streamed from its source; a web page is its URL beside its text as
+indexed, as JSON (never a redirect: the address comes from the crawled site). Any other document (a
+SQL row) is its text as indexed, as JSON. The caller must be able to read the document in the
+catalog and, for a file, under the folder's ``.bastion-acl`` files as they are now; otherwise, and
+for an id that does not exist, the answer is the same 404. A source that cannot give the original
+now is a 502 that says why; one over ``ingest.max_file_mb`` is a 413. Files are opened from the
 source folder one name at a time without following links, so a link or a ``..`` in the way is
 refused. Only types a browser shows without running anything (PDF, plain text, images that are not
 SVG) are served ``inline``; everything else (HTML, SVG, Office files) is an ``attachment``.
 """
 from __future__ import annotations
 
+import io
 import mimetypes
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, BinaryIO
@@ -24,11 +29,15 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from bastion.catalog.models import DocumentVersionRow
+from bastion.connectors.protocol import Original
+from bastion.core.errors import ConfigError, IngestError
+from bastion.documents import Document
 from bastion.server.auth import Ctx, require
 from bastion.server.problems import Problem
 from bastion.server.routes.common import AuditEntry, blocking_audited
 from bastion.server.routes.knowledge import NOT_FOUND
-from bastion.sources import is_folder
+from bastion.sources import connector_classes, is_folder, source_kind
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
 INLINE_TYPES = {"application/pdf", "text/plain", "text/markdown", "text/csv", "image/png", "image/jpeg", "image/gif",
@@ -45,10 +54,13 @@ class _File:
     handle: BinaryIO
     name: str
     size: int
+    media: str | None = None  # None: by the name
+    changed: bool = False  # the source's copy is not the one indexed
 
 
 @router.get("/documents/{doc_id}/original", response_class=Response,
-            summary="A document's original: a folder source's file, or a row's text as JSON (404 if not readable)",
+            summary="A document's original: a file, object or mail from its source, or a page's URL or a row's text as JSON "
+                    "(404 if not readable)",
             responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}})
 async def original(doc_id: Annotated[str, PathParam(max_length=64)],
                    download: Annotated[bool, Query(description="attachment even where inline is safe")] = False,
@@ -62,10 +74,12 @@ async def original(doc_id: Annotated[str, PathParam(max_length=64)],
             return Response(found["text"], media_type="text/plain; charset=utf-8",
                             headers={"content-disposition": disposition("attachment", f"{name}.txt")})
         return JSONResponse(found)
-    media = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    media = found.media or mimetypes.guess_type(found.name)[0] or "application/octet-stream"
     inline = media in INLINE_TYPES and not download
     headers = {"content-disposition": disposition("inline" if inline else "attachment", found.name),
                "content-length": str(found.size), "x-content-type-options": "nosniff"}
+    if found.changed:
+        headers["x-bastion-changed-since-sync"] = "true"
     if inline:  # the web UI may show it in a frame of its own; nobody else may frame it
         headers |= {"x-frame-options": "SAMEORIGIN", "content-security-policy": INLINE_CSP}
     return StreamingResponse(_chunks(found.handle, found.size), media_type=media, headers=headers)
@@ -85,8 +99,10 @@ def _original(ctx: Ctx, doc_id: str) -> _File | dict[str, Any]:
         raise Problem(404, "not-found", NOT_FOUND)
     source = ws.sources.get(doc.source)
     if not is_folder(source.kind):
-        return _indexed_text(ctx, doc.id, doc.version_id) | {
-            "doc_id": doc.id, "source": doc.source, "path": doc.path, "title": doc.title, "version_id": doc.version_id}
+        entry = connector_classes().get(source_kind(source.kind))
+        if entry is None or not hasattr(entry.load(), "original"):  # a SQL row: its text is the original
+            return _as_indexed(ctx, doc)
+        return _from_connector(ctx, doc, lambda: ws.sources.connector(source).original(doc.path))  # type: ignore[attr-defined]  # checked above
     from bastion.connectors.filesystem import FilesystemConnector
 
     rel = PurePosixPath(doc.path)
@@ -103,6 +119,57 @@ def _original(ctx: Ctx, doc_id: str) -> _File | dict[str, Any]:
         raise Problem(404, "not-found", f"the original of document {doc_id!r} is no longer in its source "
                                         "folder") from None
     return _File(handle, rel.name, os.fstat(handle.fileno()).st_size)
+
+
+def _as_indexed(ctx: Ctx, doc: Document) -> dict[str, Any]:
+    return _indexed_text(ctx, doc.id, doc.version_id) | {
+        "doc_id": doc.id, "source": doc.source, "path": doc.path, "title": doc.title, "version_id": doc.version_id}
+
+
+def _from_connector(ctx: Ctx, doc: Document, fetch: Callable[[], Original | None]) -> _File | dict[str, Any]:
+    """The original the document's connector gives, within ``ingest.max_file_mb``."""
+    def unavailable(exc: Exception) -> Problem:
+        return Problem(502, "unavailable", f"the source {doc.source!r} cannot give the original of document "
+                                           f"{doc.id!r} now: {exc}")
+
+    try:
+        found = fetch()
+    except (OSError, ConfigError, IngestError) as exc:
+        raise unavailable(exc) from None
+    if found is None:
+        raise Problem(404, "not-found", f"the original of document {doc.id!r} is no longer in its source "
+                                        f"{doc.source!r}")
+    if found.url is not None or found.open is None:  # a page: the reader's browser opens it, not this server
+        return _as_indexed(ctx, doc) | {"url": found.url}
+    limit = int(ctx.server.ws.config.ingest.max_file_mb * 2**20)
+
+    def too_large(size: int) -> Problem:
+        return Problem(413, "too-large", f"the original of document {doc.id!r} is {size / 2**20:.1f} MiB, over the "
+                                         f"{limit / 2**20:g} MiB limit (ingest.max_file_mb)")
+
+    if found.size is not None and found.size > limit:
+        raise too_large(found.size)
+    try:
+        data = found.open()
+    except (OSError, ConfigError, IngestError) as exc:
+        raise unavailable(exc) from None
+    handle: BinaryIO
+    if isinstance(data, bytes):
+        if len(data) > limit:
+            raise too_large(len(data))
+        handle, size = io.BytesIO(data), len(data)
+    else:
+        handle, size = data, found.size or 0
+    return _File(handle, found.name, size, found.media_type, _changed(ctx, doc, found))
+
+
+def _changed(ctx: Ctx, doc: Document, found: Original) -> bool:
+    """Whether the source's copy differs from the version indexed (when the connector can tell)."""
+    if found.mtime is None or doc.version_id is None:
+        return False
+    with ctx.server.ws.catalog.session() as s:
+        version = s.get(DocumentVersionRow, doc.version_id)
+    return version is not None and version.mtime is not None and abs(version.mtime - found.mtime) > 1e-6
 
 
 def open_beneath(root: Path, rel: PurePosixPath) -> BinaryIO:

@@ -122,11 +122,17 @@ function renderActions(docId, passage, withWhole = true) {
   const whole = el("button", { type: "button", class: "btn btn-small", id: "passage-whole", "aria-pressed": "false" },
     icon("file"), "Whole document");
   whole.addEventListener("click", () => toggleWhole(docId, passage, whole));
-  bar.append(
-    el("a", { class: "btn btn-small", href: original, target: "_blank", rel: "noopener", id: "passage-original" },
-      icon("open"), "Open original"),
-    el("a", { class: "btn btn-small", href: `${original}?download=true`, download: name, id: "passage-download" },
-      icon("download"), "Download"));
+  const page = /^https?:\/\//.test(passage.original_url || "") ? passage.original_url : null;
+  if (page) {  // a web page: its original is the page itself, opened at its own address
+    bar.append(el("a", { class: "btn btn-small", href: page, target: "_blank", rel: "noopener noreferrer",
+      id: "passage-original" }, icon("open"), "Open page"));
+  } else {
+    bar.append(
+      el("a", { class: "btn btn-small", href: original, target: "_blank", rel: "noopener", id: "passage-original" },
+        icon("open"), "Open original"),
+      el("a", { class: "btn btn-small", href: `${original}?download=true`, download: name, id: "passage-download" },
+        icon("download"), "Download"));
+  }
   if (withWhole) bar.append(whole);
 }
 
