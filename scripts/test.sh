@@ -12,9 +12,12 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e ".[test,tune]"
 # Debian packages the tests start for real (scripts/test-packages.txt: Chromium for the web UI
 # tests, and the servers the integrations are tested against); nothing is downloaded by Playwright
-missing=$(grep -v '^#' scripts/test-packages.txt | while read -r pkg; do
-  [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && echo "$pkg"; done | tr '\n' ' ')
-if [ -n "${missing// /}" ] && command -v apt-get >/dev/null 2>&1; then
+missing=""
+while read -r pkg || [ -n "$pkg" ]; do
+  case "$pkg" in ''|'#'*) continue ;; esac
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done < scripts/test-packages.txt
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing Debian packages for the tests: $missing" >&2
