@@ -313,6 +313,8 @@ class Accounts:
     def create_key(self, user_id: str, *, name: str | None = None, expires_in: timedelta | None = None,
                    created_by: str | None = None) -> tuple[str, str]:
         """A new key for ``user_id``: returns (key id, the key). The key itself is not stored."""
+        if name is not None and len(name) > 200:
+            raise AccessError(f"API key name too long ({len(name)} characters): at most 200")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         with self.catalog.session() as s:

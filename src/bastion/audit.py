@@ -20,6 +20,7 @@ from bastion.catalog.models import AuditRow, utc_iso
 
 OUTCOMES = ("ok", "denied", "failed", "error")
 _MAX_TARGET = 2000
+_MAX_ID = 2**31 - 1  # the largest audit entry id the catalog can hold
 
 
 
@@ -92,9 +93,10 @@ class AuditLog:
             stmt = stmt.where(AuditRow.at < q.until)
         if q.lineage_id:
             stmt = stmt.where(AuditRow.lineage_id == q.lineage_id)
+        # ids past the id column's range (INTEGER on PostgreSQL) are bounds no entry reaches, not errors
         if q.after_id is not None:
-            stmt = stmt.where(AuditRow.id > q.after_id)
-        if q.before_id is not None:
+            stmt = stmt.where(AuditRow.id > min(q.after_id, _MAX_ID))
+        if q.before_id is not None and q.before_id <= _MAX_ID:
             stmt = stmt.where(AuditRow.id < q.before_id)
         with self.catalog.session() as s:
             return [_row_dict(r) for r in s.scalars(stmt.limit(max(1, min(q.limit, 10_000))))]

@@ -94,7 +94,7 @@ class Workspace:
     def catalog(self) -> Catalog:
         """The catalog database, created and migrated to the current schema when first opened."""
         self.data_dir.mkdir(exist_ok=True)
-        return Catalog.for_workspace(self.data_dir)
+        return Catalog.for_workspace(self.data_dir, self.config.catalog)
 
     def _create_catalog(self) -> Catalog:
         """Open the catalog now (``init``) rather than on first use: opening creates the database

@@ -1,5 +1,5 @@
 """The catalog: SQLite in WAL mode, migrations that keep data."""
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from bastion.catalog.db import Catalog
 from bastion.directory import Directory
@@ -12,26 +12,26 @@ def test_new_catalog_is_at_head_and_in_wal_mode(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
-def test_migrating_again_keeps_data(tmp_path):
-    cat = Catalog.for_workspace(tmp_path)
+def test_migrating_again_keeps_data(catalog_url):
+    cat = Catalog.open(catalog_url)
     Directory(cat).add_user("alice", groups=["finance"])
     cat.close()
-    again = Catalog.for_workspace(tmp_path)  # opening migrates to head again: a no-op
+    again = Catalog.open(catalog_url)  # opening migrates to head again: a no-op
     assert Directory(again).principal("alice").groups == {"finance"}
 
 
-def test_upgrade_from_empty_database_creates_all_tables(tmp_path):
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+def test_upgrade_from_empty_database_creates_all_tables(catalog_url):
+    cat = Catalog.open(catalog_url, migrate=False)
     assert cat.schema_revision() is None
     cat.migrate()
     with cat.engine.connect() as conn:
-        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+        names = set(inspect(conn).get_table_names())
     assert {"sources", "documents", "document_versions", "ingest_runs", "users", "groups", "memberships",
             "embedding_cache"} <= names
 
 
-def test_upgrading_a_workspace_from_0002_keeps_users_and_makes_them_members(tmp_path):
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+def test_upgrading_a_workspace_from_0002_keeps_users_and_makes_them_members(catalog_url):
+    cat = Catalog.open(catalog_url, migrate=False)
     cat.migrate("0002")
     with cat.engine.begin() as conn:  # a workspace of the previous version, written with its schema
         conn.execute(text("INSERT INTO users (id, created_at) VALUES ('alice', CURRENT_TIMESTAMP)"))
@@ -44,7 +44,7 @@ def test_upgrading_a_workspace_from_0002_keeps_users_and_makes_them_members(tmp_
 
     assert Accounts(cat).role("alice") == "member"
     with cat.engine.connect() as conn:
-        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+        names = set(inspect(conn).get_table_names())
     assert {"accounts", "api_keys", "web_sessions", "audit_log", "feedback", "sync_jobs"} <= names
 
 
@@ -52,45 +52,32 @@ import pytest  # noqa: E402
 
 
 @pytest.mark.services
-def test_the_catalog_migrates_on_postgresql_and_keeps_audit_and_lineage_append_only():
+def test_the_catalog_migrates_on_postgresql_and_keeps_audit_and_lineage_append_only(pg_url):
     """The same migrations on the real PostgreSQL server, in a database of its own that is dropped after."""
-    import uuid
-
-    from sqlalchemy import create_engine
-
     from bastion.audit import AuditLog, AuditQuery
 
-    name = f"bastion_catalog_{uuid.uuid4().hex[:8]}"
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        cat = Catalog.open(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        assert cat.schema_revision() == cat.head_revision()
-        Directory(cat).add_user("alice", groups=["finance"], role="editor")
-        log = AuditLog(cat)
-        log.record(actor="alice", via="key", action="search", outcome="ok", target="q3")
-        assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
-        for stmt in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
-            with pytest.raises(Exception, match="append-only"):
-                with cat.engine.begin() as conn:
-                    conn.execute(text(stmt))
-        assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
-        with cat.engine.connect() as conn:
-            triggers = {r[0] for r in conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))}
-        assert {"audit_log_no_change", "answer_lineage_no_change"} <= triggers
-        from bastion.accounts import Accounts
+    cat = Catalog.open(pg_url)
+    assert cat.schema_revision() == cat.head_revision()
+    Directory(cat).add_user("alice", groups=["finance"], role="editor")
+    log = AuditLog(cat)
+    log.record(actor="alice", via="key", action="search", outcome="ok", target="q3")
+    assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
+    for stmt in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"):
+            with cat.engine.begin() as conn:
+                conn.execute(text(stmt))
+    assert [e["actor"] for e in log.query(AuditQuery())] == ["alice"]
+    with cat.engine.connect() as conn:
+        triggers = {r[0] for r in conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))}
+    assert {"audit_log_no_change", "answer_lineage_no_change"} <= triggers
+    from bastion.accounts import Accounts
 
-        assert Accounts(cat).role("alice") == "editor"
-        cat.close()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    assert Accounts(cat).role("alice") == "editor"
+    cat.close()
 
 
-def test_upgrading_from_0003_keeps_runs_and_versions_and_adds_monitoring(tmp_path):
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+def test_upgrading_from_0003_keeps_runs_and_versions_and_adds_monitoring(catalog_url):
+    cat = Catalog.open(catalog_url, migrate=False)
     cat.migrate("0003")
     with cat.engine.begin() as conn:  # a synced workspace of the previous version
         conn.execute(text("INSERT INTO sources (id, name, kind, config, created_at) "
@@ -107,7 +94,7 @@ def test_upgrading_from_0003_keeps_runs_and_versions_and_adds_monitoring(tmp_pat
     with cat.engine.connect() as conn:
         assert conn.execute(text("SELECT chunk_count, stats FROM document_versions")).one() == (2, None)
         assert conn.execute(text("SELECT status, metrics FROM ingest_runs")).one() == ("completed", None)
-        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+        names = set(inspect(conn).get_table_names())
     assert {"alerts", "alert_deliveries", "source_schemas", "embedder_canaries"} <= names
     # a monitor over the upgraded catalog: versions without stats are simply not measured
     from bastion.core.config import MonitoringConfig

@@ -10,8 +10,8 @@ from bastion.core.errors import AccessError
 from bastion.directory import Directory
 
 
-def test_upgrading_from_0008_keeps_users_groups_and_memberships(tmp_path):
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", migrate=False)
+def test_upgrading_from_0008_keeps_users_groups_and_memberships(catalog_url):
+    cat = Catalog.open(catalog_url, migrate=False)
     cat.migrate("0008")
     with cat.engine.begin() as conn:
         conn.execute(text("INSERT INTO users (id, created_at) VALUES ('alice', CURRENT_TIMESTAMP)"))
@@ -24,8 +24,8 @@ def test_upgrading_from_0008_keeps_users_groups_and_memberships(tmp_path):
         assert (row.origin, row.active, row.external_id) == ("local", True, None)
 
 
-def test_a_disabled_user_loses_sessions_and_keys_and_comes_back_when_enabled(tmp_path):
-    d = Directory(Catalog.for_workspace(tmp_path))
+def test_a_disabled_user_loses_sessions_and_keys_and_comes_back_when_enabled(catalog_url):
+    d = Directory(Catalog.open(catalog_url))
     d.add_user("alice", groups=["finance"])
     d.add_user("bob", groups=["finance"])
     token, _ = d.accounts.create_session("alice", timedelta(hours=1))
@@ -45,12 +45,14 @@ def test_a_disabled_user_loses_sessions_and_keys_and_comes_back_when_enabled(tmp
         d.set_active("nobody", False)
 
 
-def test_a_catalog_written_by_a_newer_bastion_is_refused_with_what_to_do(tmp_path):
+def test_a_catalog_written_by_a_newer_bastion_is_refused_with_what_to_do(catalog_url):
     from bastion.core.errors import CatalogError
 
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    cat = Catalog.open(catalog_url)
     with cat.engine.begin() as conn:  # as a later version would leave it
         conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     with pytest.raises(CatalogError, match=r"revision 0099, written by a newer Bastion.*restore the backup"):
         cat.migrate()
-    Directory(Catalog.open(f"sqlite:///{tmp_path / 'd.db'}")).add_user("alice")  # positive control: a current one opens
+    with cat.engine.begin() as conn:  # positive control: at this Bastion's head revision it opens
+        conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": cat.head_revision()})
+    Directory(Catalog.open(catalog_url)).add_user("alice")

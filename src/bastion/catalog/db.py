@@ -1,24 +1,29 @@
 """Open the catalog database, apply migrations, hand out sessions.
 
-SQLite (WAL) is the embedded default; any SQLAlchemy URL works for the same code.
+SQLite (WAL) is the embedded default; PostgreSQL (``[catalog] url``, docs/postgres.md) runs the same code.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic import util as alembic_util
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.core.errors import CatalogError
+
+if TYPE_CHECKING:
+    from bastion.core.config import CatalogConfig
 
 _HERE = Path(__file__).parent
 
@@ -30,6 +35,40 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _no_nul(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def _row_without_nul(row: Any) -> Any:
+    if isinstance(row, dict):
+        return {k: _no_nul(v) for k, v in row.items()}
+    if isinstance(row, (list, tuple)):
+        return type(row)(_no_nul(v) for v in row)
+    return row
+
+
+def _pg_text_params(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                    executemany: bool) -> tuple[str, Any]:
+    """PostgreSQL text cannot hold NUL characters (SQLite's can): a NUL in a value written or looked
+    up (a question, a title, a name in a request) becomes U+FFFD instead of failing the request."""
+    if executemany and isinstance(parameters, (list, tuple)):
+        return statement, [_row_without_nul(row) for row in parameters]
+    return statement, _row_without_nul(parameters)
+
+
+def where(url: URL) -> str:
+    """A catalog URL as people name it, without the password: ``database 'x' at host:port`` or the file."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database or ':memory:'}"
+    return f"{url.get_backend_name()} database {url.database!r} at {url.host or 'localhost'}:{url.port or 5432}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own first line of an error (without SQLAlchemy's statement and help link)."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def _known_revision(cfg: Config, revision: str) -> bool:
@@ -63,18 +102,58 @@ class Catalog:
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Catalog:
-        engine = create_engine(url)
+    def open(cls, url: str | URL, *, migrate: bool = True, **engine_options: Any) -> Catalog:
+        """Open (and by default migrate) the catalog at ``url``; ``engine_options`` go to SQLAlchemy's
+        ``create_engine`` (pool settings, ``connect_args``)."""
+        try:
+            engine = create_engine(url, **engine_options)
+        except ArgumentError as exc:
+            raise CatalogError(f"cannot open the catalog: {_reason(exc)}") from None
+        except ImportError as exc:  # the database's driver is not installed
+            raise CatalogError(f"cannot open the catalog: {exc}; for PostgreSQL install the postgres extra: "
+                               "pip install 'bastion[postgres]'") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+        elif engine.dialect.name == "postgresql":
+            event.listen(engine, "before_cursor_execute", _pg_text_params, retval=True)
         catalog = cls(engine)
+        if engine.dialect.name != "sqlite":
+            catalog.check_connection()
         if migrate:
             catalog.migrate()
         return catalog
 
     @classmethod
-    def for_workspace(cls, data_dir: Path) -> Catalog:
-        return cls.open(f"sqlite:///{data_dir / 'catalog.db'}")
+    def for_workspace(cls, data_dir: Path, config: CatalogConfig | None = None) -> Catalog:
+        """The workspace's catalog: ``[catalog] url`` when set, else the SQLite file in ``data_dir``."""
+        if config is None or config.url is None:
+            return cls.open(f"sqlite:///{data_dir / 'catalog.db'}")
+        url = make_url(config.url)
+        if config.password_env:
+            password = os.environ.get(config.password_env)
+            if not password:
+                raise CatalogError(f"catalog.password_env names {config.password_env}, which is not set: export "
+                                   f"the password of the {where(url)} in it")
+            url = url.set(password=password)
+        if url.get_backend_name() == "sqlite":
+            return cls.open(url)
+        options: dict[str, Any] = {
+            "pool_size": config.pool_size, "max_overflow": config.max_overflow, "pool_timeout": config.pool_timeout_s,
+            "pool_recycle": config.pool_recycle_s, "pool_pre_ping": True,
+        }
+        if url.get_backend_name() == "postgresql":
+            options["connect_args"] = {"connect_timeout": config.connect_timeout_s}
+        return cls.open(url, **options)
+
+    def check_connection(self) -> None:
+        """Connect once; an unreachable server or a refused login is a :class:`CatalogError` naming it."""
+        try:
+            with self.engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise CatalogError(f"cannot connect to the catalog, the {where(self.engine.url)} "
+                               f"(user {self.engine.url.username!r}): {_reason(exc)}") from None
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` (idempotent; keeps all data)."""
@@ -84,7 +163,7 @@ class Catalog:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
-            raise CatalogError(f"cannot migrate catalog {self.engine.url!r}: {exc}") from exc
+            raise CatalogError(f"cannot migrate the catalog, the {where(self.engine.url)}: {_reason(exc)}") from exc
         except alembic_util.CommandError as exc:
             current = self.schema_revision()
             if current is not None and not _known_revision(cfg, current):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from bastion.cli import access, answers, audit, evaluation, index, keys, lineage, models, monitor, server, sources, tune
+from bastion.cli import catalog as catalog_cli
 from bastion.cli import directory as directory_cli
 from bastion.cli import mcp as mcp_cli
 from bastion.cli.common import CliState, cli_home
@@ -24,7 +25,7 @@ app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.",
                   pretty_exceptions_enable=False)
 hide_flag_types()  # --json, not --json <bool>
 # the order of the commands in ``bastion --help``
-for part in (index, answers, server, mcp_cli, access, directory_cli, sources, models, evaluation, tune, lineage, keys, audit, monitor):
+for part in (index, answers, server, mcp_cli, access, directory_cli, catalog_cli, sources, models, evaluation, tune, lineage, keys, audit, monitor):
     app.add_typer(part.app)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from bastion.core.durations import parse_duration  # also imported from here by callers of the config
 from bastion.core.errors import ConfigError
@@ -441,6 +442,43 @@ class ScimConfig(_Strict):
     max_body_kb: int = Field(default=256, ge=1, le=64 * 1024)  # also capped by server.max_request_kb
 
 
+class CatalogConfig(_Strict):
+    """``[catalog]``: where the catalog (users, documents, keys, audit log) lives (docs/postgres.md).
+
+    Unset ``url``: the SQLite file in the workspace's data folder. The password is never in the file:
+    ``password_env`` names the environment variable that holds it."""
+
+    url: str | None = Field(default=None, repr=False)  # e.g. "postgresql+psycopg://bastion@db.example:5432/bastion"
+    password_env: str | None = None
+    pool_size: int = Field(default=5, ge=1, le=1000)  # connections kept open (not SQLite)
+    max_overflow: int = Field(default=10, ge=0, le=1000)  # extra connections under load
+    pool_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # wait this long for a free connection
+    pool_recycle_s: int = Field(default=1800, ge=-1)  # reconnect connections older than this (-1: never)
+    connect_timeout_s: int = Field(default=10, ge=1, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise PydanticCustomError("secret_value", "catalog.url is not a database URL, e.g. "
+                                      "'postgresql+psycopg://bastion@db.example:5432/bastion'") from None
+        if url.password is not None:
+            raise PydanticCustomError("secret_value", "catalog.url must not hold a password: remove it from "
+                                      "the URL and name the environment variable that holds it in "
+                                      "catalog.password_env")
+        if url.get_backend_name() not in ("postgresql", "sqlite"):
+            raise PydanticCustomError("secret_value", f"catalog.url: unsupported database "
+                                      f"{url.get_backend_name()!r} (use postgresql+psycopg://... or sqlite:///...)")
+        return value
+
+
 class AssistantConfig(_Strict):
     """What a client names as ``model`` on /v1/chat/completions: a model + prompt template + sources."""
 
@@ -556,6 +594,7 @@ class WorkspaceConfig(_Strict):
     monitoring: MonitoringConfig = MonitoringConfig()
     directory: DirectoryConfig = DirectoryConfig()  # users and groups from LDAP / Active Directory
     scim: ScimConfig = ScimConfig()  # users and groups provisioned over SCIM 2.0
+    catalog: CatalogConfig = CatalogConfig()  # the catalog database: the workspace's SQLite file, or PostgreSQL
     # name -> assistant; "bastion" (the workspace defaults) always exists unless redefined here
     assistants: dict[str, AssistantConfig] = {}
 
@@ -600,6 +639,8 @@ def _describe(exc: ValidationError, path: Path, origin: dict[tuple[str, str], st
             variable = next((v for (section, _), v in origin.items() if section == loc[0]), None)
         if err["type"] == "extra_forbidden":
             message = f"unknown key {where!r}"
+        elif err["type"] == "secret_value":  # the value may hold a secret: never echo it (the message names the key)
+            message = err["msg"]
         else:
             message = f"{where}: {err['msg']} (got {err.get('input')!r})"
         by_source.setdefault(f"environment variable {variable}" if variable else str(path), []).append(message)
@@ -679,6 +720,10 @@ quarantine_removed = 0.6 # do not publish a sync that removes 60 % of a source's
 # enabled = true         # the bearer token is read from BASTION_SCIM_TOKEN (token_env)
 # [scim.role_groups]     # group -> role; without it SCIM never changes a role
 # bastion-admins = "admin"
+
+# [catalog]              # the catalog on PostgreSQL instead of data/catalog.db (docs/postgres.md)
+# url = "postgresql+psycopg://bastion@db.example.com:5432/bastion"
+# password_env = "BASTION_DB_PASSWORD"   # the password is never in this file
 
 # [assistants.finance-bot]   # an OpenAI "model" name: model + prompt + sources
 # sources = ["finance"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from bastion import lineage
 from bastion.catalog.db import Catalog
@@ -56,8 +57,11 @@ class AnswerRecords:
     def cache(self, key: str, answer: Answer) -> None:
         d = answer.to_dict()
         d.pop("timings_ms", None)
-        with self.catalog.session(write=True) as s:
-            s.merge(AnswerCacheRow(key=key, answer=d))
+        try:
+            with self.catalog.session(write=True) as s:
+                s.merge(AnswerCacheRow(key=key, answer=d))
+        except IntegrityError:  # another request cached the same answer at the same moment (PostgreSQL): keep it
+            pass
 
     def trace(self, answer: Answer, principal: Principal, record: dict[str, Any]) -> None:
         """Write the answer's lineage entry: its decision and the full ``record`` of how it was made."""

@@ -77,7 +77,8 @@ class AlertBook:
 
     def _transition(self, alert_id: int, by: str, to: str) -> dict[str, Any]:
         with self.catalog.session(write=True) as s:
-            row = s.get(AlertRow, alert_id)
+            # an id past the id column's range (INTEGER on PostgreSQL) names no alert
+            row = s.get(AlertRow, alert_id) if 0 < alert_id < 2**31 else None
             if row is None:
                 raise WorkspaceError(f"no alert {alert_id}")
             if row.status == "resolved":

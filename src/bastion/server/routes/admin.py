@@ -179,8 +179,8 @@ async def audit(ctx: Ctx = Depends(require("admin", "audit.read")),
                 outcome: Annotated[Outcome | None, Query()] = None,
                 since: datetime | None = None, until: datetime | None = None,
                 lineage_id: Annotated[str | None, Query(max_length=64)] = None,
-                after_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                before_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                after_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,  # the catalog's id range
+                before_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,  # the catalog's id range
                 order: Literal["asc", "desc"] = "asc",
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JsonObject:
     q = _audit_query(actor, action, outcome, since, until, lineage_id, after_id, limit, before_id, order == "desc")

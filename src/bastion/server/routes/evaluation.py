@@ -83,7 +83,7 @@ class PinBody(StrictBody):
 
 
 class CandidatesBody(StrictBody):
-    feedback_ids: Annotated[list[Annotated[int, Field(ge=1, le=2**62)]], Field(min_length=1, max_length=1000)]
+    feedback_ids: Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=1000)]
     set: Name | None = None
 
 

@@ -48,7 +48,7 @@ def _history(ctx: Ctx, name: str, limit: int) -> JsonObject:
 
 @router.post("/monitor/alerts/{alert_id}/{action}", response_model=None,
              summary="Acknowledge or resolve an alert (resolving a schema alert accepts the new columns)")
-async def monitor_alert(alert_id: Annotated[int, PathParam(ge=1, le=2**62)], action: Literal["acknowledge", "resolve"],
+async def monitor_alert(alert_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)], action: Literal["acknowledge", "resolve"],
                         ctx: Ctx = Depends(require("admin", "alert.change"))) -> JsonObject:
     return await blocking_audited(
         ctx, lambda: _change_alert(ctx, alert_id, action), target=str(alert_id),
