@@ -29,7 +29,7 @@ def serving_config(cfg: WorkspaceConfig) -> WorkspaceConfig:
 @app.command()
 def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: server.host).")] = None,
           port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: server.port).")] = None) -> None:
-    """Run the HTTP API, the OpenAI-compatible API and the web UI in one process."""
+    """Run the HTTP API, the OpenAI-compatible API, the MCP server and the web UI in one process."""
     import os
 
     # many requests share the cores: idle OpenMP threads should sleep, not spin (measured in

@@ -10,7 +10,7 @@ from bastion.cli.common import JsonOpt, cli_audit, csv_list, open_ws
 from bastion.cli.output import Table, console, emit_json, friendly_errors, styled
 from bastion.core.errors import ConfigError
 
-app = typer.Typer(name="source", help="Sources to sync (folders, SQL tables).", no_args_is_help=True)
+app = typer.Typer(name="source", help="Sources to sync (folders, SQL tables, web sites, Git, IMAP, S3).", no_args_is_help=True)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
