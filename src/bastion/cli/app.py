@@ -13,6 +13,7 @@ import typer
 from bastion.cli import access, answers, audit, evaluation, index, keys, lineage, models, monitor, server, sources, tune
 from bastion.cli import catalog as catalog_cli
 from bastion.cli import directory as directory_cli
+from bastion.cli import doctor as doctor_cli
 from bastion.cli import mcp as mcp_cli
 from bastion.cli.common import CliState, cli_home
 from bastion.cli.flags import hide_flag_types
@@ -25,7 +26,7 @@ app = typer.Typer(help="Bastion: company knowledge behind a local LLM, safely.",
                   pretty_exceptions_enable=False)
 hide_flag_types()  # --json, not --json <bool>
 # the order of the commands in ``bastion --help``
-for part in (index, answers, server, mcp_cli, access, directory_cli, catalog_cli, sources, models, evaluation, tune, lineage, keys, audit, monitor):
+for part in (index, answers, server, mcp_cli, doctor_cli, access, directory_cli, catalog_cli, sources, models, evaluation, tune, lineage, keys, audit, monitor):
     app.add_typer(part.app)
 
 
