@@ -1,6 +1,8 @@
 """Shared fixtures: workspaces on the fast fake embedder, and the real example corpus."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -14,6 +16,23 @@ EXAMPLES = ROOT / "examples" / "corpus"
 DATASETS = ROOT.parent / "shared" / "datasets"
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="lancedb")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """End a server process a test started: asked first, killed if it does not go within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def write(path: Path, text: str | bytes) -> Path:

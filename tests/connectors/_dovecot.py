@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import free_port, stop_process
+
 CONF = """\
 base_dir = {d}/run
 state_dir = {d}/state
@@ -64,12 +66,6 @@ TLS = "ssl = required\ndisable_plaintext_auth = yes\nssl_cert = <{d}/server.pem\
 
 
 USERS = 100  # mailbox users per server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dovecot_binary() -> str:
@@ -135,12 +131,7 @@ class Dovecot:
         return ""
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
+from tests.conftest import stop_process
+
 POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
 REGION = "us-east-1"
 
@@ -42,12 +44,7 @@ class S3Server:
                             config=Config(retries={"max_attempts": 1}))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
 
 
 def start_s3_server() -> S3Server:

@@ -30,18 +30,12 @@ import pytest
 from bastion.core.config import LdapDirectoryConfig
 from bastion.testing import HashEmbedder
 from bastion.workspace import Workspace
-from tests.conftest import write
+from tests.conftest import free_port, stop_process, write
 
 SUFFIX = "dc=example,dc=org"
 ADMIN_DN, ADMIN_PW = f"cn=admin,{SUFFIX}", "admin-secret"
 READER_DN, READER_PW = f"cn=bastion,ou=services,{SUFFIX}", "reader-secret-1"
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ssha(password: str) -> str:
@@ -171,12 +165,7 @@ def running_slapd(root: Path, schemas: tuple[str, ...] = SCHEMAS, extra: tuple[s
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 

@@ -1,7 +1,6 @@
 """A served workspace: the example-like corpus on the hash embedder, users with each role, API keys."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -9,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import write
+from tests.conftest import free_port, write
 
 ADMIN_PW, ALICE_PW = "admin-password-1", "alice-password-1"
 
@@ -75,12 +74,6 @@ def client(served):
 
 def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

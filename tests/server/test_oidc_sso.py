@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import httpx
 import pytest
 
+from tests.conftest import stop_process
 from tests.server.conftest import free_port, running
 
 # the UI tests' fixtures (pytest finds them by these names); the tests' parameters then shadow them: F811
@@ -72,8 +73,7 @@ def idp(tmp_path_factory):
         assert line.startswith("listening "), f"the OIDC provider did not start: {line!r}"
         yield Idp(line.split()[1], accounts, port)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 def oidc_config(idp: Idp, **overrides):
