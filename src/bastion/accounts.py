@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +32,7 @@ from bastion.catalog.models import AccountRow, ApiKeyRow, UserRow, WebSessionRow
 from bastion.core import durations
 from bastion.core.durations import MAX_DURATION_DAYS, DurationError, DurationTooLong
 from bastion.core.errors import AccessError, AuthError
+from bastion.login_throttle import LoginThrottle
 
 ROLES = ("member", "editor", "admin")
 KEY_PREFIX = "bst_"
@@ -92,96 +90,6 @@ class KeyInfo:
                 "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at), "active": self.active}
 
 
-@dataclass
-class _Strikes:
-    failures: int = 0
-    last: float = 0.0
-    locked_until: float = 0.0
-
-
-class LoginThrottle:
-    """Failed logins counted per (user name, client address) and per client address, in memory.
-
-    A pair is locked after ``max_per_pair`` failures, an address after ``max_per_address`` (whatever
-    the user names): ``base_s``, doubling per further failure up to ``max_s``. Failures are forgotten
-    ``window_s`` after the last one; a successful login clears its pair (not its address). User names
-    are counted whether or not they exist, so the answers do not tell which do, and a lock applies
-    to one address only, so nobody can lock an account out from everywhere.
-
-    >>> t = LoginThrottle(max_per_pair=2, max_per_address=3, base_s=30, max_s=900, window_s=900, clock=lambda: 0.0)
-    >>> t.failed("alice", "10.0.0.1"), t.failed("alice", "10.0.0.1"), t.wait("alice", "10.0.0.1")
-    (0, 30, 30)
-    >>> t.wait("alice", "10.0.0.2"), t.failed("nobody", "10.0.0.1"), t.wait("carol", "10.0.0.1")
-    (0, 30, 30)
-    """
-
-    CAPACITY = 100_000  # entries kept at most (expired ones go first, then the oldest)
-
-    def __init__(self, *, max_per_pair: int, max_per_address: int, base_s: int, max_s: int, window_s: int,
-                 clock: Callable[[], float] = time.monotonic):
-        self.max_per_pair, self.max_per_address = max_per_pair, max_per_address
-        self.base_s, self.max_s, self.window_s, self.clock = base_s, max_s, window_s, clock
-        self._entries: dict[tuple, _Strikes] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _keys(username: str, client: str | None) -> tuple[tuple, tuple]:
-        return ("pair", username, client or ""), ("address", client or "")
-
-    def _live(self, key: tuple, now: float) -> _Strikes | None:
-        entry = self._entries.get(key)
-        if entry is not None and now - entry.last > self.window_s and now >= entry.locked_until:
-            del self._entries[key]
-            return None
-        return entry
-
-    def wait(self, username: str, client: str | None) -> int:
-        """Seconds until ``username`` may try to log in from ``client`` (0: now)."""
-        now = self.clock()
-        with self._lock:
-            entries = [self._live(k, now) for k in self._keys(username, client)]
-        return max((math.ceil(e.locked_until - now) for e in entries if e and e.locked_until > now), default=0)
-
-    def failed(self, username: str, client: str | None) -> int:
-        """Count a failure; the seconds the caller must now wait (0: not locked)."""
-        now = self.clock()
-        pair, address = self._keys(username, client)
-        with self._lock:
-            waits = [self._strike(pair, self.max_per_pair, now), self._strike(address, self.max_per_address, now)]
-            self._trim(now)
-        return max(waits)
-
-    def _strike(self, key: tuple, limit: int, now: float) -> int:
-        entry = self._live(key, now) or _Strikes()
-        self._entries.pop(key, None)
-        self._entries[key] = entry  # newest last: the oldest are dropped first when full
-        entry.failures, entry.last = entry.failures + 1, now
-        over = entry.failures - limit
-        if over < 0:
-            return 0
-        wait = min(self.base_s * 2 ** min(over, 32), self.max_s)
-        entry.locked_until = max(entry.locked_until, now + wait)
-        return math.ceil(entry.locked_until - now)
-
-    def _trim(self, now: float) -> None:
-        if len(self._entries) <= self.CAPACITY:
-            return
-        for key in list(self._entries):
-            self._live(key, now)
-        while len(self._entries) > self.CAPACITY:
-            del self._entries[next(iter(self._entries))]
-
-    def succeeded(self, username: str, client: str | None) -> None:
-        with self._lock:
-            self._entries.pop(self._keys(username, client)[0], None)
-
-    def forget_user(self, username: str) -> None:
-        """Clear every address's failures for ``username`` (its password was just set)."""
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == "pair" and k[1] == username]:
-                del self._entries[key]
-
-
 @dataclass(frozen=True)
 class LoginResult:
     ok: bool
@@ -198,7 +106,8 @@ class Accounts:
     def __init__(self, catalog: Catalog, *, max_failures: int = 5, lockout_base_s: int = 30,
                  lockout_max_s: int = 900, max_failures_per_address: int = 20, failure_window_s: int = 900):
         self.catalog = catalog
-        self.throttle = LoginThrottle(max_per_pair=max_failures, max_per_address=max_failures_per_address,
+        # in the catalog, so every server on it counts the same failures (bastion.login_throttle)
+        self.throttle = LoginThrottle(catalog, max_per_pair=max_failures, max_per_address=max_failures_per_address,
                                       base_s=lockout_base_s, max_s=lockout_max_s, window_s=failure_window_s)
         from argon2 import PasswordHasher
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the modules behind these types load on first use; importing
     from bastion.ingest.status import IndexStatus
     from bastion.monitoring.monitor import Monitor
     from bastion.stores.lance import LanceStore
+    from bastion.stores.pgvector import PgVectorStore
     from bastion.tuning.adapters import Adapter, AdapterRegistry
     from bastion.tuning.service import Tuning
 
@@ -61,7 +62,7 @@ class Workspace:
         self._adapter_overrides: dict[str, LLM] = {}  # use_llm(adapters=...)
         self._llms: dict[str, LLM] = {}  # model name -> loaded LLM
         self._llm_lock = threading.Lock()
-        self._store: LanceStore | None = None
+        self._store: LanceStore | PgVectorStore | None = None
         self._store_lock = threading.Lock()  # one store per workspace, whichever thread opens it first
         self._embedder_lock = threading.Lock()
         self._answerers: dict[str, Assistant] = {}  # assistant name -> its answerer and sources
@@ -171,15 +172,19 @@ class Workspace:
         return self._embedder
 
     @property
-    def store(self) -> LanceStore:
+    def store(self) -> LanceStore | PgVectorStore:
         with self._store_lock:
             if self._store is None:
                 self._store = self._open_store()
             return self._store
 
-    def _open_store(self) -> LanceStore:
+    def _open_store(self) -> LanceStore | PgVectorStore:
         from bastion.stores.lance import LanceStore
 
+        if self.config.store.backend == "pgvector":  # [store]: PostgreSQL + pgvector (docs/pgvector.md)
+            from bastion.stores.pgvector import open_store
+
+            return open_store(self.config, self.embedder.id, self.embedder.dimension)
         s = self.config.search
         return LanceStore(self.data_dir / "index", embedder_id=self.embedder.id, dimension=self.embedder.dimension,
                           exact_threshold=s.exact_threshold, nprobes=s.nprobes, refine_factor=s.refine_factor,
@@ -195,6 +200,8 @@ class Workspace:
             self._llm_override = None
         if "catalog" in self.__dict__:
             self.catalog.close()
+        if (close_store := getattr(self._store, "close", None)) is not None:  # the pgvector store's connections
+            close_store()
 
     # -- sync ------------------------------------------------------------------------------
     @contextmanager
@@ -205,7 +212,13 @@ class Workspace:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WorkspaceError("another sync is running in this workspace; wait for it to finish") from None
-            yield  # the lock dies with the process, so a killed sync never blocks the next
+            from bastion.leases import catalog_lock  # and on another machine with this catalog (PostgreSQL)
+
+            with catalog_lock(self.catalog, "sync") as held:
+                if not held:
+                    raise WorkspaceError("another sync is running on this catalog (another machine); wait for it "
+                                         "to finish")
+                yield  # the lock dies with the process, so a killed sync never blocks the next
 
     def sync(self, source: str | None = None, progress: Progress | None = None, *,
              accept: bool = False, control: SyncControl | None = None) -> list[SyncReport]:
@@ -217,6 +230,7 @@ class Workspace:
         """
         from bastion.chunking import Chunker
         from bastion.embedding.cache import CachedEmbedder
+        from bastion.ingest.distributed import executor_for
         from bastion.ingest.pipeline import SyncPipeline
 
         sources = [self.sources.get(source)] if source else self.sources.list()
@@ -225,9 +239,11 @@ class Workspace:
         c = self.config
         chunker = Chunker(self.embedder.count_tokens, c.chunking.max_tokens, c.chunking.overlap_tokens)
         pipeline = SyncPipeline(self.catalog, self.store, CachedEmbedder(self.embedder, self.catalog, c.embedder.batch_size), chunker,
-                                batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks)
+                                batch_chunks=c.ingest.batch_chunks, optimize_every=c.index.optimize_every_chunks,
+                                executor=executor_for(c.ingest, self.embedder if self.embedder_injected else c.embedder,
+                                                      c.embedder.batch_size))
         reports: list[SyncReport] = []
-        with self._sync_lock():
+        with self._sync_lock(), pipeline.executor:
             for row in sources:
                 try:
                     report = pipeline.sync(row, self.sources.connector(row), progress, gate=self.monitor.gate,
@@ -312,6 +328,10 @@ class Workspace:
             with self._store_lock:
                 self._store = None
             shutil.rmtree(self.data_dir / "index", ignore_errors=True)
+            if self.config.store.backend == "pgvector":
+                from bastion.stores.pgvector import drop_tables
+
+                drop_tables(self.config)
             with self.catalog.session() as s:
                 s.execute(update(DocumentRow).where(DocumentRow.status != "deleted")
                           .values(seen_hash=None, seen_size=None, seen_mtime=None, current_version_id=None,

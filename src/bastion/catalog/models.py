@@ -188,6 +188,28 @@ class AccountRow(Base):
     last_login_at: Mapped[datetime | None] = mapped_column()
 
 
+class LoginFailureRow(Base):
+    """Failed logins of one (user name, client address) pair or one address, shared by every server
+    on the catalog (bastion.login_throttle). Keyed by a sha256, so neither name nor address is stored."""
+
+    __tablename__ = "login_failures"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # pair | address
+    user_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # sha256 of the user name (pairs)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LeaseRow(Base):
+    """A named lease shared by every process on the catalog (bastion.leases): who holds it, until when."""
+
+    __tablename__ = "leases"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch
+
+
 class ApiKeyRow(Base):
     """An API key: only the sha256 of its secret is stored; the key is shown once."""
 

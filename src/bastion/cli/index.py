@@ -42,6 +42,8 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
          nice: Annotated[int, typer.Option("--nice", min=0, max=19, help="Run at this CPU priority (nice value).")] = 0,
          accept: Annotated[bool, typer.Option("--accept", help="Publish even if the checks would quarantine "
                                                                "this sync (one named source).")] = False,
+         executor: Annotated[Optional[str], typer.Option("--executor", help="Where documents are parsed, chunked and "
+                                                         "embedded: local or ray (default: ingest.executor).")] = None,
          ) -> None:
     """Bring the index up to date with the sources (incremental, crash-safe, checked before publishing).
 
@@ -58,11 +60,16 @@ def sync(source: Annotated[Optional[str], typer.Argument(help="Source name (defa
 
     if nice:
         os.nice(nice)  # before the embedder starts its threads, which inherit it
+    if executor not in (None, "local", "ray"):
+        error(f"--executor {executor!r}: use local or ray")
+        raise typer.Exit(2)
     if accept and not source:
         error("--accept publishes one quarantined source: name it (bastion sync SOURCE --accept)")
         raise typer.Exit(2)
     with friendly_errors(), SyncStopper() as stopper:
         ws = open_ws()
+        if executor:
+            ws.config.ingest.executor = "ray" if executor == "ray" else "local"
         try:
             if progress_jsonl:
                 reports = stopper.run(lambda: ws.sync(source, progress=_jsonl_progress, accept=accept,

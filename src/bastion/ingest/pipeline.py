@@ -12,6 +12,8 @@ a temporary file, so memory stays flat) and measures what it would change (volum
 quality, schema; bastion.monitoring). A ``gate`` may then refuse to publish it: the run is
 recorded as ``quarantined``, the index and the documents stay as they were, and a later
 ``sync(..., accept=True)`` publishes deliberately. Only then are batches written as above.
+Parsing and chunking (and, on Ray, embedding) may run elsewhere (:mod:`bastion.ingest.distributed`);
+every write above stays in this process, in this order.
 
 A process killed anywhere leaves either the old or the new chunks of each document in the
 index, and a catalog that still differs from the source for every document not finished,
@@ -40,14 +42,14 @@ from bastion.catalog.db import Catalog
 from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, SourceRow, utcnow
 from bastion.chunking import Chunker
 from bastion.connectors.protocol import Connector, SourceItem
-from bastion.core.errors import ParseError, SyncInterrupted
+from bastion.core.errors import SyncInterrupted
 from bastion.embedding.cache import CachedEmbedder
 from bastion.events import log
 from bastion.ingest.control import SyncControl
+from bastion.ingest.distributed import Cut, Executor, InOrder, LocalExecutor, adopt_vectors
 from bastion.ingest.report import SyncReport
 from bastion.ingest.spool import Pending, Spool
 from bastion.monitoring.quality import DeltaQuality, version_stats
-from bastion.parsing import parse
 from bastion.retrieval.analyzer import analyze
 from bastion.stores.protocol import ChunkStore, StoredChunk
 
@@ -68,8 +70,9 @@ class SyncPipeline:
     """Sync sources into the index through the catalog."""
 
     def __init__(self, catalog: Catalog, store: ChunkStore, embedder: CachedEmbedder, chunker: Chunker,
-                 batch_chunks: int = 256, optimize_every: int = 0):
+                 batch_chunks: int = 256, optimize_every: int = 0, executor: Executor | None = None):
         self.catalog, self.store, self.embedder, self.chunker = catalog, store, embedder, chunker
+        self.executor = executor or LocalExecutor()  # where documents are cut (and, on Ray, embedded)
         self.batch_chunks, self.optimize_every = batch_chunks, optimize_every
         self.control = SyncControl()  # the running sync's (replaced by each sync)
 
@@ -128,6 +131,7 @@ class SyncPipeline:
         known = self._known(source.id)
         chunked = self._chunked_with(source.id)
         seen: set[str] = set()
+        queue: InOrder[tuple[SourceItem, str, Pending | str | Callable[[], Pending | None] | None]] = InOrder()
         for item in items:
             self.control.check()
             if item.skipped:
@@ -137,14 +141,13 @@ class SyncPipeline:
                 seen.add(doc_id)
                 stale = doc_id in chunked and chunked[doc_id] != self.chunker.fingerprint
                 entry = self._examine(item, source.id, doc_id, known.get(doc_id), report, delta, stale=stale)
-                if isinstance(entry, str):  # nothing to index after all (an empty file): as if not there
-                    seen.discard(doc_id)
-                    report.skipped.append({"file": item.key, "reason": entry})
-                elif entry is not None:
-                    spool.add(entry)
-                    for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
-                        metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
+                queue.put((item, doc_id, entry), running=callable(entry))  # cut elsewhere: taken in turn
+            for done_item, done_id, done in queue.ready(self.executor.in_flight):
+                self._spool(done_item, done_id, done() if callable(done) else done, seen, report, spool, metrics)
             progress("scan", 1, None)
+        for done_item, done_id, done in queue.drain():
+            self.control.check()
+            self._spool(done_item, done_id, done() if callable(done) else done, seen, report, spool, metrics)
         if report.skipped:
             metrics["skipped"] = report.skipped
         known_active = sum(1 for d in known.values() if d.current_version_id)
@@ -155,6 +158,17 @@ class SyncPipeline:
             "documents_before": known_active, "to_publish": spool.documents, "removed": len(gone),
             "removed_ratio": round(len(gone) / known_active, 4) if known_active else None}
         return known, seen
+
+    @staticmethod
+    def _spool(item: SourceItem, doc_id: str, entry: Pending | str | None, seen: set[str], report: SyncReport,
+               spool: Spool, metrics: dict) -> None:
+        if isinstance(entry, str):  # nothing to index after all (an empty file): as if not there
+            seen.discard(doc_id)
+            report.skipped.append({"file": item.key, "reason": entry})
+        elif entry is not None:
+            spool.add(entry)
+            for obj, cols in ((entry.stats or {}).get("columns") or {}).items():
+                metrics["schema"][f"{item.key}#{obj}" if obj else item.key] = cols
 
     def _publish(self, source: SourceRow, spool: Spool, known: dict[str, DocumentRow], seen: set[str],
                  report: SyncReport, metrics: dict, progress: Progress) -> None:
@@ -222,7 +236,7 @@ class SyncPipeline:
             return {doc_id: (stats or {}).get("chunking") for doc_id, stats in rows}
 
     def _examine(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, report: SyncReport,
-                 delta: DeltaQuality, *, stale: bool = False) -> Pending | str | None:
+                 delta: DeltaQuality, *, stale: bool = False) -> Pending | str | Callable[[], Pending | None] | None:
         """One document: what to publish for it, None (unchanged, failed before, or failed now), or why
         it is skipped (``"empty file"``: no bytes, or only white space).
         ``stale``: its indexed version was cut by another chunker, so it is re-chunked even if unchanged."""
@@ -248,7 +262,7 @@ class SyncPipeline:
                 self._touch(doc_id, item)
             self._known_outcome(item, doc, report)
             return None
-        return self._parse(item, source_id, doc_id, doc, content, content_hash, report, delta)
+        return self._parse(item, source_id, doc_id, doc, content, content_hash, report, delta, stale=stale)
 
     @staticmethod
     def _same_stat(item: SourceItem, doc: DocumentRow) -> bool:
@@ -265,16 +279,31 @@ class SyncPipeline:
             report.error(item.key, doc.error or "failed before")
 
     def _parse(self, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None, content: bytes,
-               content_hash: str, report: SyncReport, delta: DeltaQuality) -> Pending | None:
-        """Parse and chunk new or changed content; a parse error is recorded for the document."""
+               content_hash: str, report: SyncReport, delta: DeltaQuality, *,
+               stale: bool = False) -> Pending | Callable[[], Pending | None] | None:
+        """Parse and chunk new or changed content; a parse error is recorded for the document. With an
+        executor that cuts elsewhere (Ray), returns the function that records the cut when it is done."""
         version_id = version_id_for(doc_id, content_hash)
-        try:
-            parsed = parse(content, item.media_type)
-        except ParseError as exc:
-            delta.failed()
-            self._record_failure(item, source_id, doc_id, doc, content_hash, str(exc), report, size=len(content))
+        same_text = doc is not None and doc.seen_hash == content_hash and doc.status == "active" and not stale
+        cut = self.executor.cut(content, item.media_type, doc_id, version_id, self.chunker, embed=not same_text)
+        size = len(content)
+
+        def record() -> Pending | None:
+            return self._record_cut(cut(), item, source_id, doc_id, doc, version_id, content_hash, size, report, delta)
+        return record if self.executor.in_flight else record()
+
+    def _record_cut(self, cut: Cut, item: SourceItem, source_id: int, doc_id: str, doc: DocumentRow | None,
+                    version_id: str, content_hash: str, size: int, report: SyncReport,
+                    delta: DeltaQuality) -> Pending | None:
+        if cut.retry:  # lost with its worker: recorded so that the next sync reads and cuts it again
+            self._record_failure(item, source_id, doc_id, doc, None, cut.error or "lost", report, retry=True)
             return None
-        chunks = self.chunker.chunk(parsed, doc_id, version_id)
+        if cut.parsed is None:
+            delta.failed()
+            self._record_failure(item, source_id, doc_id, doc, content_hash, cut.error or "", report, size=size)
+            return None
+        adopt_vectors(cut, self.embedder, self.chunker)  # vectors computed where it was cut, into the cache
+        parsed, chunks = cut.parsed, cut.chunks
         texts = [c.text for c in chunks]
         stats = version_stats(texts, parsed.columns) | {"chunking": self.chunker.fingerprint}
         delta.parsed(texts, stats)
@@ -285,7 +314,7 @@ class SyncPipeline:
         else:
             kind = "updated"
         pages = len({s.page for s in parsed.sections if s.page}) or 1
-        return Pending(item, doc_id, version_id, content_hash, len(content), chunks,
+        return Pending(item, doc_id, version_id, content_hash, size, chunks,
                         item.title or parsed.title, kind, parsed.parser, pages, stats)
 
     def _touch(self, doc_id: str, item: SourceItem) -> None:

@@ -64,6 +64,9 @@ class BastionServer:
         self.m_warm_seconds = Gauge("bastion_index_warm_seconds", "Seconds the last load of changed indexes took",
                                     registry=self.metrics)
         self.warmer: IndexWarmer | None = None
+        from bastion.server.answer_gate import for_workspace
+
+        self.answers = for_workspace(ws, self.metrics)  # [llm] max_concurrent / max_queue (docs/model-servers.md)
 
     def _warmed(self, names: list[str], seconds: float) -> None:
         for name in names:

@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select, update
 
 from bastion.catalog.models import SyncJobRow, utc_iso, utcnow
+from bastion.leases import claim, release
 
 if TYPE_CHECKING:
     from bastion.workspace import Workspace
 
 log = logging.getLogger("bastion.server.jobs")
+JOB_LEASE_S = 60.0  # a job whose server renewed its lease this long ago is taken for dead
 ProgressFn = Callable[[str, int, int | None], None]  # stage, advance, total
 
 
@@ -67,10 +70,51 @@ class SyncJobs:
         self.ws, self.flush_every_s, self.nice, self.in_process = ws, flush_every_s, nice, in_process
         self._queue: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
-        with ws.catalog.session() as s:  # a previous server process died with these unfinished
-            s.execute(update(SyncJobRow).where(SyncJobRow.status.in_(["queued", "running"]))
-                      .values(status="interrupted", finished_at=utcnow(),
-                              error="the server stopped before it finished"))
+        # each queued or running job is leased by its server, renewed while it lives: with several
+        # servers on one catalog, one starting must not take the others' jobs for dead
+        self.holder = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._mine: set[str] = set()
+        self._mine_lock = threading.Lock()
+        self._beat: threading.Thread | None = None
+        self._interrupt_orphans()
+
+    def _interrupt_orphans(self) -> None:
+        """Mark the unfinished jobs nobody leases (their server died) as interrupted."""
+        with self.ws.catalog.session() as s:
+            unfinished = list(s.scalars(select(SyncJobRow.id).where(SyncJobRow.status.in_(["queued", "running"]))))
+        for job_id in unfinished:
+            if claim(self.ws.catalog, f"sync-job:{job_id}", JOB_LEASE_S, self.holder):  # free: its server is gone
+                self._set(job_id, status="interrupted", finished_at=utcnow(),
+                          error="the server stopped before it finished")
+                release(self.ws.catalog, f"sync-job:{job_id}", self.holder)
+
+    def _lease(self, job_id: str) -> None:
+        claim(self.ws.catalog, f"sync-job:{job_id}", JOB_LEASE_S, self.holder)
+        with self._mine_lock:
+            self._mine.add(job_id)
+            if self._beat is None or not self._beat.is_alive():
+                self._beat = threading.Thread(target=self._heartbeat, name="bastion-sync-lease", daemon=True)
+                self._beat.start()
+
+    def _unlease(self, job_id: str) -> None:
+        with self._mine_lock:
+            self._mine.discard(job_id)
+        release(self.ws.catalog, f"sync-job:{job_id}", self.holder)
+
+    def _heartbeat(self) -> None:
+        """Renew this server's job leases every third of their length, while it has any."""
+        while True:
+            time.sleep(JOB_LEASE_S / 3)
+            with self._mine_lock:
+                mine = sorted(self._mine)
+                if not mine:
+                    self._beat = None
+                    return
+            for job_id in mine:
+                try:
+                    claim(self.ws.catalog, f"sync-job:{job_id}", JOB_LEASE_S, self.holder)
+                except Exception:  # noqa: BLE001 - the catalog is away: the next beat tries again
+                    log.warning("could not renew the lease of sync job %s", job_id)
 
     def start(self, source: str | None, user_id: str, upload_path: str | None = None) -> dict:
         """Queue a sync; ``upload_path`` names the file an upload put in ``source``."""
@@ -81,6 +125,7 @@ class SyncJobs:
             row = SyncJobRow(id=job_id, source=source, status="queued", started_by=user_id, progress={},
                              upload_path=upload_path)
             s.add(row)
+        self._lease(job_id)
         self._queue.put(job_id)
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="bastion-sync", daemon=True)
@@ -129,7 +174,10 @@ class SyncJobs:
                 job_id = self._queue.get(timeout=5)
             except queue.Empty:
                 return
-            self._run(job_id)
+            try:
+                self._run(job_id)
+            finally:
+                self._unlease(job_id)
 
     def _run(self, job_id: str) -> None:
         job = self.get(job_id)

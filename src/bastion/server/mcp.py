@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
 from bastion.core.errors import BastionError
+from bastion.server.answer_gate import uses_llm
 from bastion.server.app import BastionServer
 from bastion.server.auth import Ctx, Identity
 from bastion.server.problems import INTERNAL_DETAIL, Problem, audit_failure, from_bastion_error, problem_response
@@ -129,7 +130,8 @@ async def _search(ctx: Ctx, query: str, k: int) -> JsonObject:
 
 
 async def _ask(ctx: Ctx, question: str) -> JsonObject:
-    ans = await ctx.server.blocking(run_ask, ctx, question, assistant="bastion", mode=None, history=[])
+    ticket = ctx.server.answers.admit("", llm=uses_llm(ctx.server.ws, "bastion", None))
+    ans = await ticket.run(run_ask, ctx, question, assistant="bastion", mode=None, history=[])
     full = answer_dict(ans)
     return {f: full.get(f) for f in ANSWER_FIELDS}
 

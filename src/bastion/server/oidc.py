@@ -18,10 +18,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.config import JwtConfig, OidcConfig
 from bastion.core.errors import AccessError, ConfigError
+from bastion.leases import claim_once
+
+if TYPE_CHECKING:
+    from bastion.catalog.db import Catalog
 
 FLOW_TTL_S = 600  # a sign-in must come back from the provider within ten minutes
 DISCOVERY_TTL_S = 3600
@@ -58,7 +62,7 @@ def _unb64(text: str) -> bytes:
 class OidcClient:
     """One configured provider; thread-safe (the routes call it from worker threads)."""
 
-    def __init__(self, cfg: OidcConfig, home: Path) -> None:
+    def __init__(self, cfg: OidcConfig, home: Path, catalog: Catalog | None = None) -> None:
         try:
             from authlib.integrations.httpx_client import OAuth2Client
         except ImportError:
@@ -75,6 +79,7 @@ class OidcClient:
         self._meta_at = 0.0
         self._validator: Any = None
         self._used: dict[str, float] = {}  # state -> expiry: a login cookie works once
+        self.catalog = catalog  # with one, once on every server of the catalog (bastion.leases)
 
     @staticmethod
     def _secret(cfg: OidcConfig, home: Path) -> str | None:
@@ -196,6 +201,8 @@ class OidcClient:
             if state in self._used:
                 raise SsoRefused("this sign-in response was already used; start the sign-in again", "replayed", 400)
             self._used[state] = now + FLOW_TTL_S
+        if self.catalog is not None and not claim_once(self.catalog, f"oidc-state:{state}", FLOW_TTL_S):
+            raise SsoRefused("this sign-in response was already used; start the sign-in again", "replayed", 400)
 
     def _exchange(self, meta: ProviderMetadata, code: str, flow: dict) -> dict:
         if not code:

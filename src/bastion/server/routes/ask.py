@@ -20,6 +20,7 @@ from pydantic import Field
 
 from bastion.core.errors import BastionError
 from bastion.generation.protocol import ChatMessage
+from bastion.server.answer_gate import uses_llm
 from bastion.server.auth import Ctx, require
 from bastion.server.plain_language import member_reason, message
 from bastion.server.problems import INTERNAL_DETAIL, Problem, audit_failure, from_bastion_error, problem_body
@@ -29,6 +30,7 @@ from bastion.server.routes.knowledge import empty_index_note
 
 if TYPE_CHECKING:
     from bastion.generation.results import Answer
+    from bastion.server.answer_gate import Ticket
 
 log = logging.getLogger("bastion.server")
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
@@ -123,9 +125,11 @@ def _answer(ctx: Ctx, body: AskBody, history: list[dict[str, Any]],
              summary="A cited answer from what the caller may read (SSE with stream=true)")
 async def ask(body: AskBody, ctx: Ctx = Depends(require("member", "ask"))) -> JsonObject | StreamingResponse:
     history = await ctx.server.blocking(_prepare, ctx, body)
+    # 503 + Retry-After when too many answers are in progress (docs/model-servers.md)
+    ticket = ctx.server.answers.admit(ctx.request.url.path, llm=uses_llm(ctx.server.ws, body.assistant, body.mode))
     if not body.stream:
-        return await ctx.server.blocking(_answer, ctx, body, history)
-    return StreamingResponse(_ask_events(ctx, body, history), media_type="text/event-stream",
+        return await ticket.run(_answer, ctx, body, history)
+    return StreamingResponse(_ask_events(ctx, body, history, ticket), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
 
@@ -134,7 +138,7 @@ def sse(event: str, data: JsonObject) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _ask_events(ctx: Ctx, body: AskBody, history: list[dict[str, Any]]) -> AsyncIterator[str]:
+async def _ask_events(ctx: Ctx, body: AskBody, history: list[dict[str, Any]], ticket: Ticket) -> AsyncIterator[str]:
     """``draft`` events carry the model's tokens as they come (not yet checked); ``answer`` carries the
     checked answer, which replaces the draft; ``error`` a problem document."""
     send, receive = anyio.create_memory_object_stream[tuple[str, JsonObject]](1000)
@@ -151,7 +155,7 @@ async def _ask_events(ctx: Ctx, body: AskBody, history: list[dict[str, Any]]) ->
 
     async def produce() -> None:
         try:
-            await send.send(("answer", await ctx.server.blocking(_answer, ctx, body, history, on_token=on_token)))
+            await send.send(("answer", await ticket.run(_answer, ctx, body, history, on_token=on_token)))
         except Problem as p:
             await failed(p.status, p.kind, p.detail)
         except BastionError as exc:

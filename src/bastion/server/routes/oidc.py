@@ -35,7 +35,7 @@ def install(app: FastAPI, server: BastionServer) -> None:
     """Mount the routes; with ``[auth.oidc]`` configured, build its client now so that a missing
     secret or extra stops the server at start with a clear error."""
     cfg = server.ws.config.auth.oidc
-    app.state.oidc = OidcClient(cfg, server.ws.home) if cfg is not None else None
+    app.state.oidc = OidcClient(cfg, server.ws.home, server.ws.catalog) if cfg is not None else None
     app.include_router(router)
 
 

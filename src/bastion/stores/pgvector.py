@@ -1,0 +1,461 @@
+"""Chunk index on PostgreSQL with pgvector (``[store] backend = "pgvector"``, docs/pgvector.md).
+
+Tables and indexes: :mod:`.pgvector_schema`. Every read applies the ACL predicate in its WHERE
+clause (``acl && labels``, GIN-indexed), ``fetch`` included. Dense search walks the HNSW index with
+pgvector's iterative scan (``hnsw.iterative_scan = relaxed_order``), which keeps walking the graph
+until the filter admitted k rows; a principal who may read few chunks (at most ``exact_threshold``)
+is ranked exactly from those rows instead, and a walk that still found fewer than k falls back to the
+exact ranking, so a filtered top-k returns k hits whenever k readable chunks exist. BM25 is computed
+in SQL over the stored analysed terms: with statistics of the principal's readable chunks only for a
+principal who may read at most ``exact_threshold`` chunks, else with whole-table statistics (kept in
+``bastion_term_stats`` by ``replace_documents``) and MaxScore pruning, returning rank-derived scores.
+``replace_documents`` deletes and inserts in one transaction: readers see the old version or the new.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bastion.core.errors import ConfigError, EmbedderMismatch, StoreError
+from bastion.events import log
+from bastion.stores.lance_schema import rank_score
+from bastion.stores.pgvector_schema import (
+    CHUNKS,
+    K1,
+    LOCK_SPACE,
+    META,
+    ROW_COLUMNS,
+    STATS,
+    TERMS,
+    acl_where,
+    bm25_sql,
+    bm25_table_sql,
+    ddl,
+    engine,
+    hnsw_ddl,
+    resolve_url,
+    stats_backfill_sql,
+    stats_update_sql,
+)
+from bastion.stores.protocol import Ranked, SourceFilter, StoredChunk, StoreHit
+
+if TYPE_CHECKING:
+    from bastion.core.config import WorkspaceConfig
+
+__all__ = ["PgVectorStore", "drop_tables", "open_store", "store_url"]
+
+_ROWS = ", ".join(f"c.{c}" for c in ROW_COLUMNS)
+_INTS = {"page", "ordinal", "char_start", "char_end"}
+CHUNK_TYPES = ["int4" if c in _INTS else "text" for c in ROW_COLUMNS] + ["text[]", "vector"]
+TERM_TYPES = ["text", "text", "text", "text[]", "int4", "text[]", "int4[]"]
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+class PgVectorStore:
+    """PostgreSQL + pgvector :class:`~bastion.stores.protocol.ChunkStore`.
+
+    Args:
+        url: a SQLAlchemy URL (``postgresql+psycopg://user@host/db``, password set), see
+            :func:`bastion.stores.pgvector_schema.resolve_url`.
+        embedder_id: the embedder the vectors come from; the database refuses another (:class:`EmbedderMismatch`).
+        dimension: the vectors' dimension.
+        ef_search: HNSW candidate list size per search (raised to k when k is larger).
+        exact_threshold: a principal who may read at most this many chunks is ranked exactly.
+        ann_min_rows: rows from which :meth:`optimize` builds the HNSW index.
+        hnsw_m, ef_construction: the HNSW index's build parameters.
+        max_scan_tuples: how far an iterative scan may walk before giving up (then: exact ranking).
+        build_memory_mb: ``maintenance_work_mem`` for the HNSW build (an index larger than it builds far slower).
+
+    >>> store = PgVectorStore("postgresql+psycopg://bastion@db/bastion", embedder_id="hash-64", dimension=64)  # doctest: +SKIP
+    >>> store.count()   # doctest: +SKIP
+    0
+    """
+
+    terms_budget = 5_000  # BM25 above exact_threshold: summed document frequency of the terms scored exactly
+    terms_fill_cap = 1_000  # ... and how many chunks holding only commoner terms are sampled past that
+    path_ttl_s = 30.0  # how long the exact-or-index decision for a filter is remembered (:meth:`_few_readable`)
+
+    def __init__(self, url: Any, *, embedder_id: str, dimension: int, ef_search: int = 100,
+                 exact_threshold: int = 1000, ann_min_rows: int = 10_000, hnsw_m: int = 16,
+                 ef_construction: int = 64, max_scan_tuples: int = 20_000, pool_size: int = 5,
+                 connect_timeout_s: int = 10, build_memory_mb: int = 512) -> None:
+        self.embedder_id, self.dimension = embedder_id, dimension
+        self.ef_search, self.exact_threshold, self.ann_min_rows = ef_search, exact_threshold, ann_min_rows
+        self.hnsw_m, self.ef_construction, self.max_scan_tuples = hnsw_m, ef_construction, max_scan_tuples
+        self.url, self.build_memory_mb = url, build_memory_mb
+        self._create_extension()
+        self._engine = engine(url, pool_size=pool_size, connect_timeout_s=connect_timeout_s)
+        self._ann_built: bool | None = None
+        self._ann_lock = threading.Lock()
+        self._paths: dict[tuple[frozenset[str], Any], tuple[bool, float]] = {}  # filter -> (few readable, when)
+        self._setup()
+
+    # -- connections ------------------------------------------------------------------------
+    def _where(self) -> str:
+        from bastion.catalog.db import where
+
+        return where(self.url)
+
+    def _create_extension(self) -> None:
+        """``CREATE EXTENSION vector`` when missing (the pool's connections need its type to exist)."""
+        import psycopg
+
+        from bastion.core.errors import MissingExtraError
+
+        try:
+            from pgvector.psycopg import register_vector  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("the pgvector store needs the pgvector extra: pip install 'bastion[pgvector]'") from exc
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+                if found is None:
+                    available = conn.execute("SELECT default_version FROM pg_available_extensions "
+                                             "WHERE name = 'vector'").fetchone()
+                    if available is None:
+                        raise StoreError(f"the {self._where()} has no pgvector extension: install pgvector >= 0.8 "
+                                         "on the server (managed services: enable the 'vector' extension), or "
+                                         "use [store] backend = \"lance\"")
+                    try:
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    except psycopg.Error as exc:
+                        raise StoreError(f"cannot create the pgvector extension in the {self._where()}: "
+                                         f"{_reason(exc)}; have the database owner run CREATE EXTENSION vector") from None
+                    found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to the chunk store, the {self._where()} "
+                             f"(user {self.url.username!r}): {_reason(exc)}") from None
+        installed = str(found[0]) if found else "?"
+        version = tuple(int(p) for p in installed.split(".")[:2] if p.isdigit())
+        if version < (0, 8):
+            raise StoreError(f"the {self._where()} has pgvector {installed}; the store needs >= 0.8 (iterative "
+                             "index scans keep a filtered search from returning fewer than k hits): "
+                             "ALTER EXTENSION vector UPDATE")
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A cursor in one transaction on a pooled connection: committed on success, rolled back on error."""
+        raw = self._engine.raw_connection()
+        conn = raw.driver_connection
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def _setup(self) -> None:
+        """Create the tables (once, under an advisory lock) and check the embedder recorded in them."""
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+            for statement in ddl(self.dimension):
+                cur.execute(statement)
+            cur.execute(f"SELECT 1 FROM {STATS} WHERE term = ''")
+            if cur.fetchone() is None:  # new, or created before the statistics table existed
+                cur.execute(stats_backfill_sql())
+            cur.execute(f"SELECT key, value FROM {META}")
+            meta = dict(cur.fetchall())
+            if not meta:
+                cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
+                                [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
+                return
+        if meta.get("embedder_id") != self.embedder_id or meta.get("dimension") != str(self.dimension):
+            raise EmbedderMismatch(
+                f"the chunk store in the {self._where()} was built with embedder {meta.get('embedder_id')!r} "
+                f"({meta.get('dimension')} dimensions); the workspace now uses {self.embedder_id!r} "
+                f"({self.dimension} dimensions). Restore the old embedder setting, or run "
+                "`bastion rebuild` to re-embed everything with the new one.")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def drop(self) -> None:
+        """Remove the tables (``bastion rebuild``: the index is derived and is re-made from the catalog)."""
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+            cur.execute(f"DROP TABLE IF EXISTS {STATS}, {TERMS}, {CHUNKS}, {META}")
+        self._ann_built = None
+
+    # -- writes -----------------------------------------------------------------------------
+    def replace_documents(self, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        """Atomically make ``chunks`` the only chunks of ``doc_ids`` (none: delete them), in one transaction.
+
+        Writers of the same documents queue on per-document advisory locks taken in a fixed order, so two
+        concurrent replaces of a document cannot both delete the old rows and leave two new versions.
+        """
+        if not doc_ids:
+            return
+        for c in chunks:
+            if c.vector.shape != (self.dimension,):
+                raise EmbedderMismatch(f"vector of chunk {c.chunk_id} has shape {c.vector.shape}, index expects ({self.dimension},)")
+        scope = sorted(set(doc_ids))
+        stray = sorted({c.doc_id for c in chunks} - set(scope))
+        if stray:
+            raise StoreError(f"chunks of documents not being replaced: {', '.join(stray[:5])}")
+        counts = [Counter(c.terms.split()) for c in chunks]
+        dfs: Counter[str] = Counter()
+        for cnt in counts:
+            dfs.update(cnt.keys())
+        delta = {"docs": scope, "terms": ["", *dfs], "dfs": [len(chunks), *dfs.values()],
+                 "totals": [sum(sum(cnt.values()) for cnt in counts)] + [0] * len(dfs)}
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(d)) FROM unnest(%s::text[]) AS d", (LOCK_SPACE, scope))
+            cur.execute(stats_update_sql(), delta)  # deletes the old terms rows and moves the statistics
+            cur.execute(f"DELETE FROM {CHUNKS} WHERE doc_id = ANY(%s::text[])", (scope,))
+            if not chunks:
+                return
+            # binary COPY: pgvector's text form of a vector costs more to write than everything else together
+            with cur.copy(f"COPY {CHUNKS} ({', '.join(ROW_COLUMNS)}, acl, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(CHUNK_TYPES)
+                for c in chunks:
+                    copy.write_row([getattr(c, name) for name in ROW_COLUMNS]
+                                   + [list(c.acl), np.asarray(c.vector, dtype=np.float32)])
+            with cur.copy(f"COPY {TERMS} (chunk_id, doc_id, source, acl, nterms, keys, tfs) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(TERM_TYPES)
+                for c, cnt in zip(chunks, counts):
+                    copy.write_row([c.chunk_id, c.doc_id, c.source, list(c.acl), sum(cnt.values()),
+                                    list(cnt), list(cnt.values())])
+
+    def optimize(self) -> None:
+        """Build the HNSW index once the table holds ``ann_min_rows`` rows (pgvector maintains it on every
+        insert after that), and refresh the planner's statistics."""
+        with self._tx() as cur:
+            cur.execute(f"ANALYZE {CHUNKS}")
+            cur.execute(f"ANALYZE {TERMS}")
+        if self._has_ann() or self.count() < self.ann_min_rows:
+            return
+        raw = self._engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            conn.autocommit = True  # CREATE INDEX CONCURRENTLY: writers are not blocked while it builds
+            try:
+                conn.execute(f"SET maintenance_work_mem = '{int(self.build_memory_mb)}MB'")
+                conn.execute(hnsw_ddl(self.hnsw_m, self.ef_construction))
+                conn.execute("RESET maintenance_work_mem")
+            finally:
+                conn.autocommit = False
+        finally:
+            raw.close()
+        log("store.hnsw_built", rows=self.count())
+        self._ann_built = None
+
+    def _has_ann(self) -> bool:
+        """Whether a valid HNSW index exists (cached once found; an index is never dropped while open)."""
+        with self._ann_lock:
+            if self._ann_built:
+                return True
+            with self._tx() as cur:
+                cur.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                            "WHERE c.relname = %s", (f"{CHUNKS}_embedding",))
+                row = cur.fetchone()
+            self._ann_built = bool(row and row[0])
+            return self._ann_built
+
+    # -- reads ------------------------------------------------------------------------------
+    def _few_readable(self, cur: Any, labels: frozenset[str], source: SourceFilter) -> bool:
+        """Whether ``labels`` (and ``source``) admit at most ``exact_threshold`` chunks, remembered for
+        ``path_ttl_s`` seconds per filter. A stale answer only picks the slower of two correct paths: both
+        queries apply the ACL, and a walk that finds fewer than k rows falls back to the exact query."""
+        key = (labels, source if source is None or isinstance(source, str) else tuple(sorted(set(source))))
+        now = time.monotonic()
+        with self._ann_lock:
+            cached = self._paths.get(key)
+        if cached is not None and now - cached[1] < self.path_ttl_s:
+            return cached[0]
+        few = self._readable_at_most(cur, *acl_where(labels, source, "t."), self.exact_threshold)
+        with self._ann_lock:
+            if len(self._paths) >= 4096:
+                self._paths.clear()
+            self._paths[key] = (few, now)
+        return few
+
+    def _readable_at_most(self, cur: Any, where: str, params: dict[str, Any], n: int) -> bool:
+        """Whether ``where`` admits at most ``n`` chunks (reads at most n + 1 entries of the ACL index)."""
+        if n <= 0:
+            return False
+        cur.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {TERMS} t WHERE {where} LIMIT %(n)s) s", params | {"n": n + 1})
+        few = int(cur.fetchone()[0]) <= n
+        cur.execute("SELECT set_config('enable_seqscan', 'on', true)")
+        return few
+
+    def _dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter, columns: str) -> list[tuple[Any, ...]]:
+        """Rows (``columns``, then the cosine distance) of the top-k chunks ``labels`` may read."""
+        where, params = acl_where(labels, source, "c.")
+        params |= {"v": np.asarray(vector, dtype=np.float32), "k": k}
+        query = (f"WITH hits AS MATERIALIZED (SELECT {columns}, c.embedding <=> %(v)s AS distance FROM {CHUNKS} c "
+                 f"WHERE {where} ORDER BY distance LIMIT %(k)s) SELECT * FROM hits ORDER BY distance, chunk_id")
+        with self._tx() as cur:
+            exact = not self._has_ann() or self._few_readable(cur, labels, source)
+            if not exact:
+                # the readable set is large: walk the HNSW index (the planner, estimating the ACL's selectivity
+                # from sampled statistics, might otherwise rank a mid-sized group by a full bitmap scan and sort)
+                cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                            "set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true), "
+                            "set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)",
+                            (str(min(max(self.ef_search, k), 1000)), str(self.max_scan_tuples)))
+                cur.execute(query, params)
+                rows = cur.fetchall()
+                if len(rows) >= k:
+                    return list(rows)
+                log("store.iterative_scan_short", found=len(rows), k=k)  # the walk gave up: rank exactly
+            cur.execute("SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'on', true), "
+                        "set_config('enable_seqscan', 'on', true)")  # no HNSW: the exact order
+            cur.execute(query, params)
+            return list(cur.fetchall())
+
+    def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[Ranked]:
+        """Ids and cosine similarities of the top-k chunks ``labels`` may read, best first."""
+        return [Ranked(cid, 1.0 - float(d)) for cid, d in self._dense(vector, labels, k, source, "c.chunk_id")]
+
+    def search_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[StoreHit]:
+        """Full rows of the top-k chunks ``rank_dense`` would return, read by the same query."""
+        rows = self._dense(vector, labels, k, source, _ROWS)
+        return [StoreHit(row=dict(zip(ROW_COLUMNS, r[:-1])), score=1.0 - float(r[-1])) for r in rows]
+
+    def rank_terms(self, terms: list[str], labels: frozenset[str], k: int, source: SourceFilter = None, *,
+                   exact: bool = False) -> list[Ranked]:
+        """Ids and scores of the top-k chunks ``labels`` may read by BM25.
+
+        A principal who may read at most ``exact_threshold`` chunks (or any, with ``exact=True``) gets BM25
+        scores computed with statistics of its readable chunks only. For everyone else those statistics
+        cost a pass over a large share of the table per query, so the order comes from whole-table statistics
+        (:meth:`_rank_terms_table`), and, as the protocol requires of such a store, the score is derived from
+        the rank alone (:func:`~bastion.stores.lance_schema.rank_score`, the Lance store's): how often a word
+        occurs in chunks the principal may not read never shows in a number.
+        """
+        if not terms:
+            return []
+        distinct = list(dict.fromkeys(terms))
+        where, params = acl_where(labels, source, "t.")
+        with self._tx() as cur:
+            if not exact and not self._few_readable(cur, labels, source):
+                ids = self._rank_terms_table(cur, distinct, where, params, k)
+                return [Ranked(cid, rank_score(i)) for i, cid in enumerate(ids)]
+            cur.execute(bm25_sql(where), params | {"terms": distinct, "k": k})
+            return [Ranked(cid, float(score)) for cid, score in cur.fetchall()]
+
+    def _rank_terms_table(self, cur: Any, terms: list[str], where: str, params: dict[str, Any], k: int) -> list[str]:
+        """The top-k readable chunk ids by BM25 with whole-table statistics, MaxScore-pruned.
+
+        A query term holding in a chunk adds at most ``idf * (k1 + 1)`` to its score. The terms are taken
+        rarest first: the candidates are the readable chunks holding one of the first ("essential") terms,
+        each scored with every query term it holds. When the k-th best of them already scores above the
+        summed bounds of the remaining (common) terms, no chunk holding only those could enter the top k,
+        and the result is the exact top k. Otherwise the next term joins while the essential terms' summed
+        document frequencies stay within ``terms_budget``; past it, the chunks holding only common terms
+        are sampled: the first ``terms_fill_cap`` readable ones are scored and merged in. That happens when
+        fewer than k readable chunks hold a rarer term (a principal reading a tenth of the table, k = 50),
+        and only reorders chunks whose scores come from common words alone, which are nearly tied.
+        """
+        cur.execute(f"SELECT term, df, total FROM {STATS} WHERE term = ANY(%s::text[])", (["", *terms],))
+        stats = {term: (int(df), int(total)) for term, df, total in cur.fetchall()}
+        n, total = stats.pop("", (0, 0))
+        present = sorted((df, term) for term, (df, _) in stats.items() if df > 0)
+        if n <= 0 or not present:
+            return []
+        idf = {term: math.log(1 + (n - df + 0.5) / (df + 0.5)) for df, term in present}
+        order = [term for _, term in present]
+        essential, seen = 1, present[0][0]
+        while essential < len(order) and seen + present[essential][0] <= self.terms_budget:
+            seen += present[essential][0]
+            essential += 1
+        args = params | {"terms": order, "idfs": [idf[t] for t in order], "avgdl": total / n, "k": k}
+        while True:
+            cur.execute(bm25_table_sql(where), args | {"essential": order[:essential]})
+            rows = [(cid, float(score)) for cid, score in cur.fetchall()]
+            rest = order[essential:]
+            if not rest or (len(rows) >= k and rows[-1][1] > sum(idf[t] for t in rest) * (K1 + 1)):
+                return [cid for cid, _ in rows]
+            if seen + present[essential][0] <= self.terms_budget:
+                seen += present[essential][0]
+                essential += 1
+                continue
+            cur.execute(bm25_table_sql(where, capped=True),
+                        args | {"essential": order[:essential], "rest": rest, "cap": max(self.terms_fill_cap, k)})
+            rows += [(cid, float(score)) for cid, score in cur.fetchall()]
+            return [cid for cid, _ in sorted(rows, key=lambda r: (-r[1], r[0]))[:k]]
+
+    def fetch(self, ranked: Sequence[tuple[str, float]], labels: frozenset[str], source: SourceFilter = None) -> list[StoreHit]:
+        """Full rows of the ranked ids, in the given order, only those ``labels`` (and ``source``) admit."""
+        if not ranked:
+            return []
+        where, params = acl_where(labels, source, "c.")
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_ROWS} FROM {CHUNKS} c WHERE c.chunk_id = ANY(%(ids)s::text[]) AND {where}",
+                        params | {"ids": sorted({cid for cid, _ in ranked})})
+            rows = {r[0]: dict(zip(ROW_COLUMNS, r)) for r in cur.fetchall()}
+        return [StoreHit(row=dict(rows[cid]), score=score) for cid, score in ranked if cid in rows]
+
+    def chunk_keys(self) -> list[tuple[str, str, str]]:
+        """(chunk_id, doc_id, version_id) of every stored chunk (for checks and rebuilds)."""
+        with self._tx() as cur:
+            cur.execute(f"SELECT chunk_id, doc_id, version_id FROM {CHUNKS}")
+            return [tuple(r) for r in cur.fetchall()]
+
+    def rows_for(self, doc_ids: list[str]) -> list[dict[str, Any]]:
+        """Every row of ``doc_ids`` (citation fields and ACL, no vector); callers check the ACL themselves."""
+        if not doc_ids:
+            return []
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_ROWS}, c.acl FROM {CHUNKS} c WHERE c.doc_id = ANY(%s::text[])", (list(doc_ids),))
+            return [dict(zip([*ROW_COLUMNS, "acl"], r)) for r in cur.fetchall()]
+
+    def count(self) -> int:
+        """Rows in the table."""
+        with self._tx() as cur:
+            cur.execute(f"SELECT count(*) FROM {CHUNKS}")
+            return int(cur.fetchone()[0])
+
+    def disk_bytes(self) -> int:
+        """The tables' and their indexes' size on disk (for benchmarks and `bastion doctor`)."""
+        with self._tx() as cur:
+            cur.execute("SELECT sum(pg_total_relation_size(t)) FROM unnest(%s::regclass[]) AS t", ([CHUNKS, TERMS, STATS, META],))
+            return int(cur.fetchone()[0] or 0)
+
+
+def store_url(config: WorkspaceConfig) -> Any:
+    """The store's database: ``[store] url`` / ``password_env``, else the catalog's when it is on PostgreSQL."""
+    from sqlalchemy.engine import make_url
+
+    s, c = config.store, config.catalog
+    if s.url is not None:
+        return resolve_url(s.url, s.password_env, "store.url")
+    if c.url is not None and make_url(c.url).get_backend_name() == "postgresql":
+        return resolve_url(c.url, c.password_env, "catalog.url")
+    raise ConfigError("store.backend = 'pgvector' needs a PostgreSQL database: set [store] url (and password_env), "
+                      "or put the catalog on PostgreSQL ([catalog] url, docs/postgres.md), whose database it then shares")
+
+
+def open_store(config: WorkspaceConfig, embedder_id: str, dimension: int) -> PgVectorStore:
+    """The workspace's pgvector store, as ``[store]`` configures it."""
+    s = config.store
+    return PgVectorStore(store_url(config), embedder_id=embedder_id, dimension=dimension, ef_search=s.ef_search,
+                         exact_threshold=s.exact_threshold, ann_min_rows=s.ann_min_rows, hnsw_m=s.hnsw_m,
+                         ef_construction=s.hnsw_ef_construction, pool_size=s.pool_size,
+                         build_memory_mb=s.index_build_memory_mb,
+                         connect_timeout_s=config.catalog.connect_timeout_s)
+
+
+def drop_tables(config: WorkspaceConfig) -> None:
+    """Remove the store's tables whatever embedder built them (``bastion rebuild``)."""
+    import psycopg
+
+    dsn = store_url(config).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=config.catalog.connect_timeout_s) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {STATS}, {TERMS}, {CHUNKS}, {META}")

@@ -1,0 +1,198 @@
+"""The PostgreSQL chunk tables' layout: DDL, the ACL predicate, the BM25 query and the connection URL.
+
+Pure SQL text and small helpers shared by :class:`~bastion.stores.pgvector.PgVectorStore`; nothing here
+opens a connection except :func:`engine`, which builds the pool.
+
+Two tables, written in the same transaction:
+
+* ``bastion_chunks``: one row per chunk, its text and citation fields, ACL labels (``text[]``, GIN
+  index), ``doc_id`` (btree) and the vector (``vector(dim)``, HNSW index with ``vector_cosine_ops``
+  once the table is large enough, :meth:`PgVectorStore.optimize`).
+* ``bastion_chunk_terms``: per chunk, its distinct analysed terms (``text[]``, GIN index), their
+  counts (``int[]``, same order), the number of terms, a copy of the ACL labels and the source. It is
+  kept apart from the wide chunk rows (a 384-dimension vector alone is 1.5 kB) so that the BM25
+  statistics over a principal's readable chunks (count and mean length) scan rows a third as wide.
+
+The analysed terms (:mod:`bastion.retrieval.analyzer`, Chinese bigrams included) are stored as
+arrays, never run through a PostgreSQL text-search parser, so no term is split or changed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from bastion.core.errors import MissingExtraError, StoreError
+
+__all__ = ["CHUNKS", "META", "ROW_COLUMNS", "STATS", "TERMS", "acl_where", "bm25_sql", "bm25_table_sql", "ddl",
+           "engine", "resolve_url", "stats_backfill_sql", "stats_update_sql"]
+
+CHUNKS, TERMS, META = "bastion_chunks", "bastion_chunk_terms", "bastion_store_meta"
+STATS = "bastion_term_stats"  # whole-table BM25 statistics: df per term; the row of term '' holds N and total length
+# the columns a hit shows (as LanceStore's rows: chunk id, text and the citation fields)
+ROW_COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
+               "ordinal", "text", "char_start", "char_end"]
+K1, B = 1.2, 0.75  # BM25 constants, those of bastion.stores.postings (LanceDB's)
+LOCK_SPACE = 0x62617374  # advisory lock namespace ("bast"): schema creation (key 0) and documents being replaced
+
+
+def ddl(dim: int) -> list[str]:
+    """The statements that create the tables and their always-present indexes (idempotent)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {META} (key text PRIMARY KEY, value text NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS {CHUNKS} (
+            chunk_id text PRIMARY KEY, doc_id text NOT NULL, version_id text NOT NULL, source text,
+            document text, path text, page integer, section text, ordinal integer, text text,
+            char_start integer, char_end integer, acl text[] NOT NULL, embedding vector({dim}) NOT NULL)""",
+        f"CREATE INDEX IF NOT EXISTS {CHUNKS}_doc ON {CHUNKS} (doc_id)",
+        f"CREATE INDEX IF NOT EXISTS {CHUNKS}_acl ON {CHUNKS} USING gin (acl)",
+        f"""CREATE TABLE IF NOT EXISTS {TERMS} (
+            chunk_id text PRIMARY KEY, doc_id text NOT NULL, source text, acl text[] NOT NULL,
+            nterms integer NOT NULL, keys text[] NOT NULL, tfs integer[] NOT NULL)""",
+        f"CREATE INDEX IF NOT EXISTS {TERMS}_doc ON {TERMS} (doc_id)",
+        f"CREATE INDEX IF NOT EXISTS {TERMS}_acl ON {TERMS} USING gin (acl)",
+        f"CREATE INDEX IF NOT EXISTS {TERMS}_keys ON {TERMS} USING gin (keys)",
+        f"CREATE TABLE IF NOT EXISTS {STATS} (term text PRIMARY KEY, df bigint NOT NULL, total bigint NOT NULL)",
+    ]
+
+
+def stats_backfill_sql() -> str:
+    """Fill an empty statistics table from the terms table (a store created before the table existed)."""
+    return f"""
+    INSERT INTO {STATS} (term, df, total)
+    SELECT '', count(*), coalesce(sum(nterms), 0) FROM {TERMS}
+    UNION ALL SELECT k, count(*), 0 FROM {TERMS} t CROSS JOIN unnest(t.keys) AS k GROUP BY k
+    ON CONFLICT (term) DO NOTHING"""
+
+
+def stats_update_sql() -> str:
+    """Delete the terms rows of ``%(docs)s`` and apply the change to the whole-table statistics, together:
+    minus the deleted rows' terms, plus the new chunks' (``%(terms)s``, ``%(dfs)s``, ``%(totals)s``: per
+    term its number of new chunks, and the row ``''`` with the new chunks' count and summed length).
+
+    The rows are upserted in term order, so two writers of different documents lock the terms they share
+    in the same order and queue instead of deadlocking.
+    """
+    return f"""
+    WITH gone AS (DELETE FROM {TERMS} WHERE doc_id = ANY(%(docs)s::text[]) RETURNING keys, nterms),
+    delta AS (SELECT k AS term, -count(*) AS df, 0::bigint AS total FROM gone CROSS JOIN unnest(gone.keys) AS k GROUP BY k
+              UNION ALL SELECT '', -count(*), -coalesce(sum(nterms), 0) FROM gone
+              UNION ALL SELECT * FROM unnest(%(terms)s::text[], %(dfs)s::bigint[], %(totals)s::bigint[])),
+    sums AS (SELECT term, sum(df)::bigint AS df, sum(total)::bigint AS total FROM delta GROUP BY term)
+    INSERT INTO {STATS} (term, df, total) SELECT term, df, total FROM sums WHERE df <> 0 OR total <> 0 ORDER BY term
+    ON CONFLICT (term) DO UPDATE SET df = {STATS}.df + EXCLUDED.df, total = {STATS}.total + EXCLUDED.total"""
+
+
+def hnsw_ddl(m: int, ef_construction: int) -> str:
+    """The vector index (built once the table holds enough rows; maintained on every insert after)."""
+    return (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {CHUNKS}_embedding ON {CHUNKS} USING hnsw "
+            f"(embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+
+
+def acl_where(labels: frozenset[str], source: str | Sequence[str] | None, alias: str = "") -> tuple[str, dict[str, Any]]:
+    """The predicate (and its parameters) admitting only chunks whose ACL shares a label with ``labels``.
+
+    An empty ACL shares no label, so it admits nobody. ``source`` narrows it to one source or several
+    (an empty list admits none).
+
+    >>> acl_where(frozenset({"group:hr", "user:eve"}), "wiki", "c.")
+    ('c.acl && %(labels)s::text[] AND c.source = %(source)s', {'labels': ['group:hr', 'user:eve'], 'source': 'wiki'})
+    """
+    if not labels:
+        raise StoreError("a query needs at least one principal label")
+    where = f"{alias}acl && %(labels)s::text[]"
+    params: dict[str, Any] = {"labels": sorted(labels)}
+    if isinstance(source, str):
+        where += f" AND {alias}source = %(source)s"
+        params["source"] = source
+    elif source is not None:
+        where += f" AND {alias}source = ANY(%(source)s::text[])"
+        params["source"] = sorted(set(source))
+    return where, params
+
+
+def bm25_sql(where: str) -> str:
+    """BM25 of the query terms (``%(terms)s``, distinct) over the chunks ``where`` admits, top ``%(k)s``.
+
+    Every statistic comes from the admitted chunks only: their count and mean length, and each
+    term's document frequency among them (so nothing about chunks the principal may not read moves a
+    score). Same formula as :func:`bastion.stores.postings.bm25`: idf = ln(1 + (N - df + 0.5) /
+    (df + 0.5)), k1 = 1.2, b = 0.75; ties in chunk id order. Each step is materialized, so that a plan
+    made without statistics (a table not analysed yet) cannot re-run the statistics per candidate.
+    """
+    return f"""
+    WITH stats AS MATERIALIZED (SELECT count(*)::float8 AS n, avg(nterms)::float8 AS avgdl FROM {TERMS} t WHERE {where}),
+    cand AS MATERIALIZED (SELECT t.chunk_id, t.nterms, q.term, t.tfs[array_position(t.keys, q.term)] AS tf
+             FROM {TERMS} t CROSS JOIN unnest(%(terms)s::text[]) AS q(term)
+             WHERE t.keys && %(terms)s::text[] AND {where} AND q.term = ANY(t.keys)),
+    df AS MATERIALIZED (SELECT term, count(*)::float8 AS df FROM cand GROUP BY term)
+    SELECT cand.chunk_id,
+           sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
+               * cand.tf * {K1 + 1} / (cand.tf + {K1} * (1 - {B} + {B} * cand.nterms / stats.avgdl))) AS score
+    FROM cand JOIN df USING (term) CROSS JOIN stats
+    GROUP BY cand.chunk_id ORDER BY score DESC, cand.chunk_id LIMIT %(k)s"""
+
+
+def bm25_table_sql(where: str, *, capped: bool = False) -> str:
+    """The top ``%(k)s`` chunks ``where`` admits among those holding an ``%(essential)s`` term, by BM25 with
+    whole-table statistics: each query term's idf (``%(terms)s``, ``%(idfs)s``) and the mean length
+    ``%(avgdl)s`` come from :data:`STATS`. A candidate's score sums over every query term it holds, the
+    non-essential ones included, so the caller can prove that no chunk holding only those could rank higher
+    (:meth:`PgVectorStore.rank_terms`). ``capped``: the candidates are instead the first ``%(cap)s`` admitted
+    chunks holding a ``%(rest)s`` term and no essential one (a bounded sample of a very common term's chunks).
+    The ACL predicate is in the WHERE clause like everywhere.
+    """
+    rows = (f"(SELECT t.* FROM {TERMS} t WHERE t.keys && %(rest)s::text[] AND NOT t.keys && %(essential)s::text[] "
+            f"AND {where} LIMIT %(cap)s) t" if capped else f"{TERMS} t WHERE t.keys && %(essential)s::text[] AND {where}")
+    return f"""
+    SELECT t.chunk_id,
+           (SELECT sum(x.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * t.nterms / %(avgdl)s)))
+              FROM (SELECT q.idf, t.tfs[array_position(t.keys, q.term)]::float8 AS tf
+                      FROM unnest(%(terms)s::text[], %(idfs)s::float8[]) AS q(term, idf)) x) AS score
+    FROM {rows}
+    ORDER BY score DESC, t.chunk_id LIMIT %(k)s"""
+
+
+def resolve_url(url: str, password_env: str | None, key: str) -> Any:
+    """``url`` (no password in it) as a SQLAlchemy URL for psycopg, with the password from ``password_env``.
+
+    The same rules as the catalog's ``[catalog] url`` / ``password_env`` (docs/postgres.md).
+    """
+    from sqlalchemy.engine import make_url
+
+    from bastion.catalog.db import where
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreError(f"{key} must be a PostgreSQL URL for the pgvector store, e.g. "
+                         f"'postgresql+psycopg://bastion@db.example:5432/bastion' (got a {parsed.get_backend_name()} URL)")
+    parsed = parsed.set(drivername="postgresql+psycopg")
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise StoreError(f"{key.rsplit('.', 1)[0]}.password_env names {password_env}, which is not set: "
+                             f"export the password of the {where(parsed)} in it")
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+def engine(url: Any, *, pool_size: int, connect_timeout_s: int) -> Any:
+    """A connection pool (SQLAlchemy's) whose psycopg connections adapt numpy vectors to ``vector``."""
+    try:
+        import psycopg  # noqa: F401  (the driver, checked here to name the extra)
+        from pgvector.psycopg import register_vector
+    except ImportError as exc:
+        raise MissingExtraError("the pgvector store needs the pgvector extra: pip install 'bastion[pgvector]'") from exc
+    from sqlalchemy import create_engine, event
+
+    eng = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                        connect_args={"connect_timeout": connect_timeout_s})
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        register_vector(dbapi_conn)
+        # No server-side prepared statements: psycopg prepares a query after its 5th run, and PostgreSQL then
+        # plans it once for any ACL labels and terms (a generic plan); the BM25 query's generic plan took
+        # 100x longer than the plan made for the actual values.
+        dbapi_conn.prepare_threshold = None
+
+    event.listen(eng, "connect", on_connect)
+    return eng
