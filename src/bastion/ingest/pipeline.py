@@ -113,6 +113,8 @@ class SyncPipeline:
         finally:
             spool.close()
         report.chunks_embedded = self.embedder.embedded - embedded_before
+        if report.chunks_embedded:  # which engine made this run's vectors (same model id: docs/hardware.md)
+            metrics["embedder_engine"] = getattr(self.embedder.embedder, "engine", None)
         self._finish_run(report, "completed", started, metrics=metrics)
         return report
 
