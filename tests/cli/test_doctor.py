@@ -65,6 +65,7 @@ def test_meminfo_and_unreadable_cpuinfo():
 def test_doctor_json_lists_this_machines_features_without_a_workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BASTION_HOME", raising=False)
+    monkeypatch.setenv("BASTION_LLM_RUNTIME_DIR", str(tmp_path / "no-native-builds"))
     r = _run("--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
@@ -79,6 +80,28 @@ def test_doctor_json_lists_this_machines_features_without_a_workspace(tmp_path, 
     assert set(llm["native_build_would_add"]) == missing_kernels(real, set(llm["kernels"]))
     human = _run()
     assert human.exit_code == 0 and "a native build would add" in human.output and "no problems found" in human.output
+    assert llm["in_use"] == "stock" and llm["native"] is None and "no native build" in llm["in_use_reason"]
+
+
+def test_doctor_ignores_a_native_build_made_for_another_cpu_and_says_why(tmp_path, monkeypatch):
+    from bastion.generation.native_runtime import XLLAMACPP_VERSION, NativeRuntime, runtime_dir
+
+    root = tmp_path / "runtimes"
+    other = runtime_dir(root, XLLAMACPP_VERSION, "0123456789abcdef")
+    (other / "site" / "xllamacpp").mkdir(parents=True)
+    (other / "site" / "xllamacpp" / "__init__.py").write_text("raise ImportError('never imported')\n")
+    NativeRuntime(other, {"version": XLLAMACPP_VERSION, "cpu_fingerprint": "0123456789abcdef",
+                          "kernels": ["AVX512", "AMX_INT8"], "verification": {"ok": True}}).save()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BASTION_HOME", raising=False)
+    monkeypatch.setenv("BASTION_LLM_RUNTIME_DIR", str(root))
+    r = _run("--json")
+    assert r.exit_code == 0, r.output
+    llm = json.loads(r.output)["llm_runtime"]
+    assert llm["in_use"] == "stock" and "built for another CPU" in llm["in_use_reason"]
+    assert llm["native"]["path"] == str(other) and llm["native"]["usable"] is False
+    human = _run()
+    assert "stock wheel" in human.output and "another CPU" in human.output and "a native build would add" in human.output
 
 
 @pytest.fixture
@@ -120,3 +143,21 @@ def test_doctor_catalog_that_does_not_open_is_named(tmp_path):
     assert r.exit_code == 1
     rep = json.loads(r.output)
     assert rep["workspace"]["catalog"]["opens"] is False and any(p.startswith("catalog") for p in rep["problems"])
+
+
+@pytest.mark.model
+def test_doctor_names_the_engine_that_embedded_the_last_sync(tmp_path):
+    home = tmp_path / "ws"
+    ws = Workspace.init(home)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Travel policy: the hotel cap is 180 euros per night.\n", encoding="utf-8")
+    ws.sources.add_folder("docs", docs, acl="group:staff")
+    ws.sync()
+    expected = ws.embedder.engine  # what really embedded the passages (onnx when it loaded, else the C engine)
+    ws.close()
+    rep = json.loads(_run("--json", home=home).output)["workspace"]
+    assert rep["index"]["store"] == "lance" and rep["index"]["documents"] == 1
+    assert rep["index"]["embedder_engine"] == expected
+    assert rep["embedder"]["engine"] == "auto" and rep["embedder"]["onnxruntime_version"]
+    assert f"last vectors by the {expected} engine" in _run(home=home).output

