@@ -181,3 +181,31 @@ def test_a_user_who_may_not_create_the_extension_is_told_the_fix(pg_server, pg_u
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     assert open_store(url, HashEmbedder(dimension=8)).count() == 0
+
+
+def test_a_failed_index_build_is_rebuilt_and_a_second_store_opens_during_a_build(pg_url):
+    """A CREATE INDEX CONCURRENTLY that was cancelled leaves an INVALID index of the same name: dense search
+    must not stay exact for good. The next optimize drops and rebuilds it; a store opened meanwhile by another
+    process runs no DDL that could deadlock with a build."""
+    store = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0, hnsw_m=8, ef_construction=32)
+    chunks, vectors, _ = _random_corpus(3_000, 10)
+    _load(store, chunks)
+    url = make_url(pg_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '5ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("CREATE INDEX CONCURRENTLY bastion_chunks_embedding ON bastion_chunks "
+                         "USING hnsw (embedding vector_cosine_ops) WITH (m = 8, ef_construction = 400)")
+        conn.execute("RESET statement_timeout")
+        valid = conn.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                             "WHERE c.relname = 'bastion_chunks_embedding'").fetchone()
+        assert valid == (False,)  # the state a failed build leaves
+        second = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0)  # opens without DDL
+        assert second.count() == len(chunks)
+        second.close()
+    assert not store._has_ann()
+    store.optimize()
+    assert store._has_ann()  # rebuilt, valid
+    hits = store.rank_dense(vectors[0], frozenset({"group:big", "group:small"}), 10)
+    assert hits[0].chunk_id == chunks[0].chunk_id  # the index finds the query's own chunk first
+    store.close()

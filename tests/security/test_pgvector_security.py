@@ -17,9 +17,9 @@ pg_server, pg_url = pg.pg_server, pg.pg_url  # the real PostgreSQL's fixtures
 pytestmark = pytest.mark.services
 
 
-def _workspace(home: Path, url: str) -> Workspace:
+def _workspace(home: Path, url: str, extra: str = "") -> Workspace:
     Workspace.init(home).close()
-    (home / "bastion.toml").write_text(f'[store]\nbackend = "pgvector"\nurl = "{url}"\n', encoding="utf-8")
+    (home / "bastion.toml").write_text(f'[store]\nbackend = "pgvector"\nurl = "{url}"\n{extra}', encoding="utf-8")
     ws = Workspace.open(home, embedder=HashEmbedder())
     ws.directory.add_user("alice", groups=["finance", "staff"])
     ws.directory.add_user("bob", groups=["staff"])
@@ -54,13 +54,17 @@ def test_sql_acl_column_comment_with_comma_grants_nothing(tmp_path, pg_url):
         ws.close()
 
 
-def test_bm25_scores_do_not_depend_on_chunks_the_caller_cannot_read(tmp_path, pg_url):
+@pytest.mark.parametrize("threshold", [None, 0], ids=["readable-statistics", "whole-table-rank-scores"])
+def test_bm25_scores_do_not_depend_on_chunks_the_caller_cannot_read(tmp_path, pg_url, threshold):
+    """Default: everyone here reads fewer than ``exact_threshold`` chunks, so BM25 uses their own chunks'
+    statistics. ``exact_threshold = 0``: everyone is ranked with whole-table statistics and sees scores
+    derived from the rank alone; the denied chunks still move no number bob sees."""
     root = tmp_path / "docs"
     write(root / "finance" / ".bastion-acl", "group:finance\n")
     write(root / "hr" / "probe.md", "# Probe\n\nProbe words for the glossary: quokkaalpha and quokkabeta "
                                     "are both listed here once.\n")
     write(root / "hr" / "other.md", "# Other\n\nNothing about the probe words here, only the glossary.\n")
-    ws = _workspace(tmp_path / "ws", pg_url)
+    ws = _workspace(tmp_path / "ws", pg_url, "" if threshold is None else f"exact_threshold = {threshold}\n")
     ws.sources.add_folder("docs", root, acl="everyone")
     ws.sync()
     bob, alice = ws.principal("bob"), ws.principal("alice")
@@ -81,4 +85,8 @@ def test_bm25_scores_do_not_depend_on_chunks_the_caller_cannot_read(tmp_path, pg
     # positive control: finance reads the new chunks, and its own statistics count them
     seen = {p for p, _ in scores(alice, "quokkaalpha programme", "bm25")}
     assert seen & {f"finance/probe{i}.md" for i in range(6)}
-    assert scores(alice, "quokkaalpha", "bm25")[0][1] != scores(alice, "quokkabeta", "bm25")[0][1]
+    if threshold is None:
+        assert scores(alice, "quokkaalpha", "bm25")[0][1] != scores(alice, "quokkabeta", "bm25")[0][1]
+    else:  # the order still sees them: the finance chunks (the word twice) outrank probe.md for alice
+        top = scores(alice, "quokkaalpha", "bm25")
+        assert top[0][0].startswith("finance/") and [s for _, s in top] == [1.0, 0.5, 1 / 3]

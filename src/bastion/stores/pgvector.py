@@ -163,8 +163,13 @@ class PgVectorStore:
         """Create the tables (once, under an advisory lock) and check the embedder recorded in them."""
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
-            for statement in ddl(self.dimension):
-                cur.execute(statement)
+            # Only a store that lacks a table runs the DDL: its CREATE INDEX IF NOT EXISTS takes a lock on the
+            # chunks table that deadlocks with a CREATE INDEX CONCURRENTLY another process may be running.
+            cur.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+                        ([META, CHUNKS, TERMS, STATS],))
+            if not cur.fetchone()[0]:
+                for statement in ddl(self.dimension):
+                    cur.execute(statement)
             cur.execute(f"SELECT 1 FROM {STATS} WHERE term = ''")
             if cur.fetchone() is None:  # new, or created before the statistics table existed
                 cur.execute(stats_backfill_sql())
@@ -233,10 +238,14 @@ class PgVectorStore:
 
     def optimize(self) -> None:
         """Build the HNSW index once the table holds ``ann_min_rows`` rows (pgvector maintains it on every
-        insert after that), and refresh the planner's statistics."""
+        insert after that), refresh the planner's statistics and merge the GIN indexes' pending entries."""
         with self._tx() as cur:
             cur.execute(f"ANALYZE {CHUNKS}")
             cur.execute(f"ANALYZE {TERMS}")
+            # new GIN entries wait in a pending list that every search reads through until merged (by autovacuum,
+            # some time later): merge them now, so the first searches after a sync are not the slow ones
+            cur.execute("SELECT gin_clean_pending_list(i::regclass) FROM unnest(%s::text[]) AS i",
+                        ([f"{CHUNKS}_acl", f"{TERMS}_acl", f"{TERMS}_keys"],))
         if self._has_ann() or self.count() < self.ann_min_rows:
             return
         raw = self._engine.raw_connection()
@@ -244,6 +253,13 @@ class PgVectorStore:
             conn = raw.driver_connection
             conn.autocommit = True  # CREATE INDEX CONCURRENTLY: writers are not blocked while it builds
             try:
+                # a build that failed (killed, cancelled, a deadlock) leaves an INVALID index under the same name,
+                # which IF NOT EXISTS would keep for good: drop it and build again
+                row = conn.execute("SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                   "WHERE c.relname = %s", (f"{CHUNKS}_embedding",)).fetchone()
+                if row and row[0]:
+                    log("store.hnsw_invalid_dropped")
+                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {CHUNKS}_embedding")
                 conn.execute(f"SET maintenance_work_mem = '{int(self.build_memory_mb)}MB'")
                 conn.execute(hnsw_ddl(self.hnsw_m, self.ef_construction))
                 conn.execute("RESET maintenance_work_mem")
@@ -357,11 +373,12 @@ class PgVectorStore:
         rarest first: the candidates are the readable chunks holding one of the first ("essential") terms,
         each scored with every query term it holds. When the k-th best of them already scores above the
         summed bounds of the remaining (common) terms, no chunk holding only those could enter the top k,
-        and the result is the exact top k. Otherwise the next term joins while the essential terms' summed
-        document frequencies stay within ``terms_budget``; past it, the chunks holding only common terms
-        are sampled: the first ``terms_fill_cap`` readable ones are scored and merged in. That happens when
-        fewer than k readable chunks hold a rarer term (a principal reading a tenth of the table, k = 50),
-        and only reorders chunks whose scores come from common words alone, which are nearly tied.
+        and the result is the exact top k. The first essential terms are those whose summed document
+        frequencies stay within ``terms_budget``; when the check fails, the next term joins while the sum stays
+        within the larger of that and 5 % of the table; past it, the chunks holding only common terms
+        are sampled: the first ``terms_fill_cap`` readable ones are scored and merged in. That happens mostly
+        when fewer than k readable chunks hold a rarer term (a principal reading a tenth of the table, k = 50),
+        and only changes which chunks scored by common words alone (nearly tied) fill the list.
         """
         cur.execute(f"SELECT term, df, total FROM {STATS} WHERE term = ANY(%s::text[])", (["", *terms],))
         stats = {term: (int(df), int(total)) for term, df, total in cur.fetchall()}
@@ -382,7 +399,7 @@ class PgVectorStore:
             rest = order[essential:]
             if not rest or (len(rows) >= k and rows[-1][1] > sum(idf[t] for t in rest) * (K1 + 1)):
                 return [cid for cid, _ in rows]
-            if seen + present[essential][0] <= self.terms_budget:
+            if seen + present[essential][0] <= max(self.terms_budget, n // 20):
                 seen += present[essential][0]
                 essential += 1
                 continue

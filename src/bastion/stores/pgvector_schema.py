@@ -3,7 +3,7 @@
 Pure SQL text and small helpers shared by :class:`~bastion.stores.pgvector.PgVectorStore`; nothing here
 opens a connection except :func:`engine`, which builds the pool.
 
-Two tables, written in the same transaction:
+Three tables, written in the same transaction:
 
 * ``bastion_chunks``: one row per chunk, its text and citation fields, ACL labels (``text[]``, GIN
   index), ``doc_id`` (btree) and the vector (``vector(dim)``, HNSW index with ``vector_cosine_ops``
@@ -12,6 +12,9 @@ Two tables, written in the same transaction:
   counts (``int[]``, same order), the number of terms, a copy of the ACL labels and the source. It is
   kept apart from the wide chunk rows (a 384-dimension vector alone is 1.5 kB) so that the BM25
   statistics over a principal's readable chunks (count and mean length) scan rows a third as wide.
+* ``bastion_term_stats``: whole-table BM25 statistics (document frequency per term; the row of term
+  ``''`` holds the number of chunks and their summed length), for the ranking of principals who read
+  more than ``exact_threshold`` chunks (:meth:`PgVectorStore._rank_terms_table`).
 
 The analysed terms (:mod:`bastion.retrieval.analyzer`, Chinese bigrams included) are stored as
 arrays, never run through a PostgreSQL text-search parser, so no term is split or changed.
