@@ -467,6 +467,28 @@ class ScimConfig(_Strict):
     max_body_kb: int = Field(default=256, ge=1, le=64 * 1024)  # also capped by server.max_request_kb
 
 
+def _database_url(value: str | None, section: str, backends: tuple[str, ...], hint: str) -> str | None:
+    """``[section] url`` checked: a database URL of one of ``backends`` and without a password (that
+    lives in the variable ``password_env`` names). Errors never echo the URL: it may hold a secret."""
+    if value is None:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise PydanticCustomError("secret_value", f"{section}.url is not a database URL, e.g. "
+                                  "'postgresql+psycopg://bastion@db.example:5432/bastion'") from None
+    if url.password is not None:
+        raise PydanticCustomError("secret_value", f"{section}.url must not hold a password: remove it from the URL "
+                                  f"and name the environment variable that holds it in {section}.password_env")
+    if url.get_backend_name() not in backends:
+        raise PydanticCustomError("secret_value", f"{section}.url: unsupported database "
+                                  f"{url.get_backend_name()!r} ({hint})")
+    return value
+
+
 class CatalogConfig(_Strict):
     """``[catalog]``: where the catalog (users, documents, keys, audit log) lives (docs/postgres.md).
 
@@ -484,24 +506,8 @@ class CatalogConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise PydanticCustomError("secret_value", "catalog.url is not a database URL, e.g. "
-                                      "'postgresql+psycopg://bastion@db.example:5432/bastion'") from None
-        if url.password is not None:
-            raise PydanticCustomError("secret_value", "catalog.url must not hold a password: remove it from "
-                                      "the URL and name the environment variable that holds it in "
-                                      "catalog.password_env")
-        if url.get_backend_name() not in ("postgresql", "sqlite"):
-            raise PydanticCustomError("secret_value", f"catalog.url: unsupported database "
-                                      f"{url.get_backend_name()!r} (use postgresql+psycopg://... or sqlite:///...)")
-        return value
+        return _database_url(value, "catalog", ("postgresql", "sqlite"),
+                             "use postgresql+psycopg://... or sqlite:///...")
 
 
 class StoreConfig(_Strict):
@@ -525,23 +531,7 @@ class StoreConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise PydanticCustomError("secret_value", "store.url is not a database URL, e.g. "
-                                      "'postgresql+psycopg://bastion@db.example:5432/bastion'") from None
-        if url.password is not None:
-            raise PydanticCustomError("secret_value", "store.url must not hold a password: remove it from "
-                                      "the URL and name the environment variable that holds it in store.password_env")
-        if url.get_backend_name() != "postgresql":
-            raise PydanticCustomError("secret_value", f"store.url: the pgvector store needs a PostgreSQL URL "
-                                      f"(postgresql+psycopg://...), not {url.get_backend_name()!r}")
-        return value
+        return _database_url(value, "store", ("postgresql",), "the pgvector store needs a PostgreSQL URL: postgresql+psycopg://...")
 
 
 class AssistantConfig(_Strict):
