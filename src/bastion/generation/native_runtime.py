@@ -158,8 +158,12 @@ def usable_reason(rt: NativeRuntime, fingerprint: str, version: str) -> str | No
     """Why ``rt`` must not run here (None: it may).
 
     >>> rt = NativeRuntime(Path("/x"), {"cpu_fingerprint": "a", "version": "1", "verification": {"ok": True}})
-    >>> usable_reason(rt, "a", "1") is None, usable_reason(rt, "b", "1")
-    (True, 'built for another CPU (fingerprint a, this CPU is b)')
+    >>> usable_reason(rt, "b", "1")
+    'built for another CPU (fingerprint a, this CPU is b)'
+    >>> usable_reason(rt, "a", "2")
+    'built from xllamacpp 1, the installed wheel is 2'
+    >>> usable_reason(rt, "a", "1")  # right CPU and version, but nothing at /x
+    'its files are missing'
     """
     if rt.fingerprint != fingerprint:
         return f"built for another CPU (fingerprint {rt.fingerprint or 'none'}, this CPU is {fingerprint})"
