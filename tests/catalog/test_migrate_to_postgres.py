@@ -1,8 +1,11 @@
 """`bastion catalog migrate-to`: a synced SQLite workspace catalog copied into PostgreSQL, checked, and used."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -16,6 +19,14 @@ from tests.catalog.conftest import fill, open_workspace, seen
 pytestmark = pytest.mark.services
 
 QUERIES = ["quartermaster salary band", "hotel cap per night", "annual leave days"]
+
+
+def _settle(path) -> None:
+    """Fold the WAL into the database file now: a connection of the test's own workspace that the garbage
+    collector closes later would otherwise checkpoint it then, changing the file while migrate-to reads."""
+    gc.collect()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _digest(path) -> str:
@@ -54,6 +65,7 @@ def test_a_synced_workspace_moves_to_postgresql_and_finds_the_same(tmp_path, pg_
     assert not any(p.endswith("payroll.md") for p in before["found"][("bob", QUERIES[0])])  # bob does not
     ws.close()
     source = home / "data" / "catalog.db"
+    _settle(source)
     digest = _digest(source)
 
     result = CliRunner().invoke(cli.app, ["--home", str(home), "catalog", "migrate-to", pg_url, "--json"])
