@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 from bastion.core.errors import GenerationError, LLMUnavailable
 from bastion.generation.openai_http import OpenAIChatLLM
 from bastion.generation.protocol import ChatMessage, DecodingParams
+from tests.conftest import free_port, stop_process
 
 MSGS = [ChatMessage("user", "How much may a hotel cost per night?")]
 ANSWER = ["Hotel ", "costs ", "are ", "capped ", "at ", "EUR ", "180 ", "per ", "night ", "[1]."]
@@ -152,25 +152,8 @@ def models():
         m.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def _dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens once the socket closes
+    return f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
 
 
 def _timed(fn):
@@ -271,7 +254,7 @@ def slow_serve(tmp_path_factory):
     (tmp / "docs").mkdir()
     (tmp / "docs" / "travel.md").write_text("# Travel policy\n\nHotel costs are capped at EUR 180 per night in Europe.\n")
     home = tmp / "ws"
-    port = _free_port()
+    port = free_port()
     env = {"BASTION_EMBEDDER__BACKEND": "openai", "BASTION_EMBEDDER__URL": model.url,
            "BASTION_EMBEDDER__MODEL": "hashed-words", "BASTION_LLM__MODEL": "remote",
            "BASTION_LLM__MAX_CONCURRENT": "2", "BASTION_LLM__MAX_QUEUE": "1", "BASTION_LLM__QUEUE_TIMEOUT_S": "30",
@@ -306,7 +289,7 @@ def slow_serve(tmp_path_factory):
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
-        _stop(proc)
+        stop_process(proc)
         pytest.fail(f"bastion serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
     # warm up as a running server would be: the index and the answer path loaded, on a fast model
     model.default = {"mode": "ok"}
@@ -315,7 +298,7 @@ def slow_serve(tmp_path_factory):
     assert _ask(base, keys["bob"]).status_code == 200
     model.default = {"mode": "ok", "first": SLOW_S}
     yield base, keys, model
-    _stop(proc)
+    stop_process(proc)
     model.close()
 
 

@@ -89,6 +89,33 @@ def _workspace(home, docs, config: str) -> Workspace:
     return ws
 
 
+def kill_and_recover(rng: random.Random, rounds: int, home, reference: Workspace, docs, names: list[str]) -> None:
+    """``rounds`` times: change the source, start a sync of ``home`` in a child process, kill -9 it at a random
+    moment; after each kill no document has two versions, and the next sync holds exactly the chunks of
+    ``reference`` (a workspace that never crashes): none lost, none duplicated. A last sync changes nothing."""
+    landed = 0
+    for _ in range(rounds):
+        _mutate(rng, docs, names)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(home)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "SYNC-START", child.stderr.read()
+        time.sleep(rng.uniform(0.0, 0.35))
+        child.send_signal(signal.SIGKILL)
+        out, err = child.communicate()
+        landed += "SYNC-DONE" not in out
+        assert child.returncode in (0, -signal.SIGKILL), err
+        _assert_one_version_per_document(_index_state(Workspace.open(home, embedder=HashEmbedder())))
+        recovered = Workspace.open(home, embedder=HashEmbedder())
+        [report] = recovered.sync()
+        reference.sync()
+        assert report.documents_failed == 0
+        # exactly the chunks a sync that never crashed holds: none lost, none duplicated
+        assert _index_state(recovered) == _index_state(reference)
+    assert landed >= rounds // 3, "the kills did not land inside syncs"
+    again = Workspace.open(home, embedder=HashEmbedder()).sync()[0]
+    assert again.documents_unchanged == len(names) and again.chunks_written == 0
+
+
 def test_kill_minus_nine_at_random_points_converges(tmp_path):
     rng = random.Random(int(os.environ.get("BASTION_CRASH_SEED", "20261122")))
     rounds = int(os.environ.get("BASTION_CRASH_ROUNDS", "15"))
@@ -102,25 +129,4 @@ def test_kill_minus_nine_at_random_points_converges(tmp_path):
     for _ in range(4):
         _mutate(rng, docs, names)
 
-    landed = 0
-    for _ in range(rounds):
-        _mutate(rng, docs, names)
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(home)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "SYNC-START", child.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.35))
-        child.send_signal(signal.SIGKILL)
-        out, err = child.communicate()
-        landed += "SYNC-DONE" not in out
-        assert child.returncode in (0, -signal.SIGKILL), err
-        _assert_one_version_per_document(_index_state(Workspace.open(home, embedder=HashEmbedder())))
-
-        recovered = Workspace.open(home, embedder=HashEmbedder())
-        [report] = recovered.sync()
-        reference.sync()
-        assert report.documents_failed == 0
-        # exactly the chunks a sync that never crashed holds: none lost, none duplicated
-        assert _index_state(recovered) == _index_state(reference)
-    assert landed >= rounds // 3, "the kills did not land inside syncs"
-    again = Workspace.open(home, embedder=HashEmbedder()).sync()[0]
-    assert again.documents_unchanged == len(names) and again.chunks_written == 0
+    kill_and_recover(rng, rounds, home, reference, docs, names)

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from bastion.stores.pgvector import PgVectorStore
-from bastion.testing import HashEmbedder
-from bastion.workspace import Workspace
-from tests.ingest.test_crash import CHILD, _assert_one_version_per_document, _index_state, _mutate, _workspace
+from tests.ingest.test_crash import _mutate, _workspace, kill_and_recover
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -35,24 +29,4 @@ def test_kill_minus_nine_during_a_pgvector_sync_converges(tmp_path, pg_url):
     for _ in range(4):
         _mutate(rng, docs, names)
 
-    landed = 0
-    for _ in range(rounds):
-        _mutate(rng, docs, names)
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(home)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "SYNC-START", child.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.35))
-        child.send_signal(signal.SIGKILL)
-        out, err = child.communicate()
-        landed += "SYNC-DONE" not in out
-        assert child.returncode in (0, -signal.SIGKILL), err
-        _assert_one_version_per_document(_index_state(Workspace.open(home, embedder=HashEmbedder())))
-
-        recovered = Workspace.open(home, embedder=HashEmbedder())
-        [report] = recovered.sync()
-        reference.sync()
-        assert report.documents_failed == 0
-        assert _index_state(recovered) == _index_state(reference)  # none lost, none duplicated
-    assert landed >= rounds // 3, "the kills did not land inside syncs"
-    again = Workspace.open(home, embedder=HashEmbedder()).sync()[0]
-    assert again.documents_unchanged == len(names) and again.chunks_written == 0
+    kill_and_recover(rng, rounds, home, reference, docs, names)
