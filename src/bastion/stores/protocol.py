@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bastion.catalog.db import Catalog
 
 SourceFilter = str | Sequence[str] | None
 """Which sources a read covers: one source's name, several, or ``None`` for every source."""
@@ -94,4 +99,21 @@ class ChunkStore(Protocol):
 
     def optimize(self) -> None:
         """Fold new rows into the indexes (cheap when little changed)."""
+        ...
+
+
+@runtime_checkable
+class CatalogTransactionStore(Protocol):
+    """Optional capability of a store that can live in the catalog's own database (the pgvector store).
+
+    When :meth:`shares_database_with` says so, the sync writes a batch's chunks and marks its documents
+    indexed in one transaction of that database (:mod:`bastion.ingest.pipeline`), instead of two commits.
+    """
+
+    def shares_database_with(self, catalog: Catalog) -> bool:
+        """Whether ``catalog`` is in the store's database, so that :meth:`replace_documents_in` may be used."""
+        ...
+
+    def replace_documents_in(self, session: Session, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
+        """``replace_documents`` inside the catalog's open ``session``: its commit publishes both, its rollback neither."""
         ...
