@@ -200,10 +200,9 @@ def test_cli_status_and_doctor_show_the_native_build_and_remove_drops_it(tmp_pat
 
 
 def test_prompt_cache_skips_the_shared_system_prompt_and_answers_reproducibly(smollm2_file):
-    """The second question reuses the first one's KV cache for the shared system prompt. Its answer
-    is reproducible for the same history, but not always the uncached answer: the question is then
-    processed as a batch of its own, whose kernels round differently, and greedy decoding of the
-    tiny model may fork at a near-tie (why ``prompt_cache`` is off by default)."""
+    """The second question reuses the first one's KV cache for the shared system prompt, and its
+    answer is the uncached answer token for token: the fixed part is evaluated in the same batches
+    whether it is cached or not."""
     questions = ["Who signs invoices above 5,000 euros?", "How fast are travel expenses refunded?"]
     msgs = [[ChatMessage("system", SYSTEM), ChatMessage("user", q)] for q in questions]
     plain_llm = LlamaCppLLM(smollm2_file, runtime="stock", threads=1, context_window=2048)
@@ -216,6 +215,7 @@ def test_prompt_cache_skips_the_shared_system_prompt_and_answers_reproducibly(sm
         uncached_timings = plain_llm.last_timings
         second = [llm.generate(msgs[1], DecodingParams(max_tokens=24)) for llm in cached]
         assert second[0].text and second[0].text == second[1].text  # same history, same answer
+        assert second[0].text == full.text  # cached = uncached
         assert full.prompt_tokens == second[0].prompt_tokens
         assert uncached_timings["prompt_n"] == full.prompt_tokens and uncached_timings.get("cache_n", 0) == 0
         t = cached[0].last_timings

@@ -75,7 +75,7 @@ class IngestConfig(_Strict):
     batch_chunks: int = Field(default=256, ge=1, le=100_000)
     # where documents are parsed, chunked and embedded (bastion.ingest.distributed); every write stays here
     executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None  # a Ray cluster ("ray://head:10001", "auto"); None: start a local one
+    ray_address: str | None = None  # a Ray cluster ("head:6379", "auto"; "ray://..." needs ray[client]); None: start a local one
     ray_workers: int | None = Field(default=None, ge=1)  # CPUs of the local cluster (default: all)
     max_in_flight: int | None = Field(default=None, ge=1)  # documents cut ahead (default: 2 per cluster CPU)
 
@@ -134,9 +134,13 @@ class LLMConfig(_Strict):
     # in-process models: "auto" runs a verified llama.cpp build compiled for this CPU when one is
     # cached (bastion model runtime build), else the prebuilt wheel; "stock" / "native" force one
     runtime: Literal["auto", "stock", "native"] = "auto"
-    # in-process models: reuse the KV cache of the previous prompt's shared prefix (system prompt,
-    # few-shot); off by default so an answer never depends on the request before it
-    prompt_cache: bool = False
+    # in-process models: "q8_0" loads a copy of the model's Q4_0/Q4_1/Q5_0/Q5_1 weights re-encoded as
+    # Q8_0 (made once beside the file, verified against it; llama.cpp's batched kernels evaluate prompts
+    # faster in Q8_0); "shipped" loads the file as registered
+    weights: Literal["shipped", "q8_0"] = "shipped"
+    # in-process models: keep the KV cache of the prompt's fixed part (system prompt, few-shot) between
+    # answers; the fixed part is evaluated in the same batches cached or not, so answers are identical
+    prompt_cache: bool = True
     # in-process models: constrain output to sentences that end in a citation (GBNF grammar).
     # Off by default: grammar sampling was 6x slower per token on CPU and did not make the
     # small default model's citations correct (docs/benchmarks.md)
@@ -523,6 +527,8 @@ class StoreConfig(_Strict):
     pool_size: int = Field(default=5, ge=1, le=1000)  # connections each process keeps open to the store
     ef_search: int = Field(default=100, ge=1, le=1000)  # HNSW candidates per search (raised to k when k is larger)
     exact_threshold: int = Field(default=1000, ge=0)  # a principal reading at most this many chunks is ranked exactly
+    dense_exact_share: float = Field(default=0.15, ge=0, le=1)  # ... or at most this share of the table (dense only)
+    dense_exact_rows: int = Field(default=20_000, ge=0)  # ... and at most this many chunks (the exact scan's cost)
     ann_min_rows: int = Field(default=10_000, ge=1)  # rows from which the HNSW index is built
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
