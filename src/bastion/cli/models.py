@@ -87,6 +87,60 @@ def model_remove(name: str) -> None:
     console.print(styled(f"removed model {name}"))
 
 
+@app.command("reencode")
+def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registered GGUF model (default: llm.model).")] = None,
+                   to: Annotated[str, typer.Option("--to", help="The type to re-encode to.")] = "q8_0",
+                   measure: Annotated[bool, typer.Option(help="Time a ~1k-token prompt with both weights.")] = True,
+                   force: Annotated[bool, typer.Option(help="Derive and verify again even if an intact copy exists.")] = False,
+                   as_json: JsonOpt = False) -> None:
+    """Re-encode a Q4_0/Q4_1/Q5_0/Q5_1 model as Q8_0 (faster prompts), verify it answers like the shipped file.
+
+    The copy is written beside the model with a manifest; llm.weights = "q8_0" then loads it."""
+    from bastion.core.errors import ModelError
+    from bastion.generation.reencode import derive, derived_path, measure_weights, verify_weights
+
+    say = None if as_json else (lambda m: err_console.print(plain(m)))
+    with friendly_errors():
+        ws = open_ws()
+        info = ws.models.get(name or ws.config.llm.model)
+        if info.kind != "gguf" or not info.path:
+            raise ModelError(f"model {info.name!r} is served over HTTP; only in-process GGUF models can be re-encoded")
+        source = Path(info.path)
+        man = derive(source, info.sha256, to, force=force, progress=say)
+        if (man.get("verification") or {}).get("derived_sha256") != man["derived"]["sha256"]:
+            man["verification"] = verify_weights(source, to, threads=ws.config.llm.threads, progress=say)
+        if man["verification"]["ok"] and measure:
+            if say:
+                say("timing a ~1k-token prompt with both weights (stock runtime)")
+            man["measured"] = measure_weights(source, to, threads=ws.config.llm.threads)
+    row = {"model": info.name, "target": to, "path": str(derived_path(source, to)), **man,
+           "in_use": ws.config.llm.weights == to}
+    if as_json:
+        emit_json(row)
+    else:
+        _print_reencoded(row)
+    if not man["verification"]["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_reencoded(row: dict) -> None:
+    v, d = row["verification"], row["derived"]
+    state = "verified" if v["ok"] else f"REFUSED: {v['problem']}"
+    console.print(styled(("model ", "bold"), (row["model"], "bold"), f": {row['target'].upper()} weights {row['status']} at "
+                         f"{row['path']} ({d['size'] / 1e6:.0f} MB, sha256 {d['sha256'][:16]}…): {state}"))
+    for c in v["cases"]:
+        console.print(plain(f"  {'same' if c['identical'] else 'differs after ' + str(c['matching_tokens']) + ' tokens'}: "
+                            f"{c['question'][:60]!r}"))
+    if (m := row.get("measured")) and m.get("speedup"):
+        t = row["target"]
+        console.print(plain(f"  prompt of {m['prompt_tokens']} tokens: shipped {m['shipped']['prompt_tps']:.0f} tokens/s, "
+                            f"{t} {m[t]['prompt_tps']:.0f} tokens/s ({m['speedup']}x); time to first token "
+                            f"{m['shipped']['ttft_s']:.2f} s -> {m[t]['ttft_s']:.2f} s; decode "
+                            f"{m['shipped']['decode_tps']:.0f} -> {m[t]['decode_tps']:.0f} tokens/s"))
+    if v["ok"] and not row["in_use"]:
+        console.print(plain(f"  use it: set weights = \"{row['target']}\" under [llm] in bastion.toml"))
+
+
 runtime_app = typer.Typer(name="runtime", no_args_is_help=True,
                           help="A llama.cpp runtime compiled for this CPU (faster prompts; optional).")
 app.add_typer(runtime_app)

@@ -30,7 +30,12 @@ def build_llm(info: ModelInfo, cfg: LLMConfig, *, adapter: tuple[str, Path, str]
                           "load the adapter into that server (e.g. vLLM --lora-modules) and register it as its own model")
     if info.kind == "gguf":
         extra = {"lora": [(adapter[1], 1.0, adapter[2])]} if adapter is not None else {}
-        return cls(info.path, name=info.name, sha256=info.sha256, context_window=window, threads=cfg.threads,
+        path, sha256 = info.path, info.sha256
+        if cfg.weights != "shipped":  # a verified re-encoded copy, made on first use
+            from bastion.generation.reencode import weights_for
+
+            path, sha256 = weights_for(info, cfg.weights, threads=cfg.threads)
+        return cls(path, name=info.name, sha256=sha256, context_window=window, threads=cfg.threads,
                    runtime=cfg.runtime, prompt_cache=cfg.prompt_cache, **extra)
     return cls([info.url, *cfg.urls], info.served_name, name=info.name, api_key_env=info.api_key_env,
                context_window=window, timeout_s=cfg.timeout_s, retries=cfg.retries,

@@ -193,6 +193,10 @@ class ModelRegistry:
             s.delete(s.get(ModelRow, name))
         if info.origin.startswith("pack:") and info.path and Path(info.path).parent == self.models_dir:
             Path(info.path).unlink(missing_ok=True)
+        if info.path:  # the re-encoded copies Bastion made (llm.weights), which can be made again
+            from bastion.generation.reencode import remove_derived
+
+            remove_derived(Path(info.path))
 
     def _put(self, row: ModelRow) -> ModelInfo:
         with self.catalog.session() as s:
