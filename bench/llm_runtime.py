@@ -137,10 +137,15 @@ def main() -> None:
                   file=sys.stderr)
         for llm in llms.values():
             llm.close()
+    report(out, args.json)
+
+
+def report(out: dict, path: Path | None) -> None:
+    """The figures as JSON on stdout, and into ``path`` when given."""
     print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1))
 
 
 def agreement(worker, a: str, b: str) -> dict:
@@ -210,10 +215,7 @@ def compare_weights(args) -> None:
                                           for k in kinds[1:]), file=sys.stderr)
         for llm in llms.values():
             llm.close()
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1))
+    report(out, args.json)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,27 @@ def _native_worker(rt: NativeRuntime, model_path: Path, threads: int | None, say
     return RuntimeWorker(str(rt.path), model_path, threads=threads, context_window=1024)
 
 
+def compare_greedy(reference: RuntimeWorker, candidate: RuntimeWorker,
+                   names: tuple[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Greedy answers of both workers on :data:`VERIFY_PROMPTS`: every case, and those that break the
+    rule (each answer agrees for :data:`VERIFY_MATCH_TOKENS` tokens, and at least one is identical)."""
+    cases = []
+    for system, user in VERIFY_PROMPTS:
+        msgs = [ChatMessage("system", system), ChatMessage("user", user)]
+        a, b = (str(w.ask(msgs, VERIFY_MAX_TOKENS)["text"]) for w in (reference, candidate))
+        same = os.path.commonprefix([a, b])
+        matching = reference.count_tokens(a) if a == b else max(0, reference.count_tokens(same) - 1)
+        case: dict[str, Any] = {"question": user[:60], "identical": a == b, "matching_tokens": matching}
+        if a != b:
+            i = len(same)
+            case[f"{names[0]}_from_difference"], case[f"{names[1]}_from_difference"] = a[i:i + 60], b[i:i + 60]
+        cases.append(case)
+    bad = [c for c in cases if not c["identical"] and c["matching_tokens"] < VERIFY_MATCH_TOKENS]
+    if not bad and not any(c["identical"] for c in cases):
+        bad = sorted(cases, key=lambda c: c["matching_tokens"])[:1]
+    return cases, bad
+
+
 def verify_runtime(rt: NativeRuntime, model_path: Path, *, threads: int | None = None,
                    progress: Progress | None = None) -> dict[str, Any]:
     """Greedy answers of the stock wheel and of ``rt`` on :data:`VERIFY_PROMPTS`; records and returns the verdict."""
@@ -239,23 +260,10 @@ def verify_runtime(rt: NativeRuntime, model_path: Path, *, threads: int | None =
     stock = RuntimeWorker("stock", model_path, threads=threads, context_window=1024)
     native = _native_worker(rt, model_path, threads, say)
     try:
-        cases = []
-        for system, user in VERIFY_PROMPTS:
-            msgs = [ChatMessage("system", system), ChatMessage("user", user)]
-            a, b = (str(w.ask(msgs, VERIFY_MAX_TOKENS)["text"]) for w in (stock, native))
-            same = os.path.commonprefix([a, b])
-            matching = stock.count_tokens(a) if a == b else max(0, stock.count_tokens(same) - 1)
-            case: dict[str, Any] = {"question": user[:60], "identical": a == b, "matching_tokens": matching}
-            if a != b:
-                i = len(same)
-                case["stock_from_difference"], case["native_from_difference"] = a[i:i + 60], b[i:i + 60]
-            cases.append(case)
+        cases, bad = compare_greedy(stock, native, ("stock", "native"))
     finally:
         stock.close()
         native.close()
-    bad = [c for c in cases if not c["identical"] and c["matching_tokens"] < VERIFY_MATCH_TOKENS]
-    if not bad and not any(c["identical"] for c in cases):
-        bad = sorted(cases, key=lambda c: c["matching_tokens"])[:1]
     verdict: dict[str, Any] = {
         "ok": not bad, "model_sha256": stock.info["sha256"], "rule": f"greedy texts agree for the first "
         f"{VERIFY_MATCH_TOKENS} tokens of each answer, and one answer of {VERIFY_MAX_TOKENS} tokens is identical", "cases": cases,
@@ -313,7 +321,7 @@ def measure_speedup(rt: NativeRuntime, model_path: Path, *, tokens: int = 1000, 
     return out
 
 
-__all__ = ["CMAKE_ARGS", "RuntimeWorker", "VERIFY_MATCH_TOKENS", "VERIFY_MAX_TOKENS", "VERIFY_PROMPTS", "build_runtime",
+__all__ = ["CMAKE_ARGS", "RuntimeWorker", "compare_greedy", "VERIFY_MATCH_TOKENS", "VERIFY_MAX_TOKENS", "VERIFY_PROMPTS", "build_runtime",
            "filler_prompt", "install_wheel", "kernels_of", "measure_speedup", "prompt_speed", "verify_runtime"]
 
 

@@ -254,8 +254,8 @@ def verify_weights(source: Path, target: str = "q8_0", *, threads: int | None = 
         VERIFY_MAX_TOKENS,
         VERIFY_PROMPTS,
         RuntimeWorker,
+        compare_greedy,
     )
-    from bastion.generation.protocol import ChatMessage
 
     say = progress or (lambda _m: None)
     man = read_manifest(source, target)
@@ -264,24 +264,11 @@ def verify_weights(source: Path, target: str = "q8_0", *, threads: int | None = 
     say(f"verifying: greedy answers of the shipped and the {target.upper()} weights on {len(VERIFY_PROMPTS)} prompts")
     shipped = RuntimeWorker("stock", source, threads=threads, context_window=1024)
     derived = RuntimeWorker("stock", derived_path(source, target), threads=threads, context_window=1024)
-    cases = []
     try:
-        for system, user in VERIFY_PROMPTS:
-            msgs = [ChatMessage("system", system), ChatMessage("user", user)]
-            a, b = (str(w.ask(msgs, VERIFY_MAX_TOKENS)["text"]) for w in (shipped, derived))
-            same = os.path.commonprefix([a, b])
-            matching = shipped.count_tokens(a) if a == b else max(0, shipped.count_tokens(same) - 1)
-            case: dict[str, Any] = {"question": user[:60], "identical": a == b, "matching_tokens": matching}
-            if a != b:
-                i = len(same)
-                case["shipped_from_difference"], case["derived_from_difference"] = a[i:i + 60], b[i:i + 60]
-            cases.append(case)
+        cases, bad = compare_greedy(shipped, derived, ("shipped", "derived"))
     finally:
         shipped.close()
         derived.close()
-    bad = [c for c in cases if not c["identical"] and c["matching_tokens"] < VERIFY_MATCH_TOKENS]
-    if not bad and not any(c["identical"] for c in cases):
-        bad = sorted(cases, key=lambda c: c["matching_tokens"])[:1]
     verdict: dict[str, Any] = {
         "ok": not bad, "runtime": "stock", "derived_sha256": man["derived"]["sha256"],
         "rule": f"greedy texts agree for the first {VERIFY_MATCH_TOKENS} tokens of each answer, and one answer of "
