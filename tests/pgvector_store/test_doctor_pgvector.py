@@ -89,7 +89,7 @@ def test_invalid_hnsw_index_is_reported_and_the_advice_repairs_it(synced, pg_url
     r = _doctor(home)
     assert r.exit_code == 1
     assert "HNSW index invalid" in r.output
-    [line] = [p for p in _doctor_json(home)[1]["problems"] if p.startswith("store:")]
+    [line] = _store_problems(_doctor_json(home)[1])
     assert "bastion_chunks_embedding is INVALID" in line and "drops it and builds it again" in line
     write(docs / "new.md", "# New\n\nA changed document.\n")  # the advice: a sync that writes chunks
     assert CliRunner().invoke(cli.app, ["--home", str(home), "sync"]).exit_code == 0

@@ -231,10 +231,11 @@ def _native_worker(rt: NativeRuntime, model_path: Path, threads: int | None, say
     return RuntimeWorker(str(rt.path), model_path, threads=threads, context_window=1024)
 
 
-def compare_greedy(reference: RuntimeWorker, candidate: RuntimeWorker,
-                   names: tuple[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Greedy answers of both workers on :data:`VERIFY_PROMPTS`: every case, and those that break the
-    rule (each answer agrees for :data:`VERIFY_MATCH_TOKENS` tokens, and at least one is identical)."""
+def compare_greedy(reference: RuntimeWorker, candidate: RuntimeWorker, names: tuple[str, str],
+                   reference_says: str) -> dict[str, Any]:
+    """The verdict on the greedy answers of both workers on :data:`VERIFY_PROMPTS`: ``ok`` when each
+    answer agrees for :data:`VERIFY_MATCH_TOKENS` tokens and at least one is identical; ``problem``
+    names the first answer that breaks it, as differing from ``reference_says``."""
     cases = []
     for system, user in VERIFY_PROMPTS:
         msgs = [ChatMessage("system", system), ChatMessage("user", user)]
@@ -249,7 +250,11 @@ def compare_greedy(reference: RuntimeWorker, candidate: RuntimeWorker,
     bad = [c for c in cases if not c["identical"] and c["matching_tokens"] < VERIFY_MATCH_TOKENS]
     if not bad and not any(c["identical"] for c in cases):
         bad = sorted(cases, key=lambda c: c["matching_tokens"])[:1]
-    return cases, bad
+    return {"ok": not bad, "rule": f"greedy texts agree for the first {VERIFY_MATCH_TOKENS} tokens of each answer, "
+            f"and one answer of {VERIFY_MAX_TOKENS} tokens is identical", "cases": cases,
+            "problem": None if not bad else f"its greedy answer to {bad[0]['question']!r} differs from "
+            f"{reference_says} after {bad[0]['matching_tokens']} tokens",
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def verify_runtime(rt: NativeRuntime, model_path: Path, *, threads: int | None = None,
@@ -260,16 +265,11 @@ def verify_runtime(rt: NativeRuntime, model_path: Path, *, threads: int | None =
     stock = RuntimeWorker("stock", model_path, threads=threads, context_window=1024)
     native = _native_worker(rt, model_path, threads, say)
     try:
-        cases, bad = compare_greedy(stock, native, ("stock", "native"))
+        verdict = compare_greedy(stock, native, ("stock", "native"), "the stock wheel's")
     finally:
         stock.close()
         native.close()
-    verdict: dict[str, Any] = {
-        "ok": not bad, "model_sha256": stock.info["sha256"], "rule": f"greedy texts agree for the first "
-        f"{VERIFY_MATCH_TOKENS} tokens of each answer, and one answer of {VERIFY_MAX_TOKENS} tokens is identical", "cases": cases,
-        "problem": None if not bad else f"its greedy answer to {bad[0]['question']!r} differs from the stock wheel's "
-        f"after {bad[0]['matching_tokens']} tokens",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    verdict["model_sha256"] = stock.info["sha256"]
     rt.manifest["verification"] = verdict
     rt.save()
     return verdict
