@@ -16,10 +16,15 @@ from typer.testing import CliRunner
 import bastion.cli.app as cli
 from bastion.core.errors import ModelError
 from bastion.generation.protocol import ChatMessage, DecodingParams
+from bastion.generation import reencode
 from bastion.generation.reencode import (
+    MAX_MEAN_KL,
+    MIN_SAME_TOP,
+    RULE_VERSION,
     check_convertible,
     derive,
     derived_path,
+    prepare,
     read_manifest,
     source_types,
     weights_status,
@@ -133,13 +138,45 @@ def test_cli_reencode_human_and_json(q4_0_ws, monkeypatch):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["model"] == "mine" and rep["status"] == "reused" and rep["in_use"] is True
-    assert rep["path"] == str(derived_path(model)) and rep["verification"]["ok"]
-    assert len(rep["verification"]["cases"]) == 3
+    v = rep["verification"]
+    assert rep["path"] == str(derived_path(model)) and v["ok"] and v["rule_version"] == RULE_VERSION
+    assert v["positions"] >= 200 and v["mean_kl"] <= MAX_MEAN_KL and v["same_top"] >= MIN_SAME_TOP
+    assert len(v["cases"]) == 8 and v["greedy"]["answers"] == 3
     human = runner.invoke(cli.app, ["model", "reencode", "mine", "--no-measure"], env={"COLUMNS": "200"})
     assert human.exit_code == 0, human.output
     assert "Q8_0 weights reused at" in human.output and ": verified" in human.output
+    assert "next-token distributions on" in human.output and "greedy answers identical" in human.output
     bad = runner.invoke(cli.app, ["model", "reencode", "mine", "--to", "f16", "--no-measure"])
     assert bad.exit_code != 0 and "cannot re-encode to 'f16'" in bad.output
     doc = json.loads(runner.invoke(cli.app, ["doctor", "--json"]).output)
     mine = next(m for m in doc["workspace"]["models"]["models"] if m["name"] == "mine")
     assert mine["weights"]["weights"] == "q8_0" and "verified copy" in mine["status"]
+
+
+def test_a_copy_that_predicts_differently_is_refused(tmp_path, smollm2_file, monkeypatch):
+    """A coarse copy (the default pack's Q4_1 values put through Q4_0, then written as Q8_0) fails the
+    quality rule by name; the exact copy of the Q4_0 model above passes it (positive control)."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf import quants
+
+    source = tmp_path / "pack.gguf"
+    source.write_bytes(smollm2_file.read_bytes())
+
+    def through_q4_0(raw, qtype):
+        values = quants.dequantize(quants.quantize(quants.dequantize(raw, Q[qtype]), Q.Q4_0), Q.Q4_0)
+        return quants.quantize(values, Q.Q8_0)
+
+    monkeypatch.setattr(reencode, "_to_q8_0", through_q4_0)
+    with pytest.raises(ModelError, match=r"failed verification: its next-token distributions differ .* nats per token"):
+        prepare(source, None)
+    man = read_manifest(source)
+    assert man is not None
+    v = man["verification"]
+    assert not v["ok"] and v["mean_kl"] > 5 * MAX_MEAN_KL and v["same_top"] < MIN_SAME_TOP
+    assert v["runtime_kl"] < MAX_MEAN_KL  # the scale: llama.cpp's own variation stays far below the limit
+    status = weights_status(source, "q8_0")
+    assert status["problem"] and "refused" in status["text"] and "most likely next token" in status["text"]
+    # a verdict of an older rule is not trusted: the copy counts as not yet judged
+    man["verification"]["rule_version"] = RULE_VERSION - 1
+    reencode._write_manifest(source, "q8_0", man)
+    assert weights_status(source, "q8_0")["problem"] is None

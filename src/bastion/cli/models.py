@@ -93,11 +93,11 @@ def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registe
                    measure: Annotated[bool, typer.Option(help="Time a ~1k-token prompt with both weights.")] = True,
                    force: Annotated[bool, typer.Option(help="Derive and verify again even if an intact copy exists.")] = False,
                    as_json: JsonOpt = False) -> None:
-    """Re-encode a Q4_0/Q4_1/Q5_0/Q5_1 model as Q8_0 (faster prompts), verify it answers like the shipped file.
+    """Re-encode a Q4_0/Q4_1/Q5_0/Q5_1 model as Q8_0 (faster prompts), verify it predicts like the shipped file.
 
     The copy is written beside the model with a manifest; llm.weights = "q8_0" then loads it."""
     from bastion.core.errors import ModelError
-    from bastion.generation.reencode import derive, derived_path, measure_weights, verify_weights
+    from bastion.generation.reencode import RULE_VERSION, derive, derived_path, measure_weights, verify_weights
 
     say = None if as_json else (lambda m: err_console.print(plain(m)))
     with friendly_errors():
@@ -107,7 +107,8 @@ def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registe
             raise ModelError(f"model {info.name!r} is served over HTTP; only in-process GGUF models can be re-encoded")
         source = Path(info.path)
         man = derive(source, info.sha256, to, force=force, progress=say)
-        if (man.get("verification") or {}).get("derived_sha256") != man["derived"]["sha256"]:
+        v = man.get("verification") or {}
+        if v.get("derived_sha256") != man["derived"]["sha256"] or v.get("rule_version") != RULE_VERSION:
             man["verification"] = verify_weights(source, to, threads=ws.config.llm.threads, progress=say)
         if man["verification"]["ok"] and measure:
             if say:
@@ -128,9 +129,12 @@ def _print_reencoded(row: dict) -> None:
     state = "verified" if v["ok"] else f"REFUSED: {v['problem']}"
     console.print(styled(("model ", "bold"), (row["model"], "bold"), f": {row['target'].upper()} weights {row['status']} at "
                          f"{row['path']} ({d['size'] / 1e6:.0f} MB, sha256 {d['sha256'][:16]}…): {state}"))
-    for c in v["cases"]:
-        console.print(plain(f"  {'same' if c['identical'] else 'differs after ' + str(c['matching_tokens']) + ' tokens'}: "
-                            f"{c['question'][:60]!r}"))
+    console.print(plain(f"  next-token distributions on {v['positions']} positions: KL divergence {v['mean_kl']:.4f} nats per "
+                        f"token on average (the runtime's own, batch vs token by token: {v['runtime_kl']:.4f}), same "
+                        f"most likely token at {v['same_top']:.1%}"))
+    g = v.get("greedy") or {}
+    if g:
+        console.print(plain(f"  greedy answers identical to the shipped weights': {g['identical']} of {g['answers']}"))
     if (m := row.get("measured")) and m.get("speedup"):
         t = row["target"]
         console.print(plain(f"  prompt of {m['prompt_tokens']} tokens: shipped {m['shipped']['prompt_tps']:.0f} tokens/s, "

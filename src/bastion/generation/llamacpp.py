@@ -117,6 +117,7 @@ class LlamaCppLLM:
         self._http = httpx.Client(base_url=self._server.listening_address, timeout=30.0,
                                   headers={"Authorization": f"Bearer {self._key}"})
         self._lock = threading.Lock()
+        self._plain_token: int | None = None
 
     def count_tokens(self, text: str) -> int:
         try:
@@ -125,6 +126,34 @@ class LlamaCppLLM:
             return len(r.json()["tokens"])
         except (httpx.HTTPError, KeyError, ValueError):
             return estimate_tokens(text)
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
+        """The tokens a chat request of ``messages`` is evaluated as (chat template, then tokenizer)."""
+        return self._prompt_tokens([m.to_dict() for m in messages])
+
+    def tokenize(self, text: str) -> list[int]:
+        """``text``'s tokens, without special tokens."""
+        return list(self._post("/tokenize", {"content": text, "add_special": False})["tokens"])
+
+    def next_token_logprobs(self, tokens: list[int], k: int, *, reuse: bool) -> dict[int, float]:
+        """The ``k`` most likely tokens after ``tokens`` with their log-probabilities (softmax over the
+        whole vocabulary). ``reuse``: evaluate only what the engine's cache lacks (one token per call
+        on a growing sequence, as in generation); otherwise the whole sequence in one batch (as a prompt)."""
+        if self._plain_token is None:
+            self._plain_token = self.tokenize("x")[0]
+        with self._lock:
+            self._held = None  # the engine's cache no longer holds the fixed part of a prompt
+            # the engine reports no probabilities when the token it picks is part of a UTF-8 character
+            # (Chinese text): a bias makes it pick a plain letter; the probabilities are the logits' own
+            out = self._server.handle_completions({"prompt": tokens, "n_predict": 1, "cache_prompt": reuse,
+                                                   "temperature": 0.0, "top_k": 1, "n_probs": k,
+                                                   "logit_bias": [[self._plain_token, 1000.0]]})
+            self._raise_if_error(out)
+        try:
+            top = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            return {int(t["id"]): float(t["logprob"]) for t in top}
+        except (KeyError, IndexError, TypeError) as exc:
+            raise GenerationError(f"llama.cpp returned no token probabilities: {str(out)[:200]}") from exc
 
     def generate(self, messages: list[ChatMessage], params: DecodingParams,
                  on_token: OnToken | None = None) -> Generation:

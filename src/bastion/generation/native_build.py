@@ -173,6 +173,17 @@ class RuntimeWorker:
     def count_tokens(self, text: str) -> int:
         return int(self.call(count=text)["tokens"])
 
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.call(tokenize=text)["tokens"]]
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
+        """The tokens the engine evaluates for a chat request of ``messages``."""
+        return [int(t) for t in self.call(messages=[m.to_dict() for m in messages], prompt_tokens=True)["tokens"]]
+
+    def next_token_logprobs(self, tokens: list[int], k: int, *, reuse: bool) -> dict[int, float]:
+        """See :meth:`bastion.generation.llamacpp.LlamaCppLLM.next_token_logprobs`."""
+        return {int(t): float(lp) for t, lp in self.call(logprobs=tokens, k=k, reuse=reuse)["top"]}
+
     def close(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()
@@ -205,7 +216,17 @@ def _serve(argv: list[str]) -> None:
         if "count" in req:
             print(json.dumps({"tokens": llm.count_tokens(req["count"])}), flush=True)
             continue
+        if "tokenize" in req:
+            print(json.dumps({"tokens": llm.tokenize(req["tokenize"])}), flush=True)
+            continue
+        if "logprobs" in req:
+            top = llm.next_token_logprobs(req["logprobs"], int(req["k"]), reuse=bool(req["reuse"]))
+            print(json.dumps({"top": [[t, lp] for t, lp in top.items()]}), flush=True)
+            continue
         msgs = [ChatMessage(m["role"], m["content"]) for m in req["messages"]]
+        if req.get("prompt_tokens"):
+            print(json.dumps({"tokens": llm.prompt_tokens(msgs)}), flush=True)
+            continue
         t0 = time.perf_counter()
         g = llm.generate(msgs, DecodingParams(max_tokens=req["max_tokens"], temperature=0.0, repeat_penalty=1.0))
         print(json.dumps({"text": g.text, "prompt_tokens": g.prompt_tokens, "ttft_s": time.perf_counter() - t0,

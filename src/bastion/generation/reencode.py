@@ -5,22 +5,29 @@ Q8_0, F16 and F32 weights, but multiplies Q4_0 / Q4_1 / Q5_0 / Q5_1 weights row 
 of those types are exactly representable as floats, and Q8_0 (8-bit, one scale per 32 values)
 represents them closely: each tensor is dequantized exactly and quantized again to Q8_0. A Q4_0 or
 Q5_0 block's values are multiples of its scale d, so with the Q8_0 scale d/8 (Q4_0) or d/4 (Q5_0)
-they are represented exactly; Q4_1 / Q5_1 blocks carry an offset as well and are quantized as
-gguf-py does (scale = largest magnitude / 127), an error of about 1/17 of a 4-bit step. Tensors of other types (the F32
+they are represented exactly; Q4_1 / Q5_1 blocks carry an offset as well, and each block takes
+the Q8_0 scale of least squared error (:func:`_closest_q8_0`), an error of about 1/80 of a 4-bit step. Tensors of other types (the F32
 norms, an embedding already in Q8_0) are copied unchanged. Types Q8_0 cannot represent closely
 (K-quants, I-quants, F16, BF16) are refused.
 
 The derived file is made once from the verified source (its pinned sha256), written atomically beside
 it (so it lives where the source lives, with the source's file mode), with a manifest
 ``<stem>.q8_0.json`` holding the source and derived sha256, the converter version and the
-verification verdict. It is used only after :func:`verify_weights` compared greedy answers of both
-files on the stock runtime with the rule of :func:`bastion.generation.native_build.verify_runtime`;
-a damaged or missing derived file is made again, never downloaded.
+verification verdict. It is used only after :func:`verify_weights` judged it by the quality rule of
+:func:`compare_distributions` (next-token distributions of both files, on the stock runtime, along
+the shipped weights' own answers); a damaged or missing derived file is made again, never downloaded.
+
+Why not the native build's rule (the same greedy tokens): that rule fits a recompilation of the
+same arithmetic. A re-encoding changes the arithmetic: Q4_1 weights multiply activations rounded
+to Q8_1 row by row, Q8_0 weights multiply activations rounded to Q8_0 in batched kernels. Greedy
+answers then fork wherever two tokens are nearly tied, as they do when llama.cpp reads the same text
+as one batch or token by token; what must hold is that the model predicts the same.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -36,7 +43,24 @@ from bastion.generation.llamacpp import sha256_file, verify_model_file
 if TYPE_CHECKING:
     from bastion.generation.models import ModelInfo
 
-CONVERTER_VERSION = 1  # bump when the conversion changes what it writes
+CONVERTER_VERSION = 2  # bump when the conversion changes what it writes
+RULE_VERSION = 2  # bump when the acceptance rule changes: verdicts of an older rule are made again
+MAX_MEAN_KL = 0.01  # nats per token, KL(shipped || derived), mean over all positions
+MIN_SAME_TOP = 0.95  # share of positions whose most likely next token is the same
+TOP_K = 40  # probabilities compared per position: each model's 40 most likely tokens
+RUNTIME_NOISE_EVERY = 4  # every 4th position is also evaluated in one batch (the runtime's own variation)
+QUALITY_PROMPTS = (
+    ("Answer only from the sources. Cite them as [n].",
+     "Sources:\n[1] Employees get 25 days of annual leave; up to 5 unused days carry over to the next year.\n"
+     "[2] Sick leave needs a doctor's note after three days.\n\nQuestion: How many unused leave days carry over?"),
+    ("Answer only from the sources. If they do not answer, say it is not in the sources.",
+     "Sources:\n[1] The data centre in Frankfurt runs on renewable power since 2021.\n[2] Backups are kept for 90 "
+     "days.\n\nQuestion: Where is the disaster recovery site?"),
+    ("只根据资料回答，并用 [n] 标注来源。",
+     "资料：\n[1] 员工每年有 15 天年假，未休的年假最多可顺延 5 天。\n[2] 报销须在出差结束后 30 天内提交。\n\n问题：报销的期限是多久？"),
+    ("Answer in one sentence.", "What does a firewall do?"),
+    ("You are a helpful assistant.", "Translate to French: The meeting is moved to Tuesday."),
+)
 TARGETS = ("q8_0",)
 SOURCE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # Q8_0 represents their values closely
 KEPT_TYPES = ("F32", "Q8_0")  # copied unchanged
@@ -169,7 +193,7 @@ def _to_q8_0(raw: Any, qtype: str) -> Any:
     out = quants.quantize(values, Q.Q8_0)
     n = _EXACT_DIVISOR.get(qtype)
     if n is None:
-        return out
+        return _closest_q8_0(values.reshape(-1, 32), out)
     x = values.reshape(-1, 32)
     d = np.ascontiguousarray(raw.reshape(x.shape[0], -1)[:, :2]).view(np.float16)[:, 0].astype(np.float32)
     d8 = (d / n).astype(np.float16)
@@ -179,6 +203,34 @@ def _to_q8_0(raw: Any, qtype: str) -> Any:
     blocks = out.reshape(-1, 34)
     blocks[exact, :2] = d8[exact].view(np.uint8).reshape(-1, 2)
     blocks[exact, 2:] = k[exact].astype(np.int8).view(np.uint8)
+    return blocks.reshape(out.shape)
+
+
+def _closest_q8_0(x: Any, out: Any) -> Any:
+    """Q8_0 blocks of ``x`` (rows of 32 values) with, per block, the scale of least squared error.
+
+    A Q4_1 / Q5_1 block's values (d * q + m) sit on a grid that the standard scale (largest
+    magnitude / 127) cuts at random; trying the scales largest magnitude / L for L = 127 ... 64
+    (every one keeps each value within the int8 range) finds one that fits the grid better: on the
+    default model's tensors the squared error falls about sixfold (about 1/80 of a 4-bit step).
+    """
+    import numpy as np
+
+    amax = np.abs(x).max(axis=1)
+    best_err = np.full(x.shape[0], np.inf, np.float32)
+    best_scale = np.zeros(x.shape[0], np.float16)
+    for limit in range(127, 63, -1):
+        scale = (amax / limit).astype(np.float16)
+        s32 = scale.astype(np.float32)
+        k = np.clip(np.round(x / np.where(s32 == 0, 1, s32)[:, None]), -127, 127)
+        err = ((x - k * s32[:, None]) ** 2).sum(axis=1)
+        better = err < best_err
+        best_err[better], best_scale[better] = err[better], scale[better]
+    s32 = best_scale.astype(np.float32)
+    k = np.clip(np.round(x / np.where(s32 == 0, 1, s32)[:, None]), -127, 127).astype(np.int8)
+    blocks = out.reshape(-1, 34).copy()
+    blocks[:, :2] = best_scale.view(np.uint8).reshape(-1, 2)
+    blocks[:, 2:] = k.view(np.uint8)
     return blocks.reshape(out.shape)
 
 
@@ -242,32 +294,109 @@ def derive(source: Path, source_sha256: str | None, target: str = "q8_0", *, for
         return {**man, "status": "derived"}
 
 
+def _kl(p: dict[int, float], q: dict[int, float]) -> float:
+    """KL(p || q) in nats from two top-k lists of log-probabilities: over p's listed tokens, with q's
+    probability of a token it does not list taken as its unlisted mass spread over the rest of the
+    vocabulary, capped at its smallest listed probability."""
+    q_rest = max(0.0, 1.0 - sum(math.exp(v) for v in q.values()))
+    floor = math.log(max(min(min(math.exp(v) for v in q.values()), q_rest / 1000.0), 1e-12))
+    return sum(math.exp(lp) * (lp - q.get(t, floor)) for t, lp in p.items())
+
+
+def _top(d: dict[int, float]) -> int:
+    return max(d, key=lambda t: d[t])
+
+
+def compare_distributions(shipped: Any, derived: Any, say: Progress) -> dict[str, Any]:
+    """The verdict of the quality rule: both models' next-token distributions along the shipped
+    weights' own greedy answers to :data:`QUALITY_PROMPTS` and the native build's prompts.
+
+    Each answer's tokens are fed to both models one at a time, as in generation (teacher forcing:
+    both always see the same text), and at each position the two distributions are compared. For
+    scale, the shipped weights are also compared with themselves at every fourth position, that
+    position's text evaluated in one batch (as a prompt) against token by token: llama.cpp's own
+    variation between its two ways of reading the same text.
+    """
+    from bastion.generation.native_build import VERIFY_MAX_TOKENS, VERIFY_PROMPTS
+    from bastion.generation.protocol import ChatMessage
+
+    prompts = VERIFY_PROMPTS + QUALITY_PROMPTS
+    kls: list[float] = []
+    same: list[bool] = []
+    noise: list[float] = []
+    cases = []
+    for i, (system, user) in enumerate(prompts, 1):
+        say(f"  answer {i}/{len(prompts)}")
+        msgs = [ChatMessage("system", system), ChatMessage("user", user)]
+        answer = str(shipped.ask(msgs, VERIFY_MAX_TOKENS)["text"])
+        prompt = shipped.prompt_tokens(msgs)
+        seq = prompt + shipped.tokenize(answer)
+        for w in (shipped, derived):  # each engine's cache: the prompt, read in one batch
+            w.next_token_logprobs(prompt, TOP_K, reuse=False)
+        stepwise = {}
+        case_kl: list[float] = []
+        case_same = 0
+        for j in range(len(prompt), len(seq)):
+            a = shipped.next_token_logprobs(seq[:j], TOP_K, reuse=True)
+            b = derived.next_token_logprobs(seq[:j], TOP_K, reuse=True)
+            stepwise[j] = a
+            case_kl.append(_kl(a, b))
+            case_same += _top(a) == _top(b)
+        for j in range(len(prompt), len(seq), RUNTIME_NOISE_EVERY):
+            noise.append(_kl(shipped.next_token_logprobs(seq[:j], TOP_K, reuse=False), stepwise[j]))
+        kls += case_kl
+        same += [True] * case_same + [False] * (len(case_kl) - case_same)
+        cases.append({"question": user[:60], "positions": len(case_kl),
+                      "mean_kl": round(statistics.fmean(case_kl), 5) if case_kl else 0.0,
+                      "same_top": round(case_same / len(case_kl), 4) if case_kl else 1.0})
+    n = len(kls)
+    mean_kl = statistics.fmean(kls) if kls else 0.0
+    same_top = sum(same) / n if n else 1.0
+    problems = []
+    if mean_kl > MAX_MEAN_KL:
+        problems.append(f"its next-token distributions differ from the shipped weights' by {mean_kl:.4f} nats per "
+                        f"token on average (at most {MAX_MEAN_KL})")
+    if same_top < MIN_SAME_TOP:
+        problems.append(f"its most likely next token is the shipped weights' at {same_top:.1%} of positions "
+                        f"(at least {MIN_SAME_TOP:.0%})")
+    return {"ok": not problems and n > 0, "rule_version": RULE_VERSION,
+            "rule": f"along the shipped weights' greedy answers to {len(prompts)} prompts, the next-token "
+                    f"distributions differ by at most {MAX_MEAN_KL} nats per token on average (KL divergence over "
+                    f"each model's {TOP_K} most likely tokens) and the most likely token is the same at "
+                    f"{MIN_SAME_TOP:.0%} of positions or more",
+            "positions": n, "mean_kl": round(mean_kl, 5), "p99_kl": round(sorted(kls)[int(0.99 * (n - 1))], 4) if n else 0.0,
+            "same_top": round(same_top, 4),
+            "runtime_kl": round(statistics.fmean(noise), 5) if noise else 0.0, "cases": cases,
+            "problem": "; ".join(problems) or (None if n else "no positions were compared"),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def verify_weights(source: Path, target: str = "q8_0", *, threads: int | None = None,
                    progress: Progress | None = None) -> dict[str, Any]:
-    """Greedy answers of the source and the derived file on the stock runtime; recorded in the manifest.
+    """Judge the derived file against the source on the stock runtime; recorded in the manifest.
 
-    The rule is the native build's (:data:`~bastion.generation.native_build.VERIFY_PROMPTS`): every
-    answer agrees for its first ``VERIFY_MATCH_TOKENS`` tokens, and at least one is identical.
+    A re-encoding changes the arithmetic (other kernels, other rounding of the activations), so the
+    rule is about the model's predictions, not token-for-token identity: :func:`compare_distributions`.
+    The greedy answers of both on the native build's prompts are recorded beside it, for information.
     """
-    from bastion.generation.native_build import (
-        VERIFY_PROMPTS,
-        RuntimeWorker,
-        compare_greedy,
-    )
+    from bastion.generation.native_build import RuntimeWorker, compare_greedy
 
     say = progress or (lambda _m: None)
     man = read_manifest(source, target)
     if man is None:
         raise ModelError(f"no {target} weights derived from {source} yet")
-    say(f"verifying: greedy answers of the shipped and the {target.upper()} weights on {len(VERIFY_PROMPTS)} prompts")
+    say(f"verifying: next-token distributions of the shipped and the {target.upper()} weights")
     shipped = RuntimeWorker("stock", source, threads=threads, context_window=1024)
     derived = RuntimeWorker("stock", derived_path(source, target), threads=threads, context_window=1024)
     try:
-        verdict = compare_greedy(shipped, derived, ("shipped", "derived"), "the shipped weights'")
+        verdict = compare_distributions(shipped, derived, say)
+        greedy = compare_greedy(shipped, derived, ("shipped", "derived"), "the shipped weights'")
     finally:
         shipped.close()
         derived.close()
-    verdict.update(runtime="stock", derived_sha256=man["derived"]["sha256"])
+    verdict.update(runtime="stock", derived_sha256=man["derived"]["sha256"],
+                   greedy={"identical": sum(c["identical"] for c in greedy["cases"]), "answers": len(greedy["cases"]),
+                           "cases": greedy["cases"]})
     man["verification"] = verdict
     _write_manifest(source, target, man)
     return verdict
@@ -311,7 +440,8 @@ def prepare(source: Path, source_sha256: str | None, target: str = "q8_0", *, th
             force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Derive (or reuse) and verify; returns the manifest. Raises ModelError if verification failed."""
     man = derive(source, source_sha256, target, force=force, progress=progress)
-    if (man.get("verification") or {}).get("derived_sha256") != man["derived"]["sha256"]:
+    v = man.get("verification") or {}
+    if v.get("derived_sha256") != man["derived"]["sha256"] or v.get("rule_version") != RULE_VERSION:
         status = man["status"]
         man = {**man, "verification": verify_weights(source, target, threads=threads, progress=progress),
                "status": status}
@@ -353,6 +483,8 @@ def weights_status(source: Path, weights: str) -> dict[str, Any]:
         return {"weights": weights, "text": f"{weights}: not derived yet (made and verified on first load, or "
                                             f"`bastion model reencode --to {weights}`)", "problem": None}
     v = man.get("verification") or {}
+    if v.get("rule_version") != RULE_VERSION:
+        v = {}  # judged by an older rule: judged again on first load
     if v.get("ok") is False:
         return {"weights": weights, "text": f"{weights}: refused, {v.get('problem')}",
                 "problem": f"llm.weights = {weights!r}: the copy {dest} failed verification ({v.get('problem')}); "
@@ -363,6 +495,7 @@ def weights_status(source: Path, weights: str) -> dict[str, Any]:
 
 
 
-__all__ = ["CONVERTER_VERSION", "SOURCE_TYPES", "TARGETS", "check_convertible", "convert", "derive", "derived_path",
+__all__ = ["CONVERTER_VERSION", "MAX_MEAN_KL", "MIN_SAME_TOP", "RULE_VERSION", "SOURCE_TYPES", "TARGETS",
+           "check_convertible", "compare_distributions", "convert", "derive", "derived_path",
            "manifest_path", "measure_weights", "prepare", "read_manifest", "remove_derived", "verify_weights",
            "weights_for", "weights_status"]
