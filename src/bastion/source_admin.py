@@ -2,9 +2,10 @@
 
 :func:`edit_source` changes the settings ``bastion source add`` sets (validated before anything is
 stored; they apply from the next sync). :func:`remove_source` takes a source out of the index and
-the catalog in an order that a crash at any point leaves retryable and never leaves a passage of it
-readable through the catalog: its documents are first withdrawn in the catalog (status ``pending``,
-nothing seen), then deleted from the index, then from the catalog with the source itself.
+the catalog in one transaction when the store lives in the catalog's database, else in an order that
+a crash at any point leaves retryable and never leaves a passage of it readable through the catalog:
+its documents are first withdrawn in the catalog (status ``pending``, nothing seen), then deleted
+from the index, then from the catalog with the source itself.
 :func:`sync_health` reads each source's last sync, its errors and skipped items, and the documents
 that failed.
 """
@@ -20,8 +21,11 @@ from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow
 from bastion.core.errors import ConfigError
 from bastion.core.types import parse_acl
 from bastion.sources import FOLDER, SourceRegistry, source_kind
+from bastion.stores.protocol import CatalogTransactionStore
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from bastion.workspace import Workspace
 
 FOLDER_SETTINGS = ("path", "acl", "include", "exclude", "uploaders", "permissions", "posix_other")
@@ -85,29 +89,47 @@ def edit_source(registry: SourceRegistry, name: str, changes: dict[str, Any], *,
 def remove_source(ws: Workspace, name: str, *, by: str) -> dict[str, Any]:
     """Remove source ``name`` and its documents from the index and the catalog (call under the sync lock).
 
+    When the store lives in the catalog's database (pgvector beside a PostgreSQL catalog) its chunks
+    and the catalog rows are deleted in one transaction; otherwise in the crash-safe order of the
+    module's description (documents withdrawn, chunks deleted, rows deleted).
+
     Its open alerts are resolved by ``by``, and adapters trained on its documents are withdrawn.
     Lineage records and the audit log keep what answers used. Returns what was removed.
     """
     row = ws.sources.get(name)
     of_source = DocumentRow.source_id == row.id
-    with ws.catalog.session(write=True) as s:
-        doc_ids = list(s.scalars(select(DocumentRow.id).where(of_source)))
-        s.execute(update(DocumentRow).where(of_source).values(status="pending", current_version_id=None,
-                                                               seen_hash=None, seen_size=None, seen_mtime=None))
-    for i in range(0, len(doc_ids), _INDEX_BATCH):
-        ws.store.replace_documents(doc_ids[i:i + _INDEX_BATCH], [])
-    if doc_ids:
-        ws.store.optimize()
-    with ws.catalog.session(write=True) as s:
+
+    def forget(s: Session) -> None:
         s.execute(delete(DocumentVersionRow).where(DocumentVersionRow.document_id.in_(select(DocumentRow.id)
                                                                                        .where(of_source))))
         s.execute(delete(DocumentRow).where(of_source))
         s.execute(delete(SourceSchemaRow).where(SourceSchemaRow.source == name))
         s.execute(delete(SourceRow).where(SourceRow.id == row.id))
+
+    store = ws.store
+    together = isinstance(store, CatalogTransactionStore) and store.shares_database_with(ws.catalog)
+    if together:  # the store lives in the catalog's database: chunks and rows go in one transaction
+        with ws.catalog.session(write=True) as s:
+            doc_ids = list(s.scalars(select(DocumentRow.id).where(of_source)))
+            for i in range(0, len(doc_ids), _INDEX_BATCH):
+                store.replace_documents_in(s, doc_ids[i:i + _INDEX_BATCH], [])
+            forget(s)
+    else:
+        with ws.catalog.session(write=True) as s:
+            doc_ids = list(s.scalars(select(DocumentRow.id).where(of_source)))
+            s.execute(update(DocumentRow).where(of_source).values(status="pending", current_version_id=None,
+                                                                   seen_hash=None, seen_size=None, seen_mtime=None))
+        for i in range(0, len(doc_ids), _INDEX_BATCH):
+            store.replace_documents(doc_ids[i:i + _INDEX_BATCH], [])
+        with ws.catalog.session(write=True) as s:
+            forget(s)
+    if doc_ids:
+        store.optimize()
     for alert in ws.monitor.alerts(source=name):
         ws.monitor.resolve(alert["id"], by)
     withdrawn = ws.check_adapters()
     return {"removed": name, "kind": source_kind(row.kind), "documents": len(doc_ids),
+            "index_commit": "one-transaction" if together else "two-step",
             "adapters_withdrawn": [w["adapter"] for w in withdrawn]}
 
 

@@ -193,6 +193,34 @@ def test_a_store_in_another_database_keeps_two_commits(tmp_path, pg_url, other_d
     index_agrees_with_catalog(ws)
 
 
+def test_removing_a_source_deletes_its_chunks_and_rows_in_one_transaction(tmp_path, pg_url):
+    ws, _docs = make_workspace(tmp_path, pg_url)
+    other = tmp_path / "other"
+    write(other / "gym.md", "# Gym\n\nThe gym opens at six in the morning.\n")
+    ws.sources.add_folder("other", other, acl="group:staff")
+    ws.sync()
+    assert found(ws, "canteen noon") == {"canteen.md"} and found(ws, "gym morning") == {"gym.md"}
+    with ws.catalog.engine.begin() as conn:  # the last step of the removal fails: deleting the source row
+        conn.exec_driver_sql("CREATE OR REPLACE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'refused by the test trigger'; END $$")
+        conn.exec_driver_sql("CREATE TRIGGER test_refuse BEFORE DELETE ON sources FOR EACH ROW EXECUTE FUNCTION "
+                             "test_refuse()")
+    with pytest.raises(Exception, match="refused by the test trigger"):
+        ws.remove_source("docs", by="admin")
+    # the chunk deletions were rolled back with it (two commits would have left the documents unsearchable)
+    assert found(ws, "canteen noon") == {"canteen.md"} and ws.sources.get("docs").name == "docs"
+    index_agrees_with_catalog(ws)
+
+    with ws.catalog.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER test_refuse ON sources")
+    removed = ws.remove_source("docs", by="admin")
+    assert removed["documents"] == 2 and removed["index_commit"] == "one-transaction"
+    assert found(ws, "canteen noon") == set() and found(ws, "hotel costs night") == set()
+    assert found(ws, "gym morning") == {"gym.md"}  # the other source keeps its documents
+    assert [s.name for s in ws.sources.list()] == ["other"]
+    index_agrees_with_catalog(ws)
+
+
 @pytest.mark.slow
 def test_kill_minus_nine_never_leaves_index_and_catalog_disagreeing(tmp_path, pg_url):
     """kill -9 a sync of a same-database workspace just before the catalog update of a batch commits (its chunks
