@@ -126,7 +126,7 @@ def test_order_is_kept_under_length_aware_batching(engines, monkeypatch):
 
 def test_a_corrupt_cached_graph_is_rebuilt(engines, cache):
     runtime, _ = engines
-    (graph,) = cache.glob("*.onnx")
+    (graph,) = cache.glob(f"*-{runtime.kernels}.onnx")  # the graph of the kernels chosen for this CPU
     good = graph.read_bytes()
     graph.write_bytes(good[: len(good) // 2] + b"\0" * 64 + good[len(good) // 2 + 64:])
     rebuilt = onnx_e5.OnnxE5(_package_dir() / "e5-small-q4.bin", MODEL_SHA256, cache=cache)
@@ -168,3 +168,31 @@ def test_engine_setting_is_checked():
     assert EmbedderConfig().engine == "auto"
     with pytest.raises(ValueError, match="engine"):
         EmbedderConfig(engine="tensorrt")
+
+
+def test_the_faster_kernels_are_chosen_once_per_cpu_and_both_agree(engines, cache):
+    runtime, reference = engines
+    from bastion.core.hardware import cpu_fingerprint
+
+    (record,) = cache.glob("*.kernels.json")
+    known = json.loads(record.read_text(encoding="utf-8"))
+    mine = known[cpu_fingerprint()]
+    assert set(mine["seconds"]) == set(onnx_e5.KERNELS) and mine["kernels"] == min(mine["seconds"], key=mine["seconds"].get)
+    assert runtime.kernels == mine["kernels"] and runtime.version == f"{mine['kernels']}-v{onnx_e5.BUILDER_VERSION}"
+    texts = passages(8)
+    expected = reference.embed_passages(texts)
+    # the remembered choice is used as it is (no timing): switch it, and the other kernels run
+    other = next(k for k in onnx_e5.KERNELS if k != mine["kernels"])
+    record.write_text(json.dumps({**known, cpu_fingerprint(): {"kernels": other, "seconds": mine["seconds"]}}),
+                      encoding="utf-8")
+    try:
+        switched = onnx_e5.OnnxE5(_package_dir() / "e5-small-q4.bin", MODEL_SHA256, cache=cache)
+        assert switched.kernels == other
+        for engine in (runtime, switched):  # both within the engine's tolerance of the C engine
+            assert (engine.encode(texts, is_query=False) * expected).sum(axis=1).min() >= 0.999
+    finally:
+        record.write_text(json.dumps(known), encoding="utf-8")
+    # an unreadable record is timed again, not trusted
+    record.write_text("{not json", encoding="utf-8")
+    again = onnx_e5.OnnxE5(_package_dir() / "e5-small-q4.bin", MODEL_SHA256, cache=cache)
+    assert again.kernels in onnx_e5.KERNELS and json.loads(record.read_text(encoding="utf-8"))[cpu_fingerprint()]

@@ -184,8 +184,8 @@ def runtime_build(sdist: Annotated[Optional[Path], typer.Option(help="A download
 
     Takes minutes (pip fetches the xllamacpp sdist and Cython; CMake and a C++ compiler are needed).
     Once verified, in-process models use it automatically (llm.runtime = "auto")."""
+    from bastion.core.hardware import cpu_fingerprint
     from bastion.generation.native_build import build_runtime, measure_speedup, verify_runtime
-    from bastion.generation.native_runtime import cpu_fingerprint
 
     say = None if as_json else (lambda m: err_console.print(plain(m)))
     with friendly_errors():
@@ -221,7 +221,8 @@ def _print_runtime(row: dict) -> None:
 @runtime_app.command("status")
 def runtime_status(as_json: JsonOpt = False) -> None:
     """Cached native builds, whether each fits this CPU and is verified, and which runtime answers."""
-    from bastion.generation.native_runtime import cpu_fingerprint, find_runtimes, runtimes_root, select_runtime
+    from bastion.core.hardware import cpu_fingerprint
+    from bastion.generation.native_runtime import find_runtimes, runtimes_root, select_runtime
 
     with friendly_errors():
         fp = cpu_fingerprint()
@@ -243,7 +244,8 @@ def runtime_remove(all_cpus: Annotated[bool, typer.Option("--all", help="Also bu
     """Delete the native build for this CPU (the stock wheel answers again)."""
     import shutil
 
-    from bastion.generation.native_runtime import cpu_fingerprint, find_runtimes
+    from bastion.core.hardware import cpu_fingerprint
+    from bastion.generation.native_runtime import find_runtimes
 
     fp = cpu_fingerprint()
     gone = [rt for rt in find_runtimes() if all_cpus or rt.fingerprint == fp]

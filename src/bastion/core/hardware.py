@@ -12,6 +12,7 @@ readers that never raise: where a file cannot be read (not Linux, a sandbox) the
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -49,6 +50,20 @@ def cpu_flags(cpuinfo: str) -> set[str]:
         if sep and key.strip() == "flags":
             return set(value.split())
     return set()
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_fingerprint(cpuinfo: str | None = None) -> str:
+    """16 hex digits naming what ``-march=native`` depends on: the CPU model and its feature flags."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    key = f"{cpu_model(text) or ''}\n{' '.join(sorted(cpu_flags(text)))}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cpu_model(cpuinfo: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,13 @@ from bastion.embedding.e5_weights import E5Weights
 from bastion.events import log
 
 BUILDER_VERSION = 1  # bump when the graph changes: old cache files are then ignored
-LINEAR = "q4"  # MatMulNBits on the file's 4-bit blocks, int8 activations per block (e5.c's arithmetic)
+# MatMulNBits on the file's 4-bit blocks, with the activations in int8 per block (e5.c's arithmetic;
+# onnxruntime's VNNI kernels) or in fp32 (its AVX-512 / AVX2 float kernels): which is faster depends on
+# the CPU, so the first start on a machine times both and remembers the faster (:func:`kernel_choice`)
+KERNELS = ("q4", "q4-0")
+LINEAR = "q4"  # the arithmetic when no choice is made (a cache that cannot be written)
 TOKENS_PER_RUN = 4096  # padded tokens per onnxruntime call: big enough for the GEMMs, bounded memory
+PROBE_SHAPE = (8, 128)  # windows x tokens of the timing probe
 
 
 def require_onnxruntime() -> Any:
@@ -49,10 +55,12 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def cached_graph(weights: E5Weights, weights_sha256: str, directory: Path | None = None) -> bytes:
+def cached_graph(weights: E5Weights, weights_sha256: str, directory: Path | None = None,
+                 linear: str | None = None) -> bytes:
     """The serialised graph for these weights: from the cache when its sha256 checks, else built now."""
     directory = directory or cache_dir()
-    path = directory / f"e5-small-{weights_sha256[:16]}-v{BUILDER_VERSION}-{LINEAR}.onnx"
+    linear = linear or LINEAR
+    path = directory / f"e5-small-{weights_sha256[:16]}-v{BUILDER_VERSION}-{linear}.onnx"
     sidecar = path.with_name(path.name + ".sha256")
     if path.exists() and sidecar.exists():
         data = path.read_bytes()
@@ -62,19 +70,79 @@ def cached_graph(weights: E5Weights, weights_sha256: str, directory: Path | None
     from bastion.embedding.e5_onnx_graph import build_model
 
     try:
-        data = build_model(weights, LINEAR).SerializeToString()
+        data = build_model(weights, linear).SerializeToString()
     except ImportError as exc:
         raise MissingExtraError("building the ONNX graph needs the onnx package: pip install 'bastion[onnx]'") from exc
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for target, content in ((path, data), (sidecar, _digest(data).encode())):
-            with tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
-                tmp.write(content)
-            os.replace(tmp.name, target)  # atomic: a concurrent process never reads half a file
+            _write_atomic(target, content)
     except OSError as exc:  # a read-only home still runs the engine, it only rebuilds next time
         log("embedder.onnx_cache_unwritable", path=str(path), error=str(exc)[:200])
     log("embedder.onnx_built", path=str(path), bytes=len(data))
     return data
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        tmp.write(content)
+    os.replace(tmp.name, path)  # atomic: a concurrent process never reads half a file
+
+
+def kernel_choice(weights: E5Weights, weights_sha256: str, options: Any, directory: Path | None = None) -> tuple[str, Any]:
+    """(kernels, session): the faster of :data:`KERNELS` on this CPU and a session of its graph.
+
+    Timed once per CPU (its fingerprint: model and feature flags) on a probe batch, best of three
+    runs each, and remembered beside the graphs; both give vectors within the engine's tolerance.
+    """
+    import json
+
+    from bastion.core.hardware import cpu_fingerprint
+
+    ort = require_onnxruntime()
+    directory = directory or cache_dir()
+    record = directory / f"e5-small-{weights_sha256[:16]}-v{BUILDER_VERSION}.kernels.json"
+    fingerprint = cpu_fingerprint()
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+
+    def session(linear: str) -> Any:
+        try:
+            return ort.InferenceSession(cached_graph(weights, weights_sha256, directory, linear), options,
+                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EmbeddingError(f"onnxruntime cannot load the e5 graph: {exc}") from exc
+
+    chosen = (known.get(fingerprint) or {}).get("kernels") if isinstance(known.get(fingerprint), dict) else None
+    if chosen in KERNELS:
+        return chosen, session(chosen)
+    n, length = PROBE_SHAPE
+    embeds = np.random.default_rng(0).standard_normal((n, length, weights.shape.hidden)).astype(np.float32)
+    feed = {"embeds": embeds, "mask": np.ones((n, length), np.int32)}
+    seconds: dict[str, float] = {}
+    sessions = {}
+    for linear in KERNELS:
+        sessions[linear] = session(linear)
+        sessions[linear].run(None, feed)  # the first run allocates
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            sessions[linear].run(None, feed)
+            best = min(best, time.perf_counter() - t0)
+        seconds[linear] = round(best, 4)
+    chosen = min(seconds, key=lambda k: seconds[k])
+    known[fingerprint] = {"kernels": chosen, "seconds": seconds}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomic(record, json.dumps(known, indent=1).encode())
+    except OSError as exc:
+        log("embedder.onnx_cache_unwritable", path=str(record), error=str(exc)[:200])
+    log("embedder.onnx_kernels", chosen=chosen, **{k.replace("-", "_"): v for k, v in seconds.items()})
+    return chosen, sessions[chosen]
 
 
 class OnnxE5:
@@ -98,13 +166,9 @@ class OnnxE5:
         options.inter_op_num_threads = 1
         # no busy-waiting between calls: the pipeline parses and writes while the model is idle
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graph = cached_graph(self.weights, weights_sha256, cache)
-        try:
-            self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EmbeddingError(f"onnxruntime cannot load the e5 graph: {exc}") from exc
+        self.kernels, self._session = kernel_choice(self.weights, weights_sha256, options, cache)
         self.dimension = shape.hidden
-        self.version = f"{LINEAR}-v{BUILDER_VERSION}"
+        self.version = f"{self.kernels}-v{BUILDER_VERSION}"
 
     def _windows(self, texts: list[str], prefix: str) -> list[tuple[int, list[int]]]:
         """(text index, content ids) per window; e5.c's split: 510 content tokens, no overlap."""

@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from bastion.core.errors import GenerationError
-from bastion.core.hardware import cpu_model
+from bastion.core.hardware import _cpuinfo, cpu_fingerprint, cpu_model
 from bastion.generation.native_runtime import (
     XLLAMACPP_VERSION,
     NativeRuntime,
-    _cpuinfo,
-    cpu_fingerprint,
     runtime_dir,
     runtimes_root,
 )

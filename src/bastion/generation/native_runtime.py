@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from bastion.core.errors import ConfigError
-from bastion.core.hardware import cpu_flags, cpu_model
+from bastion.core.hardware import cpu_fingerprint
 
 log = logging.getLogger("bastion.llm.runtime")
 
@@ -52,20 +52,6 @@ def runtimes_root() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bastion" / "llm-runtimes"
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def cpu_fingerprint(cpuinfo: str | None = None) -> str:
-    """16 hex digits naming what ``-march=native`` depends on: the CPU model and its feature flags."""
-    text = _cpuinfo() if cpuinfo is None else cpuinfo
-    key = f"{cpu_model(text) or ''}\n{' '.join(sorted(cpu_flags(text)))}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def runtime_dir(root: Path, version: str, fingerprint: str) -> Path:
