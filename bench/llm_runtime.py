@@ -6,9 +6,10 @@ runtime build``) in turn, alternating which goes first, one answer token each, p
 prompt tokens/s is the engine's own timing, TTFT the wall time of that one-token answer. Each runtime
 runs in a child process of its own (two llama.cpp copies cannot share one).
 
-With ``--weights shipped,q8_0`` it compares weights instead of runtimes: the model file as shipped
-and its verified Q8_0 re-encoding (``[llm] weights``, :mod:`bastion.generation.reencode`), both on the
-stock wheel, alternating, on the same prompts; per weights also decode tokens/s (a 48-token answer to a
+With ``--weights shipped,q8_0,bf16`` it compares weights instead of runtimes: the model file as shipped
+and its Q8_0 / BF16 re-encodings (``[llm] weights``, :mod:`bastion.generation.reencode`; each judged
+by the quality rule, the verdict reported), on the stock wheel (and the native build with
+``--runtimes stock,native``), alternating, on the same prompts; per weights also decode tokens/s (a 48-token answer to a
 short question, each run) and, per prompt size, whether the greedy 48-token answers agree (identical,
 or how many tokens they share). The prefix-cache part is skipped then.
 
@@ -18,7 +19,7 @@ is the same for every question and whose sources differ; TTFT of the next questi
 
     python bench/llm_runtime.py                    # default pack pulled into a temp dir; both runtimes
     python bench/llm_runtime.py --runs 5 --threads 2 --json out.json
-    python bench/llm_runtime.py --weights shipped,q8_0 --model-path FILE.gguf --runs 3
+    python bench/llm_runtime.py --weights shipped,q8_0,bf16 --runtimes stock,native --model-path FILE.gguf --runs 3
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def compare_weights(args) -> None:
     from bastion.generation.llamacpp import sha256_file
     from bastion.generation.models import ModelRegistry
     from bastion.generation.native_build import RuntimeWorker
-    from bastion.generation.reencode import derive, derived_path, verify_weights
+    from bastion.generation.reencode import RULE_VERSION, derive, derived_path, verify_weights
 
     data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
@@ -191,7 +192,7 @@ def compare_weights(args) -> None:
                 continue
             say = lambda m: print(m, file=sys.stderr)  # noqa: E731
             manifests[k] = derive(source, sha256_file(source), k, progress=say)
-            if manifests[k]["verification"] is None:  # timed even where it fails: the verdict is reported
+            if (manifests[k]["verification"] or {}).get("rule_version") != RULE_VERSION:  # timed even where it fails
                 manifests[k]["verification"] = verify_weights(source, k, threads=args.threads, progress=say)
             say(f"{k}: verification {'passed' if manifests[k]['verification']['ok'] else 'FAILED'}")
             paths[k] = derived_path(source, k)

@@ -180,3 +180,30 @@ def test_a_copy_that_predicts_differently_is_refused(tmp_path, smollm2_file, mon
     man["verification"]["rule_version"] = RULE_VERSION - 1
     reencode._write_manifest(source, "q8_0", man)
     assert weights_status(source, "q8_0")["problem"] is None
+
+
+def test_bf16_weights_are_derived_judged_and_answer(q4_0_ws, monkeypatch):
+    home, model = q4_0_ws
+    monkeypatch.setenv("BASTION_HOME", str(home))
+    r = CliRunner().invoke(cli.app, ["model", "reencode", "mine", "--to", "bf16", "--no-measure", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["path"] == str(derived_path(model, "bf16")) and rep["status"] == "derived" and rep["in_use"] is False
+    v = rep["verification"]
+    assert v["ok"] and v["mean_kl"] <= MAX_MEAN_KL and v["same_top"] >= MIN_SAME_TOP
+    assert source_types(derived_path(model, "bf16")) == {"BF16": 210, "Q8_0": 1, "F32": 61}
+    assert derived_path(model).exists()  # the Q8_0 copy made earlier is left as it is
+    toml = home / "bastion.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('weights = "q8_0"', 'weights = "bf16"'), encoding="utf-8")
+    try:
+        ws = Workspace.open(home, embedder=HashEmbedder())
+        llm = ws.llm
+        try:
+            assert rep["derived"]["sha256"][:16] in llm.id
+            g = llm.generate([ChatMessage("user", "Why is the sky blue?")], DecodingParams(max_tokens=16, temperature=0.0))
+            assert g.text.strip()
+        finally:
+            llm.close()  # type: ignore[attr-defined]
+        assert weights_status(model, "bf16")["text"].startswith("bf16: verified copy mine.bf16.gguf")
+    finally:
+        toml.write_text(toml.read_text(encoding="utf-8").replace('weights = "bf16"', 'weights = "q8_0"'), encoding="utf-8")

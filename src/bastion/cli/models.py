@@ -89,13 +89,14 @@ def model_remove(name: str) -> None:
 
 @app.command("reencode")
 def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registered GGUF model (default: llm.model).")] = None,
-                   to: Annotated[str, typer.Option("--to", help="The type to re-encode to.")] = "q8_0",
+                   to: Annotated[str, typer.Option("--to", help="The type to re-encode to: q8_0, or bf16 (fast with a "
+                                                               "native build on a CPU with AVX512_BF16 or AMX).")] = "q8_0",
                    measure: Annotated[bool, typer.Option(help="Time a ~1k-token prompt with both weights.")] = True,
                    force: Annotated[bool, typer.Option(help="Derive and verify again even if an intact copy exists.")] = False,
                    as_json: JsonOpt = False) -> None:
-    """Re-encode a Q4_0/Q4_1/Q5_0/Q5_1 model as Q8_0 (faster prompts), verify it predicts like the shipped file.
+    """Re-encode a Q4_0/Q4_1/Q5_0/Q5_1 model as Q8_0 or BF16 (faster prompts), verify it predicts like the shipped file.
 
-    The copy is written beside the model with a manifest; llm.weights = "q8_0" then loads it."""
+    The copy is written beside the model with a manifest; llm.weights = "q8_0" (or "bf16") then loads it."""
     from bastion.core.errors import ModelError
     from bastion.generation.reencode import RULE_VERSION, derive, derived_path, measure_weights, verify_weights
 
@@ -112,8 +113,8 @@ def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registe
             man["verification"] = verify_weights(source, to, threads=ws.config.llm.threads, progress=say)
         if man["verification"]["ok"] and measure:
             if say:
-                say("timing a ~1k-token prompt with both weights (stock runtime)")
-            man["measured"] = measure_weights(source, to, threads=ws.config.llm.threads)
+                say("timing a ~1k-token prompt with both weights")
+            man["measured"] = measure_weights(source, to, threads=ws.config.llm.threads, runtime=ws.config.llm.runtime)
     row = {"model": info.name, "target": to, "path": str(derived_path(source, to)), **man,
            "in_use": ws.config.llm.weights == to}
     if as_json:
@@ -137,7 +138,8 @@ def _print_reencoded(row: dict) -> None:
         console.print(plain(f"  greedy answers identical to the shipped weights': {g['identical']} of {g['answers']}"))
     if (m := row.get("measured")) and m.get("speedup"):
         t = row["target"]
-        console.print(plain(f"  prompt of {m['prompt_tokens']} tokens: shipped {m['shipped']['prompt_tps']:.0f} tokens/s, "
+        console.print(plain(f"  prompt of {m['prompt_tokens']} tokens, {m.get('runtime', 'stock')} runtime: shipped "
+                            f"{m['shipped']['prompt_tps']:.0f} tokens/s, "
                             f"{t} {m[t]['prompt_tps']:.0f} tokens/s ({m['speedup']}x); time to first token "
                             f"{m['shipped']['ttft_s']:.2f} s -> {m[t]['ttft_s']:.2f} s; decode "
                             f"{m['shipped']['decode_tps']:.0f} -> {m[t]['decode_tps']:.0f} tokens/s"))

@@ -134,10 +134,11 @@ class LLMConfig(_Strict):
     # in-process models: "auto" runs a verified llama.cpp build compiled for this CPU when one is
     # cached (bastion model runtime build), else the prebuilt wheel; "stock" / "native" force one
     runtime: Literal["auto", "stock", "native"] = "auto"
-    # in-process models: "q8_0" loads a copy of the model's Q4_0/Q4_1/Q5_0/Q5_1 weights re-encoded as
-    # Q8_0 (made once beside the file, verified against it; llama.cpp's batched kernels evaluate prompts
-    # faster in Q8_0); "shipped" loads the file as registered
-    weights: Literal["shipped", "q8_0"] = "shipped"
+    # in-process models: "q8_0" / "bf16" load a copy of the model's Q4_0/Q4_1/Q5_0/Q5_1 weights re-encoded
+    # as Q8_0 or BF16 (made once beside the file, judged against it; llama.cpp's batched kernels evaluate
+    # prompts faster in those types: bf16 with a native build on a CPU with AVX512_BF16 or AMX);
+    # "shipped" loads the file as registered
+    weights: Literal["shipped", "q8_0", "bf16"] = "shipped"
     # in-process models: keep the KV cache of the prompt's fixed part (system prompt, few-shot) between
     # answers; the fixed part is evaluated in the same batches cached or not, so answers are identical
     prompt_cache: bool = True

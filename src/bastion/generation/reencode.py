@@ -1,27 +1,34 @@
-"""Re-encoded weights (``[llm] weights = "q8_0"``): the same model, in a type llama.cpp computes faster.
+"""Re-encoded weights (``[llm] weights = "q8_0"`` or ``"bf16"``): the same model, in a type llama.cpp computes faster.
 
-The stock ``xllamacpp`` wheel evaluates prompts through llamafile's batched tinyBLAS kernels for
-Q8_0, F16 and F32 weights, but multiplies Q4_0 / Q4_1 / Q5_0 / Q5_1 weights row by row. The values
-of those types are exactly representable as floats, and Q8_0 (8-bit, one scale per 32 values)
-represents them closely: each tensor is dequantized exactly and quantized again to Q8_0. A Q4_0 or
-Q5_0 block's values are multiples of its scale d, so with the Q8_0 scale d/8 (Q4_0) or d/4 (Q5_0)
-they are represented exactly; Q4_1 / Q5_1 blocks carry an offset as well, and each block takes
-the Q8_0 scale of least squared error (:func:`_closest_q8_0`), an error of about 1/80 of a 4-bit step. Tensors of other types (the F32
-norms, an embedding already in Q8_0) are copied unchanged. Types Q8_0 cannot represent closely
-(K-quants, I-quants, F16, BF16) are refused.
+llama.cpp evaluates prompts through llamafile's batched tinyBLAS kernels for Q8_0, BF16, F16 and F32
+weights, but multiplies Q4_1 / Q5_1 weights row by row (Q4_0 / Q5_0 have batched kernels too). The
+values of those 4/5-bit types are exactly representable as floats, so each tensor is dequantized
+exactly and encoded again:
+
+- ``q8_0`` (8 bits, one scale per 32 values; fast on every x86 build): a Q4_0 or Q5_0 block's
+  values are multiples of its scale d, so with the Q8_0 scale d/8 (Q4_0) or d/4 (Q5_0) they are
+  represented exactly; Q4_1 / Q5_1 blocks carry an offset as well, and each block takes the Q8_0
+  scale of least squared error (:func:`_closest_q8_0`), about 1/80 of a 4-bit step;
+- ``bf16`` (each value rounded to the nearest bfloat16, a relative error below 2^-9): fast where
+  llama.cpp has bfloat16 kernels, i.e. a native build (``bastion model runtime build``) on a CPU
+  with AVX512_BF16 or AMX; the stock wheel computes it no faster than Q4_1.
+
+Tensors of other types (the F32 norms, an embedding already in Q8_0) are copied unchanged; types
+these cannot represent closely (K-quants, I-quants, F16, BF16) are refused.
 
 The derived file is made once from the verified source (its pinned sha256), written atomically beside
 it (so it lives where the source lives, with the source's file mode), with a manifest
-``<stem>.q8_0.json`` holding the source and derived sha256, the converter version and the
+``<stem>.<target>.json`` holding the source and derived sha256, the converter version and the
 verification verdict. It is used only after :func:`verify_weights` judged it by the quality rule of
 :func:`compare_distributions` (next-token distributions of both files, on the stock runtime, along
 the shipped weights' own answers); a damaged or missing derived file is made again, never downloaded.
 
 Why not the native build's rule (the same greedy tokens): that rule fits a recompilation of the
 same arithmetic. A re-encoding changes the arithmetic: Q4_1 weights multiply activations rounded
-to Q8_1 row by row, Q8_0 weights multiply activations rounded to Q8_0 in batched kernels. Greedy
-answers then fork wherever two tokens are nearly tied, as they do when llama.cpp reads the same text
-as one batch or token by token; what must hold is that the model predicts the same.
+to Q8_1 row by row, Q8_0 weights multiply activations rounded to Q8_0 in batched kernels, BF16
+weights multiply activations rounded to bfloat16. Greedy answers then fork wherever two tokens are
+nearly tied, as they do when llama.cpp reads the same text as one batch or token by token; what
+must hold is that the model predicts the same.
 """
 from __future__ import annotations
 
@@ -61,8 +68,8 @@ QUALITY_PROMPTS = (
     ("Answer in one sentence.", "What does a firewall do?"),
     ("You are a helpful assistant.", "Translate to French: The meeting is moved to Tuesday."),
 )
-TARGETS = ("q8_0",)
-SOURCE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # Q8_0 represents their values closely
+TARGETS = ("q8_0", "bf16")
+SOURCE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # Q8_0 and BF16 represent their values closely
 KEPT_TYPES = ("F32", "Q8_0")  # copied unchanged
 Progress = Callable[[str], None]
 
@@ -135,7 +142,7 @@ def convert(source: Path, dest: Path, target: str = "q8_0", *, source_sha256: st
     """
     import numpy as np
     from gguf import GGMLQuantizationType as Q
-    from gguf import GGUFValueType, GGUFWriter, LlamaFileType
+    from gguf import GGUFValueType, GGUFWriter, LlamaFileType, quants
 
     if target not in TARGETS:
         raise ModelError(f"cannot re-encode to {target!r}; supported: {', '.join(TARGETS)}")
@@ -151,15 +158,18 @@ def convert(source: Path, dest: Path, target: str = "q8_0", *, source_sha256: st
             continue
         sub = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
         writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub)
-    writer.add_file_type(LlamaFileType.MOSTLY_Q8_0)
+    writer.add_file_type(LlamaFileType.MOSTLY_Q8_0 if target == "q8_0" else LlamaFileType.MOSTLY_BF16)
     writer.add_string("bastion.reencode.source_sha256", source_sha256)
     writer.add_string("bastion.reencode.converter", converter_version())
     plan = []
     for t in reader.tensors:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # numpy order
         convert_it = t.tensor_type.name in SOURCE_TYPES
-        qtype = Q.Q8_0 if convert_it else t.tensor_type
-        nbytes = int(t.n_elements) // 32 * 34 if convert_it else int(t.data.nbytes)
+        qtype = (Q.Q8_0 if target == "q8_0" else Q.BF16) if convert_it else t.tensor_type
+        if not convert_it:
+            nbytes = int(t.data.nbytes)
+        else:
+            nbytes = int(t.n_elements) // 32 * 34 if target == "q8_0" else int(t.n_elements) * 2
         writer.add_tensor_info(t.name, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
         plan.append((t, convert_it))
     writer.write_header_to_file()
@@ -167,8 +177,11 @@ def convert(source: Path, dest: Path, target: str = "q8_0", *, source_sha256: st
     writer.write_ti_data_to_file()
     done = {"converted": 0, "kept": 0}
     for t, convert_it in plan:
-        if convert_it:
+        if convert_it and target == "q8_0":
             writer.write_tensor_data(_to_q8_0(np.asarray(t.data), t.tensor_type.name))
+        elif convert_it:  # bf16: round each value to the nearest bfloat16
+            values = quants.dequantize(np.asarray(t.data), Q[t.tensor_type.name])
+            writer.write_tensor_data(quants.quantize(values, Q.BF16))
         else:
             writer.write_tensor_data(np.asarray(t.data))
         done["converted" if convert_it else "kept"] += 1
@@ -403,17 +416,21 @@ def verify_weights(source: Path, target: str = "q8_0", *, threads: int | None = 
 
 
 def measure_weights(source: Path, target: str = "q8_0", *, tokens: int = 1000, runs: int = 2,
-                    threads: int | None = None) -> dict[str, Any]:
-    """Prompt tokens/s, time to first token and decode tokens/s of both files (stock runtime, alternating)."""
+                    threads: int | None = None, runtime: str = "auto") -> dict[str, Any]:
+    """Prompt tokens/s, time to first token and decode tokens/s of both files, alternating, on the
+    runtime ``[llm] runtime = runtime`` picks for a new process (a verified native build, else the stock wheel)."""
     from bastion.generation.native_build import RuntimeWorker, filler_prompt, prompt_speed
+    from bastion.generation.native_runtime import select_runtime
     from bastion.generation.protocol import ChatMessage
 
     man = read_manifest(source, target)
     if man is None:
         raise ModelError(f"no {target} weights derived from {source} yet")
+    choice = select_runtime(runtime, in_process=False)
+    where = str(choice.runtime.path) if choice.runtime is not None else "stock"
     window = max(2048, tokens + 256)
-    workers = {"shipped": RuntimeWorker("stock", source, context_window=window, threads=threads),
-               target: RuntimeWorker("stock", derived_path(source, target), context_window=window, threads=threads)}
+    workers = {"shipped": RuntimeWorker(where, source, context_window=window, threads=threads),
+               target: RuntimeWorker(where, derived_path(source, target), context_window=window, threads=threads)}
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in workers}
     try:
         messages = filler_prompt(workers["shipped"], tokens)
@@ -428,7 +445,7 @@ def measure_weights(source: Path, target: str = "q8_0", *, tokens: int = 1000, r
             w.close()
     med = {k: {m: round(statistics.median(r[m] for r in v), 2) for m in ("prompt_tps", "ttft_s", "decode_tps")}
            for k, v in rows.items()}
-    out = {"prompt_tokens": int(rows["shipped"][0]["prompt_tokens"]), "runtime": "stock", **med,
+    out = {"prompt_tokens": int(rows["shipped"][0]["prompt_tokens"]), "runtime": choice.kind, **med,
            "speedup": round(med[target]["prompt_tps"] / med["shipped"]["prompt_tps"], 2)
            if med["shipped"]["prompt_tps"] else None, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     man["measured"] = out
