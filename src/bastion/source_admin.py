@@ -107,12 +107,12 @@ def remove_source(ws: Workspace, name: str, *, by: str) -> dict[str, Any]:
         s.execute(delete(SourceRow).where(SourceRow.id == row.id))
 
     store = ws.store
-    together = isinstance(store, CatalogTransactionStore) and store.shares_database_with(ws.catalog)
-    if together:  # the store lives in the catalog's database: chunks and rows go in one transaction
+    together = store if isinstance(store, CatalogTransactionStore) and store.shares_database_with(ws.catalog) else None
+    if together is not None:  # the store lives in the catalog's database: chunks and rows go in one transaction
         with ws.catalog.session(write=True) as s:
             doc_ids = list(s.scalars(select(DocumentRow.id).where(of_source)))
             for i in range(0, len(doc_ids), _INDEX_BATCH):
-                store.replace_documents_in(s, doc_ids[i:i + _INDEX_BATCH], [])
+                together.replace_documents_in(s, doc_ids[i:i + _INDEX_BATCH], [])
             forget(s)
     else:
         with ws.catalog.session(write=True) as s:
@@ -129,7 +129,7 @@ def remove_source(ws: Workspace, name: str, *, by: str) -> dict[str, Any]:
         ws.monitor.resolve(alert["id"], by)
     withdrawn = ws.check_adapters()
     return {"removed": name, "kind": source_kind(row.kind), "documents": len(doc_ids),
-            "index_commit": "one-transaction" if together else "two-step",
+            "index_commit": "two-step" if together is None else "one-transaction",
             "adapters_withdrawn": [w["adapter"] for w in withdrawn]}
 
 
