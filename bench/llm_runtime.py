@@ -166,7 +166,7 @@ def compare_weights(args) -> None:
     from bastion.generation.llamacpp import sha256_file
     from bastion.generation.models import ModelRegistry
     from bastion.generation.native_build import RuntimeWorker
-    from bastion.generation.reencode import RULE_VERSION, derive, derived_path, verify_weights
+    from bastion.generation.reencode import derive, derived_path, judged, verify_weights
 
     data = json.loads((args.data / "squad2-dev-half.json").read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"] for a in data[:3] for p in a["paragraphs"]]
@@ -192,7 +192,7 @@ def compare_weights(args) -> None:
                 continue
             say = lambda m: print(m, file=sys.stderr)  # noqa: E731
             manifests[k] = derive(source, sha256_file(source), k, progress=say)
-            if (manifests[k]["verification"] or {}).get("rule_version") != RULE_VERSION:  # timed even where it fails
+            if not judged(manifests[k]):  # timed even where it fails: the verdict is reported
                 manifests[k]["verification"] = verify_weights(source, k, threads=args.threads, progress=say)
             say(f"{k}: verification {'passed' if manifests[k]['verification']['ok'] else 'FAILED'}")
             paths[k] = derived_path(source, k)

@@ -159,7 +159,7 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
             server.psql("CREATE DATABASE bench;")
         url = resolve_url(server.get_uri(database="bench", driver="psycopg").replace("postgres:@", "postgres@"), None, "url")
         tuning = {"ef_search": args.ef_search} if args.ef_search else {}
-        tuning |= {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction}
+        tuning |= {k: v for k, v in (("hnsw_m", args.hnsw_m), ("ef_construction", args.ef_construction)) if v}
         store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb, **tuning)
     result: dict = {"store": kind, "n": n}
     if marker.exists():
@@ -234,9 +234,9 @@ def main() -> None:
                     help="keep pgvector's database here; a later run with the same size and seed reuses it (no ingest or build)")
     ap.add_argument("--build-only", action="store_true", help="stop after the ingest and the index build")
     ap.add_argument("--ef-search", type=int, default=None, help="pgvector's hnsw.ef_search (default: the store's)")
-    ap.add_argument("--hnsw-m", type=int, default=16, help="pgvector's HNSW m for the build (the store's default: 16)")
-    ap.add_argument("--ef-construction", type=int, default=128,
-                    help="pgvector's HNSW ef_construction for the build (the store's default: 128)")
+    ap.add_argument("--hnsw-m", type=int, default=None, help="pgvector's HNSW m for the build (default: the store's)")
+    ap.add_argument("--ef-construction", type=int, default=None,
+                    help="pgvector's HNSW ef_construction for the build (default: the store's)")
     ap.add_argument("--shared-buffers-mb", type=int, default=None,
                     help="PostgreSQL's shared_buffers for the pgvector runs (default: pgserver's 128 MB)")
     ap.add_argument("--skip-overlap", action="store_true",

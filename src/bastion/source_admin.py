@@ -21,7 +21,7 @@ from bastion.catalog.models import DocumentRow, DocumentVersionRow, IngestRunRow
 from bastion.core.errors import ConfigError
 from bastion.core.types import parse_acl
 from bastion.sources import FOLDER, SourceRegistry, source_kind
-from bastion.stores.protocol import CatalogTransactionStore
+from bastion.stores.protocol import in_catalog_database
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -107,7 +107,7 @@ def remove_source(ws: Workspace, name: str, *, by: str) -> dict[str, Any]:
         s.execute(delete(SourceRow).where(SourceRow.id == row.id))
 
     store = ws.store
-    together = store if isinstance(store, CatalogTransactionStore) and store.shares_database_with(ws.catalog) else None
+    together = in_catalog_database(store, ws.catalog)
     if together is not None:  # the store lives in the catalog's database: chunks and rows go in one transaction
         with ws.catalog.session(write=True) as s:
             doc_ids = list(s.scalars(select(DocumentRow.id).where(of_source)))

@@ -205,6 +205,12 @@ def _hardware_rows(cpu: dict[str, Any], gpu: dict[str, Any]) -> list[tuple[str, 
     ]
 
 
+# llama.cpp's bfloat16 kernels: with them a BF16 copy of Q4/Q5 weights reads prompts fastest
+BF16_KERNELS = {"AVX512_BF16"}
+BF16_HINT = ("bfloat16 kernels: llm.weights = \"bf16\" reads prompts fastest "
+             "(bastion model reencode --to bf16; docs/hardware.md, re-encoded weights)")
+
+
 def llm_runtime_rows(llm: dict[str, Any]) -> list[tuple[str, str]]:
     """The stock wheel, the build in use, and what a native build adds (or, once built, gained)."""
     if not llm["installed"]:
@@ -233,11 +239,6 @@ def llm_runtime_rows(llm: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("  then", BF16_HINT))
     return rows
 
-
-# llama.cpp's bfloat16 kernels: with them a BF16 copy of Q4/Q5 weights reads prompts fastest
-BF16_KERNELS = {"AVX512_BF16", "AMX_BF16"}
-BF16_HINT = ("bfloat16 kernels: llm.weights = \"bf16\" reads prompts fastest "
-             "(bastion model reencode --to bf16; docs/hardware.md, re-encoded weights)")
 
 
 def _print(rep: dict[str, Any]) -> None:

@@ -90,7 +90,7 @@ def model_remove(name: str) -> None:
 @app.command("reencode")
 def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registered GGUF model (default: llm.model).")] = None,
                    to: Annotated[str, typer.Option("--to", help="The type to re-encode to: q8_0, or bf16 (fast with a "
-                                                               "native build on a CPU with AVX512_BF16 or AMX).")] = "q8_0",
+                                                               "native build on a CPU with AVX512_BF16).")] = "q8_0",
                    measure: Annotated[bool, typer.Option(help="Time a ~1k-token prompt with both weights.")] = True,
                    force: Annotated[bool, typer.Option(help="Derive and verify again even if an intact copy exists.")] = False,
                    as_json: JsonOpt = False) -> None:
@@ -98,7 +98,7 @@ def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registe
 
     The copy is written beside the model with a manifest; llm.weights = "q8_0" (or "bf16") then loads it."""
     from bastion.core.errors import ModelError
-    from bastion.generation.reencode import RULE_VERSION, derive, derived_path, measure_weights, verify_weights
+    from bastion.generation.reencode import derive, derived_path, judged, measure_weights, verify_weights
 
     say = None if as_json else (lambda m: err_console.print(plain(m)))
     with friendly_errors():
@@ -108,8 +108,7 @@ def model_reencode(name: Annotated[Optional[str], typer.Argument(help="A registe
             raise ModelError(f"model {info.name!r} is served over HTTP; only in-process GGUF models can be re-encoded")
         source = Path(info.path)
         man = derive(source, info.sha256, to, force=force, progress=say)
-        v = man.get("verification") or {}
-        if v.get("derived_sha256") != man["derived"]["sha256"] or v.get("rule_version") != RULE_VERSION:
+        if not judged(man):
             man["verification"] = verify_weights(source, to, threads=ws.config.llm.threads, progress=say)
         if man["verification"]["ok"] and measure:
             if say:

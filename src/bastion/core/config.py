@@ -136,7 +136,7 @@ class LLMConfig(_Strict):
     runtime: Literal["auto", "stock", "native"] = "auto"
     # in-process models: "q8_0" / "bf16" load a copy of the model's Q4_0/Q4_1/Q5_0/Q5_1 weights re-encoded
     # as Q8_0 or BF16 (made once beside the file, judged against it; llama.cpp's batched kernels evaluate
-    # prompts faster in those types: bf16 with a native build on a CPU with AVX512_BF16 or AMX);
+    # prompts faster in those types: bf16 with a native build on a CPU with AVX512_BF16);
     # "shipped" loads the file as registered
     weights: Literal["shipped", "q8_0", "bf16"] = "shipped"
     # in-process models: keep the KV cache of the prompt's fixed part (system prompt, few-shot) between

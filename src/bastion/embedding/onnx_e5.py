@@ -32,7 +32,6 @@ BUILDER_VERSION = 1  # bump when the graph changes: old cache files are then ign
 # onnxruntime's VNNI kernels) or in fp32 (its AVX-512 / AVX2 float kernels): which is faster depends on
 # the CPU, so the first start on a machine times both and remembers the faster (:func:`kernel_choice`)
 KERNELS = ("q4", "q4-0")
-LINEAR = "q4"  # the arithmetic when no choice is made (a cache that cannot be written)
 TOKENS_PER_RUN = 4096  # padded tokens per onnxruntime call: big enough for the GEMMs, bounded memory
 PROBE_SHAPE = (8, 128)  # windows x tokens of the timing probe
 
@@ -55,11 +54,9 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def cached_graph(weights: E5Weights, weights_sha256: str, directory: Path | None = None,
-                 linear: str | None = None) -> bytes:
-    """The serialised graph for these weights: from the cache when its sha256 checks, else built now."""
+def cached_graph(weights: E5Weights, weights_sha256: str, directory: Path | None, linear: str) -> bytes:
+    """The serialised graph for these weights and kernels: from the cache when its sha256 checks, else built now."""
     directory = directory or cache_dir()
-    linear = linear or LINEAR
     path = directory / f"e5-small-{weights_sha256[:16]}-v{BUILDER_VERSION}-{linear}.onnx"
     sidecar = path.with_name(path.name + ".sha256")
     if path.exists() and sidecar.exists():
@@ -117,7 +114,8 @@ def kernel_choice(weights: E5Weights, weights_sha256: str, options: Any, directo
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EmbeddingError(f"onnxruntime cannot load the e5 graph: {exc}") from exc
 
-    chosen = (known.get(fingerprint) or {}).get("kernels") if isinstance(known.get(fingerprint), dict) else None
+    entry = known.get(fingerprint)
+    chosen = entry.get("kernels") if isinstance(entry, dict) else None
     if chosen in KERNELS:
         return chosen, session(chosen)
     n, length = PROBE_SHAPE

@@ -121,10 +121,8 @@ class LlamaCppLLM:
 
     def count_tokens(self, text: str) -> int:
         try:
-            r = self._http.post("/tokenize", json={"content": text, "add_special": False})
-            r.raise_for_status()
-            return len(r.json()["tokens"])
-        except (httpx.HTTPError, KeyError, ValueError):
+            return len(self.tokenize(text))
+        except (GenerationError, KeyError):
             return estimate_tokens(text)
 
     def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:

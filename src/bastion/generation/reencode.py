@@ -11,7 +11,7 @@ exactly and encoded again:
   scale of least squared error (:func:`_closest_q8_0`), about 1 % of a 4-bit step (RMS);
 - ``bf16`` (each value rounded to the nearest bfloat16, a relative error below 2^-9): fast where
   llama.cpp has bfloat16 kernels, i.e. a native build (``bastion model runtime build``) on a CPU
-  with AVX512_BF16 or AMX; the stock wheel computes it no faster than Q4_1.
+  with AVX512_BF16; the stock wheel computes it no faster than Q4_1.
 
 Tensors of other types (the F32 norms, an embedding already in Q8_0) are copied unchanged; types
 these cannot represent closely (K-quants, I-quants, F16, BF16) are refused.
@@ -453,12 +453,17 @@ def measure_weights(source: Path, target: str = "q8_0", *, tokens: int = 1000, r
     return out
 
 
+def judged(man: dict[str, Any]) -> bool:
+    """Whether the manifest's verdict is about its derived file's bytes and under the current rule."""
+    v = man.get("verification") or {}
+    return v.get("derived_sha256") == man["derived"]["sha256"] and v.get("rule_version") == RULE_VERSION
+
+
 def prepare(source: Path, source_sha256: str | None, target: str = "q8_0", *, threads: int | None = None,
             force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Derive (or reuse) and verify; returns the manifest. Raises ModelError if verification failed."""
     man = derive(source, source_sha256, target, force=force, progress=progress)
-    v = man.get("verification") or {}
-    if v.get("derived_sha256") != man["derived"]["sha256"] or v.get("rule_version") != RULE_VERSION:
+    if not judged(man):
         status = man["status"]
         man = {**man, "verification": verify_weights(source, target, threads=threads, progress=progress),
                "status": status}
@@ -513,6 +518,6 @@ def weights_status(source: Path, weights: str) -> dict[str, Any]:
 
 
 __all__ = ["CONVERTER_VERSION", "MAX_MEAN_KL", "MIN_SAME_TOP", "RULE_VERSION", "SOURCE_TYPES", "TARGETS",
-           "check_convertible", "compare_distributions", "convert", "derive", "derived_path",
+           "check_convertible", "compare_distributions", "convert", "derive", "derived_path", "judged",
            "manifest_path", "measure_weights", "prepare", "read_manifest", "remove_derived", "verify_weights",
            "weights_for", "weights_status"]

@@ -58,7 +58,7 @@ from bastion.ingest.report import SyncReport
 from bastion.ingest.spool import Pending, Spool
 from bastion.monitoring.quality import DeltaQuality, version_stats
 from bastion.retrieval.analyzer import analyze
-from bastion.stores.protocol import CatalogTransactionStore, ChunkStore, StoredChunk
+from bastion.stores.protocol import CatalogTransactionStore, ChunkStore, StoredChunk, in_catalog_database
 
 Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
 # given the measurements of an examined sync, the reasons not to publish it (empty: publish)
@@ -207,12 +207,9 @@ class SyncPipeline:
 
     def _store_in_catalog_database(self) -> CatalogTransactionStore | None:
         """The store, when it can write in the catalog's transactions (it lives in the same database)."""
-        store = self.store
-        if isinstance(store, CatalogTransactionStore) and store.shares_database_with(self.catalog):
-            log("sync.index_commit", protocol="one-transaction")
-            return store
-        log("sync.index_commit", protocol="two-step")
-        return None
+        store = in_catalog_database(self.store, self.catalog)
+        log("sync.index_commit", protocol="two-step" if store is None else "one-transaction")
+        return store
 
     def _write_index(self, doc_ids: list[str], rows: list[StoredChunk], record: Callable[[Session], None]) -> None:
         """Make ``rows`` the only chunks of ``doc_ids``, then ``record`` it in the catalog: in one transaction

@@ -117,3 +117,10 @@ class CatalogTransactionStore(Protocol):
     def replace_documents_in(self, session: Session, doc_ids: list[str], chunks: list[StoredChunk]) -> None:
         """``replace_documents`` inside the catalog's open ``session``: its commit publishes both, its rollback neither."""
         ...
+
+
+def in_catalog_database(store: object, catalog: Catalog) -> CatalogTransactionStore | None:
+    """``store`` when it lives in ``catalog``'s database and can write in its transactions, else None."""
+    if isinstance(store, CatalogTransactionStore) and store.shares_database_with(catalog):
+        return store
+    return None
