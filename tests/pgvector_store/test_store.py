@@ -209,3 +209,40 @@ def test_a_failed_index_build_is_rebuilt_and_a_second_store_opens_during_a_build
     hits = store.rank_dense(vectors[0], frozenset({"group:big", "group:small"}), 10)
     assert hits[0].chunk_id == chunks[0].chunk_id  # the index finds the query's own chunk first
     store.close()
+
+
+class _Wide:
+    id, dimension = "random-384", 384
+
+
+def test_vectors_stay_in_their_rows_and_an_older_store_is_switched_on_open(pg_url):
+    """A long chunk's 384-dimension vector is kept in its row, not moved to the TOAST table (where every exact
+    ranking would read it through another index); a store created with pgvector's default storage is switched
+    when opened, so its new rows are kept inline too. Queries still find the chunks (positive control)."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # text that does not compress, long enough for the row to pass PostgreSQL's 2 kB threshold
+    long_text = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 7)) for _ in range(150))
+    store = open_store(pg_url, _Wide())
+    store.replace_documents(["a"], [_chunk("a", 0, long_text, ("group:x",), vectors[0])])
+    dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        inline = "SELECT chunk_id, pg_column_toast_chunk_id(embedding) IS NULL FROM bastion_chunks ORDER BY 1"
+        assert conn.execute(inline).fetchall() == [("a-0", True)]
+        assert conn.execute("SHOW jit").fetchone()[0] == "on"  # the server's default; the store's sessions differ
+        with store._tx() as cur:
+            cur.execute("SHOW jit")
+            assert cur.fetchone()[0] == "off"
+        conn.execute("ALTER TABLE bastion_chunks ALTER COLUMN embedding SET STORAGE EXTERNAL")  # an older store
+        store.close()
+        conn.execute("INSERT INTO bastion_chunks SELECT 'b-0', 'b', 'b-v1', source, 'b', path, page, section, ordinal, "
+                     "text, char_start, char_end, acl, embedding FROM bastion_chunks WHERE chunk_id = 'a-0'")
+        assert conn.execute(inline).fetchall() == [("a-0", True), ("b-0", False)]  # what the old storage did
+        reopened = open_store(pg_url, _Wide())
+        reopened.replace_documents(["c"], [_chunk("c", 0, long_text, ("group:x",), vectors[2])])
+        assert conn.execute(inline).fetchall() == [("a-0", True), ("b-0", False), ("c-0", True)]
+    hits = reopened.rank_dense(vectors[2], frozenset({"group:x"}), 1)
+    assert [h.chunk_id for h in hits] == ["c-0"]
+    assert reopened.rank_dense(vectors[2], frozenset({"group:y"}), 1) == []
+    reopened.close()

@@ -38,6 +38,7 @@ from bastion.stores.pgvector_schema import (
     ROW_COLUMNS,
     STATS,
     TERMS,
+    VECTOR_STORAGE,
     acl_where,
     bm25_sql,
     bm25_table_sql,
@@ -192,12 +193,33 @@ class PgVectorStore:
                 cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
                                 [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
                 return
+        self._keep_vectors_inline()
         if meta.get("embedder_id") != self.embedder_id or meta.get("dimension") != str(self.dimension):
             raise EmbedderMismatch(
                 f"the chunk store in the {self._where()} was built with embedder {meta.get('embedder_id')!r} "
                 f"({meta.get('dimension')} dimensions); the workspace now uses {self.embedder_id!r} "
                 f"({self.dimension} dimensions). Restore the old embedder setting, or run "
                 "`bastion rebuild` to re-embed everything with the new one.")
+
+    def _keep_vectors_inline(self) -> None:
+        """Set the vector column of a store created before :data:`VECTOR_STORAGE` to keep new vectors in their rows.
+
+        A change of the table's definition only (no rewrite); it waits at most 2 s for its lock (another process
+        may be building the HNSW index) and is otherwise left for the next open: it only makes later reads faster.
+        """
+        import psycopg
+
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                            (CHUNKS,))
+                row = cur.fetchone()
+                if row is None or row[0] == "m":
+                    return
+                cur.execute("SET LOCAL lock_timeout = '2s'")
+                cur.execute(VECTOR_STORAGE)
+        except psycopg.errors.LockNotAvailable:
+            log("store.vector_storage_deferred")
 
     def close(self) -> None:
         self._engine.dispose()
@@ -506,7 +528,7 @@ class PgVectorStore:
             essential += 1
         args = params | {"terms": order, "idfs": [idf[t] for t in order], "avgdl": total / n, "k": k}
         while True:
-            cur.execute(bm25_table_sql(where), args | {"essential": order[:essential]})
+            cur.execute(bm25_table_sql(where, len(order)), args | {"essential": order[:essential]})
             rows = [(cid, float(score)) for cid, score in cur.fetchall()]
             rest = order[essential:]
             if not rest or (len(rows) >= k and rows[-1][1] > sum(idf[t] for t in rest) * (K1 + 1)):
@@ -515,7 +537,7 @@ class PgVectorStore:
                 seen += present[essential][0]
                 essential += 1
                 continue
-            cur.execute(bm25_table_sql(where, capped=True),
+            cur.execute(bm25_table_sql(where, len(order), capped=True),
                         args | {"essential": order[:essential], "rest": rest, "cap": max(self.terms_fill_cap, k)})
             rows += [(cid, float(score)) for cid, score in cur.fetchall()]
             return [cid for cid, _ in sorted(rows, key=lambda r: (-r[1], r[0]))[:k]]

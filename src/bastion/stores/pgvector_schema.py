@@ -27,7 +27,7 @@ from typing import Any
 
 from bastion.core.errors import MissingExtraError, StoreError
 
-__all__ = ["CHUNKS", "META", "ROW_COLUMNS", "STATS", "TERMS", "acl_where", "bm25_sql", "bm25_table_sql", "ddl",
+__all__ = ["CHUNKS", "META", "ROW_COLUMNS", "STATS", "TERMS", "VECTOR_STORAGE", "acl_where", "bm25_sql", "bm25_table_sql", "ddl",
            "engine", "resolve_url", "stats_backfill_sql", "stats_update_sql"]
 
 CHUNKS, TERMS, META = "bastion_chunks", "bastion_chunk_terms", "bastion_store_meta"
@@ -47,6 +47,7 @@ def ddl(dim: int) -> list[str]:
             chunk_id text PRIMARY KEY, doc_id text NOT NULL, version_id text NOT NULL, source text,
             document text, path text, page integer, section text, ordinal integer, text text,
             char_start integer, char_end integer, acl text[] NOT NULL, embedding vector({dim}) NOT NULL)""",
+        VECTOR_STORAGE,
         f"CREATE INDEX IF NOT EXISTS {CHUNKS}_doc ON {CHUNKS} (doc_id)",
         f"CREATE INDEX IF NOT EXISTS {CHUNKS}_acl ON {CHUNKS} USING gin (acl)",
         f"""CREATE TABLE IF NOT EXISTS {TERMS} (
@@ -57,6 +58,13 @@ def ddl(dim: int) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {TERMS}_keys ON {TERMS} USING gin (keys)",
         f"CREATE TABLE IF NOT EXISTS {STATS} (term text PRIMARY KEY, df bigint NOT NULL, total bigint NOT NULL)",
     ]
+
+
+# The vector stays in the row (STORAGE MAIN) rather than pgvector's default EXTERNAL, which moved it to the TOAST
+# table whenever text and vector together passed PostgreSQL's ~2 kB threshold (a fifth of the rows with 384
+# dimensions): every exact ranking then read it through the TOAST index, a third of the scan's time. Rows written
+# before the setting keep their place until rewritten (a re-sync, or VACUUM FULL).
+VECTOR_STORAGE = f"ALTER TABLE {CHUNKS} ALTER COLUMN embedding SET STORAGE MAIN"
 
 
 def stats_backfill_sql() -> str:
@@ -136,10 +144,11 @@ def bm25_sql(where: str) -> str:
     GROUP BY cand.chunk_id ORDER BY score DESC, cand.chunk_id LIMIT %(k)s"""
 
 
-def bm25_table_sql(where: str, *, capped: bool = False) -> str:
+def bm25_table_sql(where: str, nterms: int, *, capped: bool = False) -> str:
     """The top ``%(k)s`` chunks ``where`` admits among those holding an ``%(essential)s`` term, by BM25 with
     whole-table statistics: each query term's idf (``%(terms)s``, ``%(idfs)s``) and the mean length
-    ``%(avgdl)s`` come from :data:`STATS`. A candidate's score sums over every query term it holds, the
+    ``%(avgdl)s`` come from :data:`STATS`; ``nterms`` is the number of query terms. A candidate's score sums
+    over every query term it holds, the
     non-essential ones included, so the caller can prove that no chunk holding only those could rank higher
     (:meth:`PgVectorStore.rank_terms`). ``capped``: the candidates are instead the first ``%(cap)s`` admitted
     chunks holding a ``%(rest)s`` term and no essential one (a bounded sample of a very common term's chunks).
@@ -151,11 +160,14 @@ def bm25_table_sql(where: str, *, capped: bool = False) -> str:
     rows = (f"(SELECT t.* FROM (SELECT * FROM {TERMS} t WHERE {where} OFFSET 0) t WHERE t.keys && %(rest)s::text[] "
             f"AND NOT t.keys && %(essential)s::text[] LIMIT %(cap)s) t" if capped
             else f"{TERMS} t WHERE t.keys && %(essential)s::text[] AND {where}")
+    # the score is one expression per candidate, a term each (a term the chunk lacks has no position: NULL, 0):
+    # a subquery over the query terms cost a sub-plan run per candidate, half the query's time
+    tf = "t.tfs[array_position(t.keys, (%(terms)s::text[])[{j}])]::float8"
+    score = " + ".join(
+        f"coalesce((%(idfs)s::float8[])[{j}] * {tf.format(j=j)} * {K1 + 1} / "
+        f"({tf.format(j=j)} + {K1} * (1 - {B} + {B} * t.nterms / %(avgdl)s)), 0)" for j in range(1, nterms + 1)) or "0"
     return f"""
-    SELECT t.chunk_id,
-           (SELECT sum(x.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * t.nterms / %(avgdl)s)))
-              FROM (SELECT q.idf, t.tfs[array_position(t.keys, q.term)]::float8 AS tf
-                      FROM unnest(%(terms)s::text[], %(idfs)s::float8[]) AS q(term, idf)) x) AS score
+    SELECT t.chunk_id, {score} AS score
     FROM {rows}
     ORDER BY score DESC, t.chunk_id LIMIT %(k)s"""
 
@@ -192,8 +204,10 @@ def engine(url: Any, *, pool_size: int, connect_timeout_s: int) -> Any:
         raise MissingExtraError("the pgvector store needs the pgvector extra: pip install 'bastion[pgvector]'") from exc
     from sqlalchemy import create_engine, event
 
+    # jit off: PostgreSQL compiles a query whose estimated cost passes jit_above_cost (the BM25 statistics of a
+    # large readable set, an exact scan of a mid-sized one), which cost 50-200 ms per query and saved nothing here
     eng = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                        connect_args={"connect_timeout": connect_timeout_s})
+                        connect_args={"connect_timeout": connect_timeout_s, "options": "-c jit=off"})
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         register_vector(dbapi_conn)
         # No server-side prepared statements: psycopg prepares a query after its 5th run, and PostgreSQL then
