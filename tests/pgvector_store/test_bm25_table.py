@@ -65,10 +65,13 @@ def test_statistics_follow_replaces_and_deletes(pg_url):
     store.close()
 
 
-def test_pruned_ranking_matches_exact_bm25_and_scores_are_rank_derived(pg_url):
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["terms-first", "indexes-intersected"])
+def test_pruned_ranking_matches_exact_bm25_and_scores_are_rank_derived(pg_url, ratio):
     """For a principal reading every chunk the whole-table statistics are its own: the pruned top-k equals the
-    exact per-principal BM25 top-k (real scores) id for id, and its scores are 1/(rank + 1)."""
+    exact per-principal BM25 top-k (real scores) id for id, and its scores are 1/(rank + 1); whichever way the
+    candidates are read (the terms index first, or intersected with the ACL index)."""
     store = open_store(pg_url, _Dim(), exact_threshold=10)
+    store.acl_bitmap_ratio = ratio
     chunks = _corpus(1500)
     store.replace_documents(sorted({c.doc_id for c in chunks}), chunks)
     store.optimize()
@@ -101,4 +104,27 @@ def test_chunks_a_principal_cannot_read_move_no_score_above_the_threshold(pg_url
     assert [s for _, s in after] == [s for _, s in before] and after[0] == ("c00003", 1.0)
     finance = store.rank_terms(["quokkaalpha"], frozenset({"group:finance"}), 5)
     assert finance and all(r.chunk_id >= "c01000" for r in finance)  # positive control
+    store.close()
+
+
+def test_both_ways_of_reading_candidates_rank_a_partial_reader_alike(pg_url):
+    """A principal reading a third of the chunks: reading the term's chunks first and testing the ACL on each
+    ranks exactly as intersecting the terms and ACL indexes, returns only that principal's chunks, and k of them
+    (positive control); a principal of another group gets none of them."""
+    store = open_store(pg_url, _Dim(), exact_threshold=10)
+    chunks = _corpus(1500)
+    store.replace_documents(sorted({c.doc_id for c in chunks}), chunks)
+    store.optimize()
+    third = frozenset({"group:third"})
+    readable = {c.chunk_id for c in chunks if "group:third" in c.acl}
+    rng = np.random.default_rng(11)
+    for _ in range(15):
+        terms = [f"w{j}x" for j in rng.choice(60, rng.integers(1, 4), replace=False)] + ["w0x"]
+        ranked = {}
+        for ratio in (0, 10**9):
+            store.acl_bitmap_ratio = ratio
+            ranked[ratio] = [r.chunk_id for r in store.rank_terms(terms, third, 20)]
+        assert ranked[0] == ranked[10**9]
+        assert len(ranked[0]) == 20 and set(ranked[0]) <= readable
+    assert store.rank_terms(["w0x"], frozenset({"group:nobody"}), 20) == []
     store.close()
