@@ -493,7 +493,7 @@ class PgVectorStore:
             if not exact and readable > self.exact_threshold:
                 ids = self._rank_terms_table(cur, distinct, where, params, k, readable)
                 return [Ranked(cid, rank_score(i)) for i, cid in enumerate(ids)]
-            cur.execute(bm25_sql(where), params | {"terms": distinct, "k": k})
+            cur.execute(bm25_sql(where, acl_first=readable <= self.exact_threshold), params | {"terms": distinct, "k": k})
             return [Ranked(cid, float(score)) for cid, score in cur.fetchall()]
 
     def _rank_terms_table(self, cur: Any, terms: list[str], where: str, params: dict[str, Any], k: int,

@@ -122,7 +122,7 @@ def acl_where(labels: frozenset[str], source: str | Sequence[str] | None, alias:
     return where, params
 
 
-def bm25_sql(where: str) -> str:
+def bm25_sql(where: str, *, acl_first: bool = False) -> str:
     """BM25 of the query terms (``%(terms)s``, distinct) over the chunks ``where`` admits, top ``%(k)s``.
 
     Every statistic comes from the admitted chunks only: their count and mean length, and each
@@ -130,11 +130,15 @@ def bm25_sql(where: str) -> str:
     score). Same formula as :func:`bastion.stores.postings.bm25`: idf = ln(1 + (N - df + 0.5) /
     (df + 0.5)), k1 = 1.2, b = 0.75; ties in chunk id order. Each step is materialized, so that a plan
     made without statistics (a table not analysed yet) cannot re-run the statistics per candidate.
+    ``acl_first``: the admitted chunks are read through the ACL index alone and each tested for the terms (for a
+    principal who may read few chunks: PostgreSQL otherwise intersected the ACL index with the terms index,
+    building a bitmap of every chunk holding a common query word, 150,000 of 1M, for 50 readable chunks).
     """
+    rows = f"(SELECT * FROM {TERMS} t WHERE {where} OFFSET 0) t" if acl_first else f"{TERMS} t"
     return f"""
     WITH stats AS MATERIALIZED (SELECT count(*)::float8 AS n, avg(nterms)::float8 AS avgdl FROM {TERMS} t WHERE {where}),
     cand AS MATERIALIZED (SELECT t.chunk_id, t.nterms, q.term, t.tfs[array_position(t.keys, q.term)] AS tf
-             FROM {TERMS} t CROSS JOIN unnest(%(terms)s::text[]) AS q(term)
+             FROM {rows} CROSS JOIN unnest(%(terms)s::text[]) AS q(term)
              WHERE t.keys && %(terms)s::text[] AND {where} AND q.term = ANY(t.keys)),
     df AS MATERIALIZED (SELECT term, count(*)::float8 AS df FROM cand GROUP BY term)
     SELECT cand.chunk_id,
