@@ -528,7 +528,7 @@ class StoreConfig(_Strict):
     pool_size: int = Field(default=5, ge=1, le=1000)  # connections each process keeps open to the store
     ef_search: int = Field(default=100, ge=1, le=1000)  # HNSW candidates per search (raised to k when k is larger)
     exact_threshold: int = Field(default=1000, ge=0)  # a principal reading at most this many chunks is ranked exactly
-    dense_exact_share: float = Field(default=0.05, ge=0, le=1)  # ... or at most this share of the table (dense only)
+    dense_exact_share: float = Field(default=0.15, ge=0, le=1)  # ... or at most this share of the table (dense only)
     dense_exact_rows: int = Field(default=20_000, ge=0)  # ... and at most this many chunks (the exact scan's cost)
     ann_min_rows: int = Field(default=10_000, ge=1)  # rows from which the HNSW index is built
     hnsw_m: int = Field(default=16, ge=2, le=100)

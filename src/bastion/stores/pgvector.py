@@ -101,7 +101,7 @@ class PgVectorStore:
     def __init__(self, url: Any, *, embedder_id: str, dimension: int, ef_search: int = 100,
                  exact_threshold: int = 1000, ann_min_rows: int = 10_000, hnsw_m: int = 16,
                  ef_construction: int = 128, max_scan_tuples: int = 20_000, pool_size: int = 5,
-                 connect_timeout_s: int = 10, build_memory_mb: int = 512, dense_exact_share: float = 0.05,
+                 connect_timeout_s: int = 10, build_memory_mb: int = 512, dense_exact_share: float = 0.15,
                  dense_exact_rows: int = 20_000) -> None:
         self.embedder_id, self.dimension = embedder_id, dimension
         self.ef_search, self.exact_threshold, self.ann_min_rows = ef_search, exact_threshold, ann_min_rows
