@@ -95,7 +95,7 @@ class PgVectorStore:
 
     terms_budget = 5_000  # BM25 above exact_threshold: summed document frequency of the terms scored exactly
     terms_fill_cap = 200  # ... and how many chunks holding only commoner terms are sampled past that
-    acl_bitmap_ratio = 8  # ... and from how many readable chunks per candidate the candidates are read first
+    acl_bitmap_ratio = 8  # ... whose candidates are read before the ACL once it admits this many times more chunks
     path_ttl_s = 30.0  # how long a filter's readable count and the table's size are remembered (:meth:`_readable`)
 
     def __init__(self, url: Any, *, embedder_id: str, dimension: int, ef_search: int = 100,

@@ -63,7 +63,7 @@ def ddl(dim: int) -> list[str]:
 # The vector stays in the row (STORAGE MAIN) rather than pgvector's default EXTERNAL, which moved it to the TOAST
 # table whenever text and vector together passed PostgreSQL's ~2 kB threshold (a fifth of the rows with 384
 # dimensions): every exact ranking then read it through the TOAST index, a third of the scan's time. Rows written
-# before the setting keep their place until rewritten (a re-sync, or VACUUM FULL).
+# before the setting keep their place until their document is written again (a sync, or `bastion rebuild`).
 VECTOR_STORAGE = f"ALTER TABLE {CHUNKS} ALTER COLUMN embedding SET STORAGE MAIN"
 
 
