@@ -190,11 +190,15 @@ class PgVectorStore:
                 cur.execute(stats_backfill_sql())
             cur.execute(f"SELECT key, value FROM {META}")
             meta = dict(cur.fetchall())
+            cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                        (CHUNKS,))
+            storage = cur.fetchone()
             if not meta:
                 cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
                                 [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
                 return
-        self._keep_vectors_inline()
+        if storage is not None and storage[0] != "m":
+            self._keep_vectors_inline()
         if meta.get("embedder_id") != self.embedder_id or meta.get("dimension") != str(self.dimension):
             raise EmbedderMismatch(
                 f"the chunk store in the {self._where()} was built with embedder {meta.get('embedder_id')!r} "
@@ -203,7 +207,8 @@ class PgVectorStore:
                 "`bastion rebuild` to re-embed everything with the new one.")
 
     def _keep_vectors_inline(self) -> None:
-        """Set the vector column of a store created before :data:`VECTOR_STORAGE` to keep new vectors in their rows.
+        """Set the vector column of a store created before :data:`VECTOR_STORAGE` (:meth:`_setup` found it) to keep
+        new vectors in their rows.
 
         A change of the table's definition only (no rewrite); it waits at most 2 s for its lock (another process
         may be building the HNSW index) and is otherwise left for the next open: it only makes later reads faster.
@@ -212,11 +217,6 @@ class PgVectorStore:
 
         try:
             with self._tx() as cur:
-                cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-                            (CHUNKS,))
-                row = cur.fetchone()
-                if row is None or row[0] == "m":
-                    return
                 cur.execute("SET LOCAL lock_timeout = '2s'")
                 cur.execute(VECTOR_STORAGE)
         except psycopg.errors.LockNotAvailable:
