@@ -128,3 +128,31 @@ def test_both_ways_of_reading_candidates_rank_a_partial_reader_alike(pg_url):
         assert len(ranked[0]) == 20 and set(ranked[0]) <= readable
     assert store.rank_terms(["w0x"], frozenset({"group:nobody"}), 20) == []
     store.close()
+
+
+def test_rounds_that_add_terms_rank_as_one_pass(pg_url, monkeypatch):
+    """With a budget of one term, the pruning adds the next rarest term round by round, each round reading only
+    the chunks holding it and none read before: the top-k is still the exact BM25 top-k, id for id."""
+    import bastion.stores.pgvector as pgvector_module
+
+    rounds: list[bool] = []
+    original = pgvector_module.bm25_table_sql
+
+    def counting(where, nterms, **kw):
+        rounds.append(kw.get("exclude", False))
+        return original(where, nterms, **kw)
+
+    monkeypatch.setattr(pgvector_module, "bm25_table_sql", counting)
+    store = open_store(pg_url, _Dim(), exact_threshold=10)
+    store.terms_budget = 1
+    chunks = _corpus(1500)
+    store.replace_documents(sorted({c.doc_id for c in chunks}), chunks)
+    everyone = frozenset({"group:all"})
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        terms = [f"w{j}x" for j in rng.choice(range(100, 400), rng.integers(2, 5), replace=False)]
+        for k in (10, 50):
+            fast = [r.chunk_id for r in store.rank_terms(terms, everyone, k)]
+            assert fast == [r.chunk_id for r in store.rank_terms(terms, everyone, k, exact=True)]
+    assert sum(rounds) > 10  # later rounds ran (and excluded the chunks read before)
+    store.close()

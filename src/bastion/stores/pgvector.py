@@ -506,7 +506,8 @@ class PgVectorStore:
         summed bounds of the remaining (common) terms, no chunk holding only those could enter the top k,
         and the result is the exact top k. The first essential terms are those whose summed document
         frequencies stay within ``terms_budget``; when the check fails, the next term joins while the sum stays
-        within the larger of that and 5 % of the table; past it, the chunks holding only common terms
+        within the larger of that and 5 % of the table (each such round reads only the chunks holding the new
+        term and no earlier one, and merges them with the best k so far); past it, the chunks holding only common terms
         are sampled: the first ``terms_fill_cap`` readable ones are scored and merged in. That happens mostly
         when fewer than k readable chunks hold a rarer term (a principal reading a tenth of the table, k = 50),
         and only changes which chunks scored by common words alone (nearly tied) fill the list.
@@ -527,21 +528,29 @@ class PgVectorStore:
             seen += present[essential][0]
             essential += 1
         args = params | {"terms": order, "idfs": [idf[t] for t in order], "avgdl": total / n, "k": k}
+        rows: list[tuple[str, float]] = []  # the best k of the candidates read so far, best first
+        done, reading = 0, seen  # essential terms whose candidates were read; the new terms' summed frequency
+
+        def merge(fetched: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            return sorted(rows + fetched, key=lambda r: (-r[1], r[0]))[:k]
+
         while True:
-            cur.execute(bm25_table_sql(where, len(order), terms_first=self._terms_first(readable, seen)),
-                        args | {"essential": order[:essential]})
-            rows = [(cid, float(score)) for cid, score in cur.fetchall()]
+            # each round reads only the chunks holding a newly essential term and none read before: the best k
+            # of the earlier candidates are kept, so the top k of the union is the merge of the two
+            cur.execute(bm25_table_sql(where, len(order), terms_first=self._terms_first(readable, reading), exclude=done > 0),
+                        args | {"essential": order[done:essential], "before": order[:done]})
+            rows = merge([(cid, float(score)) for cid, score in cur.fetchall()])
             rest = order[essential:]
             if not rest or (len(rows) >= k and rows[-1][1] > sum(idf[t] for t in rest) * (K1 + 1)):
                 return [cid for cid, _ in rows]
             if seen + present[essential][0] <= max(self.terms_budget, n // 20):
-                seen += present[essential][0]
+                done, reading = essential, present[essential][0]
+                seen += reading
                 essential += 1
                 continue
             cur.execute(bm25_table_sql(where, len(order), capped=True),
                         args | {"essential": order[:essential], "rest": rest, "cap": max(self.terms_fill_cap, k)})
-            rows += [(cid, float(score)) for cid, score in cur.fetchall()]
-            return [cid for cid, _ in sorted(rows, key=lambda r: (-r[1], r[0]))[:k]]
+            return [cid for cid, _ in merge([(cid, float(score)) for cid, score in cur.fetchall()])]
 
     def _terms_first(self, readable: int, candidates: int) -> bool:
         """Whether BM25 reads the ``candidates`` chunks holding the essential terms first and tests the ACL on each,
