@@ -197,7 +197,8 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
         url = resolve_url(server.get_uri(database="bench", driver="psycopg").replace("postgres:@", "postgres@"), None, "url")
         tuning = {"ef_search": args.ef_search} if args.ef_search else {}
         tuning |= {k: v for k, v in (("hnsw_m", args.hnsw_m), ("ef_construction", args.ef_construction)) if v}
-        store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb, **tuning)
+        store = PgVectorStore(url, embedder_id="bench", dimension=DIM, build_memory_mb=args.build_memory_mb,
+                              label_vectors=args.label_vectors, **tuning)
     result: dict = {"store": kind, "n": n}
     if marker.exists():
         result |= json.loads(marker.read_text())
@@ -216,7 +217,8 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
         # a settled database, as autovacuum leaves it some time after a bulk load: run now, so that autovacuum's
         # pass over the new rows does not run on one of the two cores in the middle of the timed queries
         t0 = time.perf_counter()
-        server.psql("\\c bench\nVACUUM (ANALYZE) bastion_chunks, bastion_chunk_terms, bastion_term_stats;")
+        tables = "bastion_chunks, bastion_chunk_terms, bastion_term_stats" + (", bastion_label_vectors" if args.label_vectors else "")
+        server.psql(f"\\c bench\nVACUUM (ANALYZE) {tables};")
         print(kind, n, "vacuum", round(time.perf_counter() - t0, 1), "s", flush=True)
     truth = exact_all(corpus, qvecs)
     vec_of = {t: v for t, v in zip(qtexts, qvecs)}
@@ -283,6 +285,9 @@ def main() -> None:
                     help="pgvector's HNSW ef_construction for the build (default: the store's)")
     ap.add_argument("--shared-buffers-mb", type=int, default=None,
                     help="PostgreSQL's shared_buffers for the pgvector runs (default: pgserver's 128 MB)")
+    ap.add_argument("--label-vectors", action="store_true",
+                    help="pgvector's [store] label_vectors: per-label half-precision vector copies for the exact ranking "
+                         "(filled when a kept database is opened without them)")
     ap.add_argument("--prewarm", action="store_true",
                     help="with --pg-dir and a kept database: read its files once before starting the server, so that "
                          "the queries find the tables and indexes in the OS cache (a server that has been answering "

@@ -530,6 +530,7 @@ class StoreConfig(_Strict):
     exact_threshold: int = Field(default=1000, ge=0)  # a principal reading at most this many chunks is ranked exactly
     dense_exact_share: float = Field(default=0.15, ge=0, le=1)  # ... or at most this share of the table (dense only)
     dense_exact_rows: int = Field(default=20_000, ge=0)  # ... and at most this many chunks (the exact scan's cost)
+    label_vectors: bool = False  # a half-precision vector copy per chunk and ACL label, for the exact ranking
     ann_min_rows: int = Field(default=10_000, ge=1)  # rows from which the HNSW index is built
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=128, ge=4, le=1000)  # 64 left recall@10 at 0.92 on 1M chunks

@@ -33,6 +33,7 @@ from bastion.stores.lance_schema import rank_score
 from bastion.stores.pgvector_schema import (
     CHUNKS,
     K1,
+    LABELS,
     LOCK_SPACE,
     META,
     ROW_COLUMNS,
@@ -45,6 +46,9 @@ from bastion.stores.pgvector_schema import (
     ddl,
     engine,
     hnsw_ddl,
+    label_vectors_ddl,
+    label_vectors_fit,
+    label_where,
     resolve_url,
     stats_backfill_sql,
     stats_update_sql,
@@ -87,6 +91,10 @@ class PgVectorStore:
         hnsw_m, ef_construction: the HNSW index's build parameters.
         max_scan_tuples: how far an iterative scan may walk before giving up (then: exact ranking).
         build_memory_mb: ``maintenance_work_mem`` for the HNSW build (an index larger than it builds far slower).
+        label_vectors: keep a half-precision copy of every vector per ACL label of its chunk (:data:`LABELS`), from
+            which the exact ranking reads a principal's chunks side by side instead of a page each (about half the
+            time at 10,000 chunks), the candidates re-ranked with the full vectors; costs about 1.6 kB of disk per
+            chunk and label. Filled on the first open with it set; up to 1,200 dimensions.
 
     >>> store = PgVectorStore("postgresql+psycopg://bastion@db/bastion", embedder_id="hash-64", dimension=64)  # doctest: +SKIP
     >>> store.count()   # doctest: +SKIP
@@ -102,12 +110,15 @@ class PgVectorStore:
                  exact_threshold: int = 1000, ann_min_rows: int = 10_000, hnsw_m: int = 16,
                  ef_construction: int = 128, max_scan_tuples: int = 20_000, pool_size: int = 5,
                  connect_timeout_s: int = 10, build_memory_mb: int = 512, dense_exact_share: float = 0.15,
-                 dense_exact_rows: int = 20_000) -> None:
+                 dense_exact_rows: int = 20_000, label_vectors: bool = False) -> None:
         self.embedder_id, self.dimension = embedder_id, dimension
         self.ef_search, self.exact_threshold, self.ann_min_rows = ef_search, exact_threshold, ann_min_rows
         self.hnsw_m, self.ef_construction, self.max_scan_tuples = hnsw_m, ef_construction, max_scan_tuples
         self.url, self.build_memory_mb = url, build_memory_mb
         self.dense_exact_share, self.dense_exact_rows = dense_exact_share, dense_exact_rows
+        self.label_vectors = label_vectors and label_vectors_fit(dimension)
+        if label_vectors and not self.label_vectors:
+            log("store.label_vectors_too_wide", dimension=dimension)
         self._create_extension()
         self._engine = engine(url, pool_size=pool_size, connect_timeout_s=connect_timeout_s)
         self._ann_built: bool | None = None
@@ -193,6 +204,14 @@ class PgVectorStore:
             cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
                         (CHUNKS,))
             storage = cur.fetchone()
+            if self.label_vectors and meta.get("label_vectors") != "complete":
+                # under the schema lock: the copies and the chunks they copy are read and written in one transaction
+                t0 = time.monotonic()
+                for statement in label_vectors_ddl(self.dimension):
+                    cur.execute(statement)
+                cur.execute(f"INSERT INTO {META} (key, value) VALUES ('label_vectors', 'complete') "
+                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+                log("store.label_vectors_filled", seconds=round(time.monotonic() - t0, 1))
             if not meta:
                 cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
                                 [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
@@ -229,7 +248,7 @@ class PgVectorStore:
         """Remove the tables (``bastion rebuild``: the index is derived and is re-made from the catalog)."""
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
-            cur.execute(f"DROP TABLE IF EXISTS {STATS}, {TERMS}, {CHUNKS}, {META}")
+            cur.execute(f"DROP TABLE IF EXISTS {LABELS}, {STATS}, {TERMS}, {CHUNKS}, {META}")
         self._ann_built = None
 
     # -- writes -----------------------------------------------------------------------------
@@ -253,6 +272,7 @@ class PgVectorStore:
         if not doc_ids:
             return
         import psycopg
+        from pgvector.psycopg.halfvec import register_halfvec_info
         from pgvector.psycopg.vector import register_vector_info
         from psycopg.types import TypeInfo
 
@@ -264,6 +284,7 @@ class PgVectorStore:
             # on this cursor only (the catalog's connection stays as it was); the function is typed for a
             # connection but needs only an adaptation context, which a cursor is
             register_vector_info(cur, TypeInfo.fetch(conn, "vector"))  # type: ignore[arg-type]
+            register_halfvec_info(cur, TypeInfo.fetch(conn, "halfvec"))  # type: ignore[arg-type]
             self._replace(cur, doc_ids, chunks)
 
     def shares_database_with(self, catalog: Catalog) -> bool:
@@ -323,6 +344,11 @@ class PgVectorStore:
         cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(d)) FROM unnest(%s::text[]) AS d", (LOCK_SPACE, scope))
         cur.execute(stats_update_sql(), delta)  # deletes the old terms rows and moves the statistics
         cur.execute(f"DELETE FROM {CHUNKS} WHERE doc_id = ANY(%s::text[])", (scope,))
+        # the per-label copies, wherever the table exists (another process may have made it): never left stale
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (LABELS,))
+        copies = bool(cur.fetchone()[0])
+        if copies:
+            cur.execute(f"DELETE FROM {LABELS} WHERE doc_id = ANY(%s::text[])", (scope,))
         if not chunks:
             return
         # binary COPY: pgvector's text form of a vector costs more to write than everything else together
@@ -336,6 +362,15 @@ class PgVectorStore:
             for c, cnt in zip(chunks, counts):
                 copy.write_row([c.chunk_id, c.doc_id, c.source, list(c.acl), sum(cnt.values()),
                                 list(cnt), list(cnt.values())])
+        if copies:
+            from pgvector import HalfVector
+
+            with cur.copy(f"COPY {LABELS} (label, chunk_id, doc_id, source, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "text", "text", "halfvec"])
+                for c in chunks:
+                    half = HalfVector(np.asarray(c.vector, dtype=np.float16))
+                    for label in sorted(set(c.acl)):
+                        copy.write_row([label, c.chunk_id, c.doc_id, c.source, half])
 
     def optimize(self) -> None:
         """Build the HNSW index once the table holds ``ann_min_rows`` rows (pgvector maintains it on every
@@ -347,6 +382,8 @@ class PgVectorStore:
             # some time later): merge them now, so the first searches after a sync are not the slow ones
             cur.execute("SELECT gin_clean_pending_list(i::regclass) FROM unnest(%s::text[]) AS i",
                         ([f"{CHUNKS}_acl", f"{TERMS}_acl", f"{TERMS}_keys"],))
+        if self.label_vectors:
+            self._vacuum_copies()
         if self._has_ann() or self.count() < self.ann_min_rows:
             return
         raw = self._engine.raw_connection()
@@ -370,6 +407,20 @@ class PgVectorStore:
             raw.close()
         log("store.hnsw_built", rows=self.count())
         self._ann_built = None
+
+    def _vacuum_copies(self) -> None:
+        """Mark the per-label copies' new pages all-visible (VACUUM), so that the exact ranking reads them from the
+        index alone rather than visiting each changed row, as it would until autovacuum came by."""
+        raw = self._engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            conn.autocommit = True  # VACUUM runs outside a transaction
+            try:
+                conn.execute(f"VACUUM (ANALYZE) {LABELS}")
+            finally:
+                conn.autocommit = False
+        finally:
+            raw.close()
 
     def _has_ann(self) -> bool:
         """Whether a valid HNSW index exists (cached once found; an index is never dropped while open)."""
@@ -459,10 +510,37 @@ class PgVectorStore:
                 if len(rows) >= k:
                     return list(rows)
                 log("store.iterative_scan_short", found=len(rows), k=k)  # the walk gave up: rank exactly
+            if self.label_vectors:
+                return self._exact_from_copies(cur, vector, labels, k, source, columns)
             cur.execute("SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'on', true), "
                         "set_config('enable_seqscan', 'on', true)")  # no HNSW: the exact order
             cur.execute(query, params)
             return list(cur.fetchall())
+
+    def _exact_from_copies(self, cur: Any, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter,
+                           columns: str) -> list[tuple[Any, ...]]:
+        """The exact top-k read from the per-label copies (:data:`LABELS`): the ``2k + 20`` nearest by the
+        half-precision vectors (a chunk under several of the principal's labels counted once), then those chunks'
+        rows, which pass the ACL predicate again, ranked by their full vectors. Half precision moves a cosine
+        distance by about 1e-3, far less than the gap between the k-th and the 2k-th neighbour, so the final order
+        is the full vectors' own."""
+        from pgvector import HalfVector
+
+        near, params = label_where(labels, source, "a.")
+        where, _ = acl_where(labels, source, "c.")
+        params |= {"v": np.asarray(vector, dtype=np.float32), "h": HalfVector(np.asarray(vector, dtype=np.float16)),
+                   "k": k, "pool": 2 * k + 20}
+        # the copies by their index alone (consecutive entries per label); the full rows by primary key; the
+        # final order over a materialized handful, so that no plan ranks it by walking the HNSW index
+        cur.execute("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+                    "set_config('enable_indexscan', 'on', true)")
+        cur.execute(f"""
+            WITH near AS MATERIALIZED (SELECT a.chunk_id, min(a.embedding <=> %(h)s) AS d FROM {LABELS} a WHERE {near}
+                                       GROUP BY a.chunk_id ORDER BY d, a.chunk_id LIMIT %(pool)s),
+            hits AS MATERIALIZED (SELECT {columns}, c.embedding <=> %(v)s AS distance FROM {CHUNKS} c
+                                  WHERE c.chunk_id IN (SELECT chunk_id FROM near) AND {where} OFFSET 0)
+            SELECT * FROM hits ORDER BY distance, chunk_id LIMIT %(k)s""", params)
+        return list(cur.fetchall())
 
     def rank_dense(self, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter = None) -> list[Ranked]:
         """Ids and cosine similarities of the top-k chunks ``labels`` may read, best first."""
@@ -598,7 +676,8 @@ class PgVectorStore:
     def disk_bytes(self) -> int:
         """The tables' and their indexes' size on disk (for benchmarks and `bastion doctor`)."""
         with self._tx() as cur:
-            cur.execute("SELECT sum(pg_total_relation_size(t)) FROM unnest(%s::regclass[]) AS t", ([CHUNKS, TERMS, STATS, META],))
+            cur.execute("SELECT sum(pg_total_relation_size(to_regclass(t))) FROM unnest(%s::text[]) AS t",
+                        ([CHUNKS, TERMS, STATS, META, LABELS],))
             return int(cur.fetchone()[0] or 0)
 
 
@@ -620,7 +699,7 @@ def open_store(config: WorkspaceConfig, embedder_id: str, dimension: int) -> PgV
     s = config.store
     return PgVectorStore(store_url(config), embedder_id=embedder_id, dimension=dimension, ef_search=s.ef_search,
                          exact_threshold=s.exact_threshold, dense_exact_share=s.dense_exact_share,
-                         dense_exact_rows=s.dense_exact_rows, ann_min_rows=s.ann_min_rows, hnsw_m=s.hnsw_m,
+                         dense_exact_rows=s.dense_exact_rows, label_vectors=s.label_vectors, ann_min_rows=s.ann_min_rows, hnsw_m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction, pool_size=s.pool_size,
                          build_memory_mb=s.index_build_memory_mb,
                          connect_timeout_s=config.catalog.connect_timeout_s)
@@ -632,4 +711,4 @@ def drop_tables(config: WorkspaceConfig) -> None:
 
     dsn = store_url(config).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=config.catalog.connect_timeout_s) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {STATS}, {TERMS}, {CHUNKS}, {META}")
+        conn.execute(f"DROP TABLE IF EXISTS {LABELS}, {STATS}, {TERMS}, {CHUNKS}, {META}")

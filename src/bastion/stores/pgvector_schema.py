@@ -27,10 +27,11 @@ from typing import Any
 
 from bastion.core.errors import MissingExtraError, StoreError
 
-__all__ = ["CHUNKS", "META", "ROW_COLUMNS", "STATS", "TERMS", "VECTOR_STORAGE", "acl_where", "bm25_sql", "bm25_table_sql", "ddl",
-           "engine", "resolve_url", "stats_backfill_sql", "stats_update_sql"]
+__all__ = ["CHUNKS", "LABELS", "META", "ROW_COLUMNS", "STATS", "TERMS", "VECTOR_STORAGE", "acl_where", "bm25_sql", "bm25_table_sql", "ddl",
+           "engine", "label_vectors_ddl", "label_vectors_fit", "label_where", "resolve_url", "stats_backfill_sql", "stats_update_sql"]
 
 CHUNKS, TERMS, META = "bastion_chunks", "bastion_chunk_terms", "bastion_store_meta"
+LABELS = "bastion_label_vectors"  # optional ([store] label_vectors): a half-precision vector copy per chunk and ACL label
 STATS = "bastion_term_stats"  # whole-table BM25 statistics: df per term; the row of term '' holds N and total length
 # the columns a hit shows (as LanceStore's rows: chunk id, text and the citation fields)
 ROW_COLUMNS = ["chunk_id", "doc_id", "version_id", "source", "document", "path", "page", "section",
@@ -65,6 +66,31 @@ def ddl(dim: int) -> list[str]:
 # dimensions): every exact ranking then read it through the TOAST index, a third of the scan's time. Rows written
 # before the setting keep their place until their document is written again (a sync, or `bastion rebuild`).
 VECTOR_STORAGE = f"ALTER TABLE {CHUNKS} ALTER COLUMN embedding SET STORAGE MAIN"
+
+
+def label_vectors_fit(dim: int) -> bool:
+    """Whether a ``dim``-dimension half-precision vector fits in a btree entry (about 2,700 bytes with the label,
+    source and chunk id): up to 1,200 dimensions."""
+    return dim <= 1200
+
+
+def label_vectors_ddl(dim: int) -> list[str]:
+    """The optional table of per-label vector copies, its indexes, and its fill from the chunks table.
+
+    One row per chunk and label of its ACL, with the vector as ``halfvec``. The btree ``(label) INCLUDE (source,
+    chunk_id, embedding)`` keeps the entries of one label side by side, so that ranking the chunks of a principal
+    who may read few of them is an index-only scan of consecutive pages; in the chunks table the same rows lie
+    scattered, a page each.
+    """
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {LABELS} (label text NOT NULL, chunk_id text NOT NULL, doc_id text NOT NULL,
+            source text, embedding halfvec({dim}) NOT NULL)""",
+        f"INSERT INTO {LABELS} (label, chunk_id, doc_id, source, embedding) "
+        f"SELECT l, c.chunk_id, c.doc_id, c.source, c.embedding::halfvec FROM {CHUNKS} c CROSS JOIN unnest(c.acl) AS l",
+        f"CREATE INDEX IF NOT EXISTS {LABELS}_rank ON {LABELS} (label) INCLUDE (source, chunk_id, embedding)",
+        f"CREATE INDEX IF NOT EXISTS {LABELS}_doc ON {LABELS} (doc_id)",
+        f"ANALYZE {LABELS}",
+    ]
 
 
 def stats_backfill_sql() -> str:
@@ -109,9 +135,21 @@ def acl_where(labels: frozenset[str], source: str | Sequence[str] | None, alias:
     >>> acl_where(frozenset({"group:hr", "user:eve"}), "wiki", "c.")
     ('c.acl && %(labels)s::text[] AND c.source = %(source)s', {'labels': ['group:hr', 'user:eve'], 'source': 'wiki'})
     """
+    return _with_source(f"{alias}acl && %(labels)s::text[]", labels, source, alias)
+
+
+def label_where(labels: frozenset[str], source: str | Sequence[str] | None, alias: str = "") -> tuple[str, dict[str, Any]]:
+    """:func:`acl_where` for the rows of :data:`LABELS`: one row per label, so the row's label is one of ``labels``.
+
+    >>> label_where(frozenset({"group:hr"}), None, "a.")
+    ('a.label = ANY(%(labels)s::text[])', {'labels': ['group:hr']})
+    """
+    return _with_source(f"{alias}label = ANY(%(labels)s::text[])", labels, source, alias)
+
+
+def _with_source(where: str, labels: frozenset[str], source: str | Sequence[str] | None, alias: str) -> tuple[str, dict[str, Any]]:
     if not labels:
         raise StoreError("a query needs at least one principal label")
-    where = f"{alias}acl && %(labels)s::text[]"
     params: dict[str, Any] = {"labels": sorted(labels)}
     if isinstance(source, str):
         where += f" AND {alias}source = %(source)s"
