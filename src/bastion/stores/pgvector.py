@@ -519,24 +519,28 @@ class PgVectorStore:
 
     def _exact_from_copies(self, cur: Any, vector: np.ndarray, labels: frozenset[str], k: int, source: SourceFilter,
                            columns: str) -> list[tuple[Any, ...]]:
-        """The exact top-k read from the per-label copies (:data:`LABELS`): the ``2k + 20`` nearest by the
-        half-precision vectors (a chunk under several of the principal's labels counted once), then those chunks'
-        rows, which pass the ACL predicate again, ranked by their full vectors. Half precision moves a cosine
-        distance by about 1e-3, far less than the gap between the k-th and the 2k-th neighbour, so the final order
-        is the full vectors' own."""
+        """The exact top-k read from the per-label copies (:data:`LABELS`): the ``2k + 20`` chunks nearest by the
+        half-precision vectors, then their rows, which pass the ACL predicate again, ranked by their full vectors.
+        Half precision moves a cosine distance by about 1e-3, far less than the gap between the k-th and the 2k-th
+        neighbour, so the final order is the full vectors' own."""
         from pgvector import HalfVector
 
         near, params = label_where(labels, source, "a.")
         where, _ = acl_where(labels, source, "c.")
+        pool = 2 * k + 20
         params |= {"v": np.asarray(vector, dtype=np.float32), "h": HalfVector(np.asarray(vector, dtype=np.float16)),
-                   "k": k, "pool": 2 * k + 20}
-        # the copies by their index alone (consecutive entries per label); the full rows by primary key; the
-        # final order over a materialized handful, so that no plan ranks it by walking the HNSW index
+                   "k": k, "pool": pool, "wide": pool * len(labels)}
+        # the copies by their index alone (consecutive entries per label), sorted by distance: a chunk under several of
+        # the principal's labels has the same distance in each, so its copies sit together and the nearest
+        # pool x labels entries hold the nearest pool chunks (a grouping of every entry instead cost twice the scan);
+        # then the full rows by primary key, and the final order over a materialized handful, so that no plan ranks
+        # it by walking the HNSW index; no parallel workers (starting them cost more than the scan)
         cur.execute("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
-                    "set_config('enable_indexscan', 'on', true)")
+                    "set_config('enable_indexscan', 'on', true), set_config('max_parallel_workers_per_gather', '0', true)")
         cur.execute(f"""
-            WITH near AS MATERIALIZED (SELECT a.chunk_id, min(a.embedding <=> %(h)s) AS d FROM {LABELS} a WHERE {near}
-                                       GROUP BY a.chunk_id ORDER BY d, a.chunk_id LIMIT %(pool)s),
+            WITH copies AS MATERIALIZED (SELECT a.chunk_id, a.embedding <=> %(h)s AS d FROM {LABELS} a WHERE {near}
+                                         ORDER BY d, a.chunk_id LIMIT %(wide)s),
+            near AS MATERIALIZED (SELECT DISTINCT d, chunk_id FROM copies ORDER BY d, chunk_id LIMIT %(pool)s),
             hits AS MATERIALIZED (SELECT {columns}, c.embedding <=> %(v)s AS distance FROM {CHUNKS} c
                                   WHERE c.chunk_id IN (SELECT chunk_id FROM near) AND {where} OFFSET 0)
             SELECT * FROM hits ORDER BY distance, chunk_id LIMIT %(k)s""", params)
