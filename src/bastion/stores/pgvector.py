@@ -93,8 +93,8 @@ class PgVectorStore:
         build_memory_mb: ``maintenance_work_mem`` for the HNSW build (an index larger than it builds far slower).
         label_vectors: keep a half-precision copy of every vector per ACL label of its chunk (:data:`LABELS`), from
             which the exact ranking reads a principal's chunks side by side instead of a page each (about half the
-            time at 10,000 chunks), the candidates re-ranked with the full vectors; costs about 1.6 kB of disk per
-            chunk and label. Filled on the first open with it set; up to 1,200 dimensions.
+            time at 10,000 chunks), the candidates re-ranked with the full vectors; costs about 1.9 kB of disk per
+            chunk and label (384 dimensions). Filled on the first open with it set; up to 1,200 dimensions.
 
     >>> store = PgVectorStore("postgresql+psycopg://bastion@db/bastion", embedder_id="hash-64", dimension=64)  # doctest: +SKIP
     >>> store.count()   # doctest: +SKIP
