@@ -99,3 +99,31 @@ def test_the_copies_cost_is_counted_and_a_dimension_too_wide_for_them_is_refused
     assert label_vectors_fit(1024) and not label_vectors_fit(1536)  # 1,536 dimensions: no btree entry holds them
     plain.close()
     copies.close()
+
+
+def test_filling_waits_for_a_writer_and_defers_past_its_timeout(pg_url):
+    """A store opened with the setting while a writer holds the chunks table waits for it; past
+    ``fill_lock_timeout_s`` it ranks from the chunks table (same hits) and a later open fills the copies."""
+    import psycopg
+
+    from bastion.stores.pgvector import PgVectorStore
+
+    plain = open_store(pg_url, _Dim(), exact_threshold=10_000)
+    chunks, vectors = _corpus(200)
+    plain.replace_documents(sorted({c.doc_id for c in chunks}), chunks)
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as writer:  # a sync mid-write: its transaction holds the chunks table
+        writer.execute("DELETE FROM bastion_chunks WHERE doc_id = 'nothing'")
+        PgVectorStore.fill_lock_timeout_s = 0.3
+        try:
+            waiting = open_store(pg_url, _Dim(), exact_threshold=10_000, label_vectors=True)
+        finally:
+            PgVectorStore.fill_lock_timeout_s = 5.0
+        assert not waiting.label_vectors
+        got = [r.chunk_id for r in waiting.rank_dense(vectors[0], frozenset({"group:small"}), 5)]
+        assert got == _truth(chunks, vectors, vectors[0], {"group:small"}, 5)
+    filled = open_store(pg_url, _Dim(), exact_threshold=10_000, label_vectors=True)
+    assert filled.label_vectors
+    assert [r.chunk_id for r in filled.rank_dense(vectors[0], frozenset({"group:small"}), 5)] == got
+    for store in (plain, waiting, filled):
+        store.close()

@@ -104,6 +104,7 @@ class PgVectorStore:
     terms_budget = 5_000  # BM25 above exact_threshold: summed document frequency of the terms scored exactly
     terms_fill_cap = 200  # ... and how many chunks holding only commoner terms are sampled past that
     acl_bitmap_ratio = 8  # ... whose candidates are read before the ACL once it admits this many times more chunks
+    fill_lock_timeout_s = 5.0  # how long filling the label copies waits for writers and index builds (then: later)
     path_ttl_s = 30.0  # how long a filter's readable count and the table's size are remembered (:meth:`_readable`)
 
     def __init__(self, url: Any, *, embedder_id: str, dimension: int, ef_search: int = 100,
@@ -204,26 +205,50 @@ class PgVectorStore:
             cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
                         (CHUNKS,))
             storage = cur.fetchone()
-            if self.label_vectors and meta.get("label_vectors") != "complete":
-                # under the schema lock: the copies and the chunks they copy are read and written in one transaction
-                t0 = time.monotonic()
+            if not meta:
+                cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
+                                [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
+        if meta:
+            if storage is not None and storage[0] != "m":
+                self._keep_vectors_inline()
+            if meta.get("embedder_id") != self.embedder_id or meta.get("dimension") != str(self.dimension):
+                raise EmbedderMismatch(
+                    f"the chunk store in the {self._where()} was built with embedder {meta.get('embedder_id')!r} "
+                    f"({meta.get('dimension')} dimensions); the workspace now uses {self.embedder_id!r} "
+                    f"({self.dimension} dimensions). Restore the old embedder setting, or run "
+                    "`bastion rebuild` to re-embed everything with the new one.")
+        if self.label_vectors and meta.get("label_vectors") != "complete":
+            self._fill_label_vectors()
+
+    def _fill_label_vectors(self) -> None:
+        """Create and fill the per-label copies (``label_vectors`` set, the table missing or unfinished).
+
+        One transaction holding the chunks table in SHARE mode: writers already writing finish first and later ones
+        wait, then see the table and keep it in step (:meth:`_replace`), so no chunk is missed or copied stale. It waits
+        at most ``fill_lock_timeout_s`` for that lock (a writer, an index build); past it this process ranks from the
+        chunks table and the next open tries again.
+        """
+        import psycopg
+
+        t0 = time.monotonic()
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+                cur.execute(f"SELECT value FROM {META} WHERE key = 'label_vectors'")
+                done = cur.fetchone()
+                if done and done[0] == "complete":  # another process filled it meanwhile
+                    return
+                cur.execute(f"SET LOCAL lock_timeout = '{int(self.fill_lock_timeout_s * 1000)}ms'")
+                cur.execute(f"LOCK TABLE {CHUNKS} IN SHARE MODE")
                 for statement in label_vectors_ddl(self.dimension):
                     cur.execute(statement)
                 cur.execute(f"INSERT INTO {META} (key, value) VALUES ('label_vectors', 'complete') "
                             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
-                log("store.label_vectors_filled", seconds=round(time.monotonic() - t0, 1))
-            if not meta:
-                cur.executemany(f"INSERT INTO {META} (key, value) VALUES (%s, %s)",
-                                [("embedder_id", self.embedder_id), ("dimension", str(self.dimension))])
-                return
-        if storage is not None and storage[0] != "m":
-            self._keep_vectors_inline()
-        if meta.get("embedder_id") != self.embedder_id or meta.get("dimension") != str(self.dimension):
-            raise EmbedderMismatch(
-                f"the chunk store in the {self._where()} was built with embedder {meta.get('embedder_id')!r} "
-                f"({meta.get('dimension')} dimensions); the workspace now uses {self.embedder_id!r} "
-                f"({self.dimension} dimensions). Restore the old embedder setting, or run "
-                "`bastion rebuild` to re-embed everything with the new one.")
+        except psycopg.errors.LockNotAvailable:
+            self.label_vectors = False
+            log("store.label_vectors_deferred", waited_s=self.fill_lock_timeout_s)
+            return
+        log("store.label_vectors_filled", seconds=round(time.monotonic() - t0, 1))
 
     def _keep_vectors_inline(self) -> None:
         """Set the vector column of a store created before :data:`VECTOR_STORAGE` (:meth:`_setup` found it) to keep
