@@ -139,3 +139,28 @@ def test_a_store_nobody_answers_at_is_named(tmp_path):
     [line] = _store_problems(rep)
     assert "cannot connect to the" in line and "127.0.0.1" in line and "[store] url" in line
     assert "pgvector: not reachable" in _doctor(home).output
+
+
+def _open_store(home: Path) -> None:
+    ws = Workspace.open(home, embedder=HashEmbedder())
+    assert ws.store.count() == 3  # the store opens on first use
+    ws.close()
+
+
+def test_label_copies_out_of_step_are_reported_and_the_advice_repairs_them(synced, pg_url):
+    home, _ = synced
+    toml = home / "bastion.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "label_vectors = true\n", encoding="utf-8")
+    _open_store(home)  # the first open with the setting makes the copies
+    rep = _assert_healthy(home)
+    assert rep["workspace"]["store"]["label_vectors"] == {"copies": 3, "chunk_labels": 3}
+    assert "3 label vector copies" in _doctor(home).output
+    _sql(pg_url, "DELETE FROM bastion_label_vectors WHERE chunk_id = (SELECT min(chunk_id) FROM bastion_label_vectors)")
+    code, rep = _doctor_json(home)
+    [line] = _store_problems(rep)
+    assert code == 1 and "2 label vector copies in bastion_label_vectors for 3 chunk labels" in line
+    _sql(pg_url, "DROP TABLE bastion_label_vectors; DELETE FROM bastion_store_meta WHERE key = 'label_vectors'")
+    code, rep = _doctor_json(home)
+    assert _store_problems(rep) == [] and any("label copies are not made yet" in n for n in rep["notes"]), rep
+    _open_store(home)  # the advice: the next command that opens the store makes them again
+    assert _assert_healthy(home)["workspace"]["store"]["label_vectors"] == {"copies": 3, "chunk_labels": 3}

@@ -5,14 +5,15 @@ built or repaired (opening :class:`~bastion.stores.pgvector.PgVectorStore` would
 extension and the tables, so the probe does not). It checks that the database answers, the
 pgvector extension and its version, the tables, the HNSW index (present once the table holds
 ``ann_min_rows`` rows, and valid: a build that was interrupted leaves an INVALID index that
-searches cannot use), the chunk rows against the chunks the catalog says are indexed, and the
-whole-table BM25 statistics. Each problem is one line that says what to do.
+searches cannot use), the chunk rows against the chunks the catalog says are indexed, the
+whole-table BM25 statistics, and the per-label vector copies (``[store] label_vectors``) against the
+chunks' labels. Each problem is one line that says what to do.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from bastion.stores.pgvector_schema import CHUNKS, META, STATS, TERMS
+from bastion.stores.pgvector_schema import CHUNKS, LABELS, META, STATS, TERMS
 
 HNSW_INDEX = f"{CHUNKS}_embedding"
 MIN_PGVECTOR = (0, 8)
@@ -99,6 +100,7 @@ def _probe(conn: Any, store: Any, catalog_chunks: int | None, rep: dict[str, Any
                         "chunks; run `bastion rebuild`")
     _check_hnsw(conn, store, rows, rep, problems, notes)
     _check_stats(conn, term_rows, rep, problems)
+    _check_copies(conn, store, rep, problems, notes)
 
 
 def _check_hnsw(conn: Any, store: Any, rows: int, rep: dict[str, Any], problems: list[str], notes: list[str]) -> None:
@@ -140,6 +142,26 @@ def _check_stats(conn: Any, term_rows: int, rep: dict[str, Any], problems: list[
                         f"{term_rows}: keyword scores are off; {fix}")
 
 
+def _check_copies(conn: Any, store: Any, rep: dict[str, Any], problems: list[str], notes: list[str]) -> None:
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LABELS,)).fetchone()[0]:
+        rep["label_vectors"] = None
+        if store.label_vectors:
+            notes.append("store: [store] label_vectors is on but the label copies are not made yet: the next command "
+                         "that opens the store (`bastion sync`, `bastion serve`) makes them once no sync is writing")
+        return
+    copies = int(conn.execute(f"SELECT count(*) FROM {LABELS}").fetchone()[0])
+    labels = int(conn.execute(f"SELECT coalesce(sum(cardinality(acl)), 0) FROM {CHUNKS}").fetchone()[0])
+    rep["label_vectors"] = {"copies": copies, "chunk_labels": labels}
+    if copies != labels:
+        problems.append(f"store: {copies} label vector copies in {LABELS} for {labels} chunk labels: the exact dense "
+                        f"ranking from them misses or invents chunks; run DROP TABLE {LABELS}; DELETE FROM {META} WHERE "
+                        "key = 'label_vectors'; the next command that opens the store with [store] label_vectors = true "
+                        "makes them again")
+    elif not store.label_vectors:
+        notes.append(f"store: {LABELS} ({copies} copies) is kept by every write though [store] label_vectors is off: "
+                     f"DROP TABLE {LABELS} to save its space and write time")
+
+
 def store_row(rep: dict[str, Any]) -> str:
     """The store's line in doctor's table."""
     if not rep["reachable"]:
@@ -148,4 +170,6 @@ def store_row(rep: dict[str, Any]) -> str:
     if "chunk_rows" in rep:
         text += f"; {rep['chunk_rows']} chunk rows; HNSW index {rep['hnsw']}"
         text += "; term statistics " + ("present" if rep.get("term_stats") else "missing")
+        if rep.get("label_vectors"):
+            text += f"; {rep['label_vectors']['copies']} label vector copies"
     return text
