@@ -83,12 +83,14 @@ def label_vectors_ddl(dim: int) -> list[str]:
     scattered, a page each.
     """
     return [
-        f"""CREATE TABLE IF NOT EXISTS {LABELS} (label text NOT NULL, chunk_id text NOT NULL, doc_id text NOT NULL,
+        # made afresh: a table left without its "complete" mark (dropped by hand halfway) is not trusted
+        f"DROP TABLE IF EXISTS {LABELS}",
+        f"""CREATE TABLE {LABELS} (label text NOT NULL, chunk_id text NOT NULL, doc_id text NOT NULL,
             source text, embedding halfvec({dim}) NOT NULL)""",
         f"INSERT INTO {LABELS} (label, chunk_id, doc_id, source, embedding) "
         f"SELECT l, c.chunk_id, c.doc_id, c.source, c.embedding::halfvec FROM {CHUNKS} c CROSS JOIN unnest(c.acl) AS l",
-        f"CREATE INDEX IF NOT EXISTS {LABELS}_rank ON {LABELS} (label) INCLUDE (source, chunk_id, embedding)",
-        f"CREATE INDEX IF NOT EXISTS {LABELS}_doc ON {LABELS} (doc_id)",
+        f"CREATE INDEX {LABELS}_rank ON {LABELS} (label) INCLUDE (source, chunk_id, embedding)",
+        f"CREATE INDEX {LABELS}_doc ON {LABELS} (doc_id)",
         f"ANALYZE {LABELS}",
     ]
 
